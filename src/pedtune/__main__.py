@@ -1,0 +1,5 @@
+import sys
+
+from pedtune.cli import main
+
+sys.exit(main())

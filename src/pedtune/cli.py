@@ -1,0 +1,96 @@
+"""``pedtune <stage>``: parse, load params.yaml, run one stage, map known errors to exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+from pedtune.config import ConfigError, StudyConfig, load_config
+from pedtune.errors import PedtuneError
+
+
+def _fetch(config: StudyConfig) -> None:
+    from pedtune.data.stage import run_fetch
+
+    run_fetch(config)
+
+
+def _weights(config: StudyConfig) -> None:
+    from pedtune import paths
+    from pedtune.model.weights import save_weights
+
+    save_weights(config.model, paths.PRETRAINED)
+
+
+def _split(config: StudyConfig) -> None:
+    from pedtune.data.stage import run_split
+
+    run_split(config)
+
+
+def _train(config: StudyConfig) -> None:
+    from pedtune.train import run_train
+
+    run_train(config)
+
+
+def _tune(config: StudyConfig) -> None:
+    from pedtune.tune.driver import run_tune
+
+    run_tune(config)
+
+
+def _evaluate(config: StudyConfig) -> None:
+    from pedtune.evaluate.stage import run_evaluate
+
+    run_evaluate(config)
+
+
+def _check(config: StudyConfig) -> None:
+    print("params.yaml is valid", file=sys.stderr)
+
+
+STAGES: dict[str, tuple[Callable[[StudyConfig], None], str]] = {
+    "check": (_check, "validate params.yaml and exit"),
+    "fetch": (_fetch, "get PennFudanPed (url, local zip/dir or synthetic) into data/PennFudanPed"),
+    "weights": (_weights, "resolve model.weights into models/pretrained.pt"),
+    "split": (_split, "draw the seeded train/val/test split into data/split.json"),
+    "train": (_train, "train the params.yaml configuration, log it to MLflow"),
+    "tune": (_tune, "search hyperparameters with Ray Tune (resumes an interrupted sweep)"),
+    "evaluate": (_evaluate, "initial vs tuned config over several seeds on the test split"),
+}
+EXIT_BAD_INPUT = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pedtune", description=__doc__)
+    parser.add_argument("--params", default="params.yaml", help="the study's parameters (default: %(default)s)")
+    sub = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
+    for name, (_, help_text) in STAGES.items():
+        sub.add_parser(name, help=help_text, description=help_text)
+    readme = sub.add_parser("readme-results", help="rewrite README.md's Results section from the evaluate report")
+    readme.add_argument("--readme", default="README.md")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.stage == "readme-results":
+            from pedtune.evaluate.readme import update_readme
+
+            update_readme(args.readme)
+            return 0
+        config = load_config(args.params)
+        STAGES[args.stage][0](config)
+    except ConfigError as error:
+        print(f"pedtune {args.stage}: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except PedtuneError as error:
+        print(f"pedtune {args.stage}: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"pedtune {args.stage}: interrupted", file=sys.stderr)
+        return 130
+    return 0

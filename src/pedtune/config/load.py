@@ -1,0 +1,80 @@
+"""Read ``params.yaml`` into a validated :class:`StudyConfig`: the only place that parses config."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from pedtune.config.schema import StudyConfig, TrainConfig
+from pedtune.errors import PedtuneError
+
+
+class ConfigError(PedtuneError, ValueError):
+    """params.yaml is missing, unparsable or holds an invalid value; the message names the key."""
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "<top level>"
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif item["type"] == "missing":
+            message = "missing (required)"
+        lines.append(f"  {key}: {message}")
+    return "\n".join(lines)
+
+
+def validate(raw: Mapping[str, Any], source: str = "params.yaml") -> StudyConfig:
+    try:
+        return StudyConfig.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(f"invalid {source}:\n{_describe(error)}") from None
+
+
+def load_config(path: str | Path = "params.yaml") -> StudyConfig:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path} not found (run from the repository root or pass --params)") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path} is not valid YAML: {error}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must hold a mapping of sections (data, model, train, mlflow, ...)")
+    return validate(raw, source=str(path))
+
+
+def with_train_overrides(config: StudyConfig, overrides: Mapping[str, Any]) -> StudyConfig:
+    """Return ``config`` with ``train.*`` keys replaced (e.g. a tuning trial's sample), re-validated."""
+    train = config.train.model_dump()
+    for dotted, value in overrides.items():
+        section, _, key = dotted.partition(".")
+        if section != "train" or key not in TrainConfig.model_fields:
+            raise ConfigError(f"override '{dotted}' is not a train.* parameter")
+        train[key] = value
+    raw = config.model_dump()
+    raw["train"] = train
+    return validate(raw, source="train overrides")
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"train": {"lr": 0.1}} -> {"train.lr": 0.1}``; lists of mappings are indexed."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        elif isinstance(value, list) and value and all(isinstance(v, Mapping) for v in value):
+            for index, item in enumerate(value):
+                flat.update(flatten(item, f"{name}.{index}."))
+        else:
+            flat[name] = value
+    return flat

@@ -1,0 +1,252 @@
+"""The typed shape of ``params.yaml``.
+
+Every section forbids unknown keys so that a typo (``learning_rate`` for ``lr``) fails
+before any work starts instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+PENN_FUDAN_URL = "https://www.cis.upenn.edu/~jshi/ped_html/PennFudanPed.zip"
+PENN_FUDAN_MD5 = "5aaa3dee905cef73325923716e38fc6d"
+PENN_FUDAN_SIZE = 53_723_336
+
+Arch = Literal["maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2", "maskrcnn_mobilenet_v3_large_fpn"]
+WeightsChoice = Literal["coco", "imagenet_backbone", "none"]
+PositiveInt = Annotated[int, Field(gt=0)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SyntheticConfig(Section):
+    """A generated dataset in the exact PennFudanPed layout, for tests and quick runs."""
+
+    num_images: Annotated[int, Field(ge=3)] = 24
+    height: Annotated[int, Field(ge=32)] = 96
+    width: Annotated[int, Field(ge=32)] = 128
+    max_instances: Annotated[int, Field(ge=1, le=254)] = 3
+    seed: int = 0
+
+
+class SplitConfig(Section):
+    train: Fraction = 0.7
+    val: Fraction = 0.15
+    test: Fraction = 0.15
+    seed: int = 42
+
+    @model_validator(mode="after")
+    def _fractions_sum_to_one(self) -> "SplitConfig":
+        total = self.train + self.val + self.test
+        if not math.isclose(total, 1.0, abs_tol=1e-6):
+            raise ValueError(f"train + val + test must sum to 1, got {total:g}")
+        if self.train <= 0 or self.val <= 0 or self.test <= 0:
+            raise ValueError("train, val and test fractions must each be > 0")
+        return self
+
+
+class DataConfig(Section):
+    source: Literal["url", "zip", "dir", "synthetic"] = "url"
+    url: str = PENN_FUDAN_URL
+    md5: Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")] = PENN_FUDAN_MD5
+    size_bytes: PositiveInt | None = PENN_FUDAN_SIZE
+    local_path: str = ""
+    synthetic: SyntheticConfig = SyntheticConfig()
+    split: SplitConfig = SplitConfig()
+    cache: bool = True
+    num_workers: NonNegativeInt = 0
+
+    @model_validator(mode="after")
+    def _local_path_for_local_sources(self) -> "DataConfig":
+        if self.source in ("zip", "dir") and not self.local_path:
+            raise ValueError(f"source '{self.source}' needs data.local_path")
+        return self
+
+
+class ModelConfig(Section):
+    arch: Arch = "maskrcnn_resnet50_fpn"
+    weights: WeightsChoice = "coco"
+    min_size: Annotated[int, Field(ge=32)] = 800
+    max_size: Annotated[int, Field(ge=32)] = 1333
+    trainable_backbone_layers: Annotated[int, Field(ge=0, le=6)] = 3
+    detections_per_img: PositiveInt = 100
+
+    @model_validator(mode="after")
+    def _sizes_ordered(self) -> "ModelConfig":
+        if self.max_size < self.min_size:
+            raise ValueError(f"max_size ({self.max_size}) must be >= min_size ({self.min_size})")
+        return self
+
+
+class TrainConfig(Section):
+    """One training configuration: the keys a search space may override."""
+
+    epochs: PositiveInt = 10
+    batch_size: PositiveInt = 2
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: Annotated[float, Field(gt=0.0, le=10.0)] = 0.005
+    momentum: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.9
+    weight_decay: Annotated[float, Field(ge=0.0)] = 0.0005
+    lr_schedule: Literal["cosine", "step", "multistep", "constant"] = "cosine"
+    lr_step_size: PositiveInt = 3
+    lr_milestones: list[PositiveInt] = [8, 11]
+    lr_gamma: Annotated[float, Field(gt=0.0, le=1.0)] = 0.1
+    warmup_iters: NonNegativeInt = 100
+    warmup_factor: Annotated[float, Field(gt=0.0, le=1.0)] = 0.001
+    grad_clip_norm: Annotated[float, Field(ge=0.0)] = 10.0
+    hflip_prob: Fraction = 0.5
+    amp: bool = True
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    eval_batch_size: PositiveInt = 2
+
+    @field_validator("lr_milestones")
+    @classmethod
+    def _milestones_increasing(cls, value: list[int]) -> list[int]:
+        if value != sorted(set(value)):
+            raise ValueError("lr_milestones must be strictly increasing")
+        return value
+
+
+class MlflowConfig(Section):
+    tracking_uri: str = "sqlite:///mlruns/mlflow.db"
+    artifact_location: str = "mlruns/artifacts"
+    experiment: Annotated[str, Field(min_length=1)] = "pedtune"
+    connect_timeout_s: Annotated[float, Field(gt=0)] = 10.0
+
+
+class Distribution(Section):
+    """One entry of the search space, e.g. ``{param: train.lr, type: qloguniform, ...}``."""
+
+    param: str
+    type: Literal["qloguniform", "loguniform", "uniform", "quniform", "choice", "randint"]
+    lower: float | None = None
+    upper: float | None = None
+    q: Annotated[float, Field(gt=0)] | None = None
+    values: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _arguments_fit_type(self) -> "Distribution":
+        if self.type == "choice":
+            if not self.values:
+                raise ValueError(f"{self.param}: choice needs a non-empty 'values' list")
+            return self
+        if self.lower is None or self.upper is None:
+            raise ValueError(f"{self.param}: {self.type} needs 'lower' and 'upper'")
+        if self.lower >= self.upper:
+            raise ValueError(f"{self.param}: lower ({self.lower:g}) must be below upper ({self.upper:g})")
+        if self.type in ("qloguniform", "loguniform") and self.lower <= 0:
+            raise ValueError(f"{self.param}: {self.type} needs lower > 0")
+        if self.type in ("qloguniform", "quniform") and self.q is None:
+            raise ValueError(f"{self.param}: {self.type} needs 'q'")
+        if self.type == "randint" and (self.lower != int(self.lower) or self.upper != int(self.upper)):
+            raise ValueError(f"{self.param}: randint bounds must be integers")
+        return self
+
+
+class AshaConfig(Section):
+    max_t: PositiveInt | None = None  # None: train.epochs, the length of every trial
+    grace_period: PositiveInt = 2
+    reduction_factor: Annotated[float, Field(gt=1.0)] = 3.0
+
+    @model_validator(mode="after")
+    def _grace_within_budget(self) -> "AshaConfig":
+        if self.max_t is not None and self.grace_period > self.max_t:
+            raise ValueError(f"grace_period ({self.grace_period}) must be <= max_t ({self.max_t})")
+        return self
+
+
+class ResourcesConfig(Section):
+    cpu: Annotated[float, Field(gt=0)] = 1.0
+    gpu: Annotated[float, Field(ge=0)] = 0.0
+
+
+class TuneConfig(Section):
+    searcher: Literal["hyperopt", "optuna", "random"] = "hyperopt"
+    seed: int = 0
+    num_samples: PositiveInt = 20
+    max_concurrent: PositiveInt = 2
+    n_initial_points: NonNegativeInt | None = None
+    scheduler: Literal["asha", "fifo"] = "asha"
+    asha: AshaConfig = AshaConfig()
+    metric: Literal["bbox_mAP", "segm_mAP"] = "bbox_mAP"
+    mode: Literal["max"] = "max"
+    search_space: list[Distribution] = Field(
+        default_factory=lambda: [
+            Distribution(param="train.lr", type="qloguniform", lower=1e-4, upper=1e-1, q=1e-4),
+            Distribution(param="train.batch_size", type="choice", values=[2, 4, 8]),
+        ]
+    )
+    resources_per_trial: ResourcesConfig = ResourcesConfig()
+    ray_address: str = ""
+    storage_path: str = "ray_results"
+    max_failures: NonNegativeInt = 0
+
+    @model_validator(mode="after")
+    def _space_targets_train_params(self) -> "TuneConfig":
+        seen: set[str] = set()
+        for dist in self.search_space:
+            section, _, key = dist.param.partition(".")
+            if section != "train" or key not in TrainConfig.model_fields:
+                raise ValueError(f"search_space param '{dist.param}' is not a train.* parameter")
+            if dist.param in seen:
+                raise ValueError(f"search_space param '{dist.param}' appears twice")
+            seen.add(dist.param)
+        if not self.search_space:
+            raise ValueError("search_space must not be empty")
+        if self.n_initial_points is not None and self.n_initial_points >= self.num_samples:
+            raise ValueError(
+                f"n_initial_points ({self.n_initial_points}) must be below num_samples ({self.num_samples})"
+            )
+        return self
+
+
+class EvaluateConfig(Section):
+    seeds: list[int] = [0, 1, 2]
+    epochs: PositiveInt | None = None
+    train_on: Literal["train", "train+val"] = "train"
+    num_pictures: NonNegativeInt = 4
+    score_threshold: Fraction = 0.5
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds_distinct(cls, value: list[int]) -> list[int]:
+        if len(value) < 2:
+            raise ValueError("at least 2 seeds are needed to estimate a spread")
+        if len(set(value)) != len(value):
+            raise ValueError("seeds must be distinct")
+        return value
+
+
+class StudyConfig(Section):
+    data: DataConfig
+    model: ModelConfig
+    train: TrainConfig
+    mlflow: MlflowConfig
+    tune: TuneConfig = TuneConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+
+    @model_validator(mode="after")
+    def _asha_budget_fits_epochs(self) -> "StudyConfig":
+        # A trial never runs longer than train.epochs, so that bounds ASHA's horizon.
+        asha = self.tune.asha
+        if self.tune.scheduler != "asha":
+            return self
+        if asha.max_t is not None and asha.max_t > self.train.epochs:
+            raise ValueError(f"tune.asha.max_t ({asha.max_t}) must be <= train.epochs ({self.train.epochs})")
+        if asha.grace_period > self.train.epochs:
+            raise ValueError(
+                f"tune.asha.grace_period ({asha.grace_period}) must be <= train.epochs ({self.train.epochs})"
+            )
+        return self
+
+    @property
+    def asha_max_t(self) -> int:
+        return self.tune.asha.max_t or self.train.epochs

@@ -1,0 +1,86 @@
+"""One deterministic train/val/test split, drawn once and shared by every stage and trial."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pedtune.config.schema import SplitConfig
+from pedtune.errors import DataError
+from pedtune.io import write_json
+
+PARTS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class Split:
+    train: tuple[str, ...]
+    val: tuple[str, ...]
+    test: tuple[str, ...]
+
+    def part(self, name: str) -> tuple[str, ...]:
+        if name == "train+val":
+            return self.train + self.val
+        if name not in PARTS:
+            raise ValueError(f"unknown split part {name!r}")
+        return getattr(self, name)
+
+
+def _source(stem: str) -> str:
+    # "FudanPed00001" -> "FudanPed": the two collections differ in look, so each part gets both.
+    return stem.rstrip("0123456789")
+
+
+def make_split(stems: list[str], cfg: SplitConfig) -> Split:
+    """Stratified by collection (Fudan/Penn), seeded: the same stems and cfg give the same split."""
+    rng = np.random.default_rng(cfg.seed)
+    groups: dict[str, list[str]] = defaultdict(list)
+    for stem in sorted(stems):
+        groups[_source(stem)].append(stem)
+    parts: dict[str, list[str]] = {name: [] for name in PARTS}
+    for source in sorted(groups):
+        members = [groups[source][i] for i in rng.permutation(len(groups[source]))]
+        n_val = round(len(members) * cfg.val)
+        n_test = round(len(members) * cfg.test)
+        parts["test"] += members[:n_test]
+        parts["val"] += members[n_test : n_test + n_val]
+        parts["train"] += members[n_test + n_val :]
+    for name in PARTS:
+        if not parts[name]:
+            raise DataError(f"the {name} split is empty: {len(stems)} images are too few for these fractions")
+    return Split(**{name: tuple(sorted(parts[name])) for name in PARTS})
+
+
+def write_split(split: Split, path: Path, cfg: SplitConfig, dataset_hash: str) -> None:
+    write_json(
+        path,
+        {
+            "seed": cfg.seed,
+            "fractions": {"train": cfg.train, "val": cfg.val, "test": cfg.test},
+            "dataset_hash": dataset_hash,
+            "counts": {name: len(getattr(split, name)) for name in PARTS},
+            **{name: list(ids) for name, ids in asdict(split).items()},
+        },
+    )
+
+
+def read_split(path: Path) -> tuple[Split, str]:
+    """The split and the hash of the dataset it was drawn from."""
+    try:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+        split = Split(**{name: tuple(raw[name]) for name in PARTS})
+    except FileNotFoundError:
+        raise DataError(f"{path} not found: run the split stage first (dvc repro split)") from None
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise DataError(f"{path} is not a valid split file: {error}") from None
+    seen: set[str] = set()
+    for name in PARTS:
+        overlap = seen.intersection(split.part(name))
+        if overlap:
+            raise DataError(f"{path}: {sorted(overlap)[:3]} appear in more than one split part")
+        seen.update(split.part(name))
+    return split, str(raw.get("dataset_hash", ""))

@@ -1,0 +1,262 @@
+"""Train one configuration for N epochs, evaluating on a held-out part after each epoch.
+
+:func:`fit` is the one training path: the ``train`` stage, every Ray Tune trial and the
+final evaluation call it, each passing its own ``on_epoch_end`` hook (log to MLflow,
+report to Tune with a checkpoint, collect for the report).
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.optim.lr_scheduler import (
+    CosineAnnealingLR,
+    LambdaLR,
+    LinearLR,
+    LRScheduler,
+    MultiStepLR,
+    SequentialLR,
+    StepLR,
+)
+from torch.utils.data import DataLoader
+
+from pedtune.config.schema import StudyConfig, TrainConfig
+from pedtune.data.dataset import DetectionDataset, SampleStore, collate
+from pedtune.engine.coco_eval import coco_metrics, ground_truth, to_coco_results
+from pedtune.errors import NonFiniteLossError
+from pedtune.model.factory import build_model
+
+
+@dataclass(frozen=True)
+class EpochResult:
+    epoch: int  # 1-based: the number of epochs trained so far
+    metrics: dict[str, float]
+
+
+# Called after each epoch with the result and a function that returns the full training
+# state (for a checkpoint); building the state only when asked keeps epochs cheap.
+EpochHook = Callable[[EpochResult, Callable[[], dict[str, Any]]], None]
+
+
+@dataclass
+class FitResult:
+    model: nn.Module
+    history: list[dict[str, float]] = field(default_factory=list)
+    wall_time_s: float = 0.0
+
+    @property
+    def final(self) -> dict[str, float]:
+        return self.history[-1] if self.history else {}
+
+
+def resolve_device(choice: str) -> torch.device:
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device is 'cuda' but no CUDA device is available")
+    return torch.device(choice)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _constant(_: int) -> float:
+    return 1.0
+
+
+def build_optimizer(params: list[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int) -> LRScheduler:
+    """Linear warm-up over ``warmup_iters`` steps, then the chosen schedule; stepped every iteration."""
+    total = cfg.epochs * steps_per_epoch
+    warmup = min(cfg.warmup_iters, max(total - 1, 0))
+    after = max(total - warmup, 1)
+    if cfg.lr_schedule == "cosine":
+        main: LRScheduler = CosineAnnealingLR(optimizer, T_max=after)
+    elif cfg.lr_schedule == "step":
+        main = StepLR(optimizer, step_size=max(cfg.lr_step_size * steps_per_epoch - warmup, 1), gamma=cfg.lr_gamma)
+    elif cfg.lr_schedule == "multistep":
+        milestones = sorted({max(m * steps_per_epoch - warmup, 1) for m in cfg.lr_milestones})
+        main = MultiStepLR(optimizer, milestones=milestones, gamma=cfg.lr_gamma)
+    else:
+        main = LambdaLR(optimizer, _constant)
+    if warmup == 0:
+        return main
+    ramp = LinearLR(optimizer, start_factor=cfg.warmup_factor, total_iters=warmup)
+    return SequentialLR(optimizer, [ramp, main], milestones=[warmup])
+
+
+def _to_device(images, targets, device: torch.device):
+    images = [image.to(device, non_blocking=True) for image in images]
+    targets = [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in targets]
+    return images, targets
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader: DataLoader,
+    optimizer: torch.optim.Optimizer,
+    scheduler: LRScheduler,
+    scaler: torch.amp.GradScaler,
+    cfg: TrainConfig,
+    device: torch.device,
+    epoch: int,
+    log_every: int = 10,
+) -> dict[str, float]:
+    """One pass over ``loader``; returns the mean of each loss term and their sum (``loss``)."""
+    model.train()
+    sums: dict[str, float] = {}
+    use_amp = cfg.amp and device.type == "cuda"
+    start = time.perf_counter()
+    for step, (images, targets) in enumerate(loader, start=1):
+        images, targets = _to_device(images, targets, device)
+        with torch.autocast(device_type=device.type, enabled=use_amp):
+            loss_terms = model(images, targets)
+        loss = sum(loss_terms.values())
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(epoch, step, {k: v.item() for k, v in loss_terms.items()})
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if cfg.grad_clip_norm > 0:
+            scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(
+                [p for group in optimizer.param_groups for p in group["params"]], cfg.grad_clip_norm
+            )
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        for name, value in loss_terms.items():
+            sums[name] = sums.get(name, 0.0) + value.item()
+        sums["loss"] = sums.get("loss", 0.0) + loss.item()
+        if log_every and (step % log_every == 0 or step == len(loader)):
+            rate = step / (time.perf_counter() - start)
+            print(
+                f"[train] epoch {epoch} step {step}/{len(loader)} loss {float(loss):.4f} "
+                f"lr {optimizer.param_groups[0]['lr']:.2e} ({rate:.2f} it/s)",
+                file=sys.stderr,
+                flush=True,
+            )
+    steps = max(len(loader), 1)
+    return {name: total / steps for name, total in sums.items()}
+
+
+@torch.inference_mode()
+def predict(model: nn.Module, loader: DataLoader, device: torch.device) -> list[tuple[int, dict[str, torch.Tensor]]]:
+    """(image index, prediction on CPU) for every image of ``loader``."""
+    model.eval()
+    outputs = []
+    for images, targets in loader:
+        predictions = model([image.to(device) for image in images])
+        for target, prediction in zip(targets, predictions):
+            outputs.append((int(target["image_id"]), {k: v.cpu() for k, v in prediction.items()}))
+    return outputs
+
+
+def evaluate(model: nn.Module, loader: DataLoader, coco_gt, device: torch.device) -> dict[str, float]:
+    results = [r for image_id, p in predict(model, loader, device) for r in to_coco_results(image_id, p)]
+    return coco_metrics(coco_gt, results)
+
+
+def _loader(store: SampleStore, batch_size: int, num_workers: int, hflip_prob: float, shuffle_seed: int | None):
+    generator = None
+    if shuffle_seed is not None:
+        generator = torch.Generator().manual_seed(shuffle_seed)
+    return DataLoader(
+        DetectionDataset(store, hflip_prob=hflip_prob),
+        batch_size=batch_size,
+        shuffle=shuffle_seed is not None,
+        generator=generator,
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+        collate_fn=collate,
+    )
+
+
+def fit(
+    config: StudyConfig,
+    train_store: SampleStore,
+    eval_store: SampleStore,
+    pretrained: Mapping[str, torch.Tensor] | None = None,
+    on_epoch_end: EpochHook | None = None,
+    resume: Mapping[str, Any] | None = None,
+) -> FitResult:
+    """Train ``config.train`` on ``train_store``; after each epoch score COCO AP on ``eval_store``.
+
+    ``resume`` is a state returned through ``on_epoch_end``: training continues after its epoch.
+    Raises :class:`NonFiniteLossError` when the loss diverges.
+    """
+    cfg = config.train
+    started = time.perf_counter()
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    model = build_model(config.model, pretrained).to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = build_optimizer(params, cfg)
+    # Shuffling draws from its own generator, so the images each epoch sees depend only on the
+    # seed and the epoch number, also for a run resumed from a checkpoint.
+    train_loader = _loader(train_store, cfg.batch_size, config.data.num_workers, cfg.hflip_prob, cfg.seed)
+    eval_loader = _loader(eval_store, cfg.eval_batch_size, config.data.num_workers, 0.0, None)
+    scheduler = build_scheduler(optimizer, cfg, len(train_loader))
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp and device.type == "cuda")
+    coco_gt = ground_truth(eval_store)
+    history: list[dict[str, float]] = []
+    first_epoch = 1
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        scaler.load_state_dict(resume["scaler"])
+        history = [dict(h) for h in resume["history"]]
+        first_epoch = int(resume["epoch"]) + 1
+
+    for epoch in range(first_epoch, cfg.epochs + 1):
+        epoch_start = time.perf_counter()
+        train_loader.generator.manual_seed(cfg.seed * 1_000_003 + epoch)
+        torch.manual_seed(cfg.seed * 1_000_003 + epoch)  # flips and sampling inside the model
+        lr = optimizer.param_groups[0]["lr"]
+        losses = train_one_epoch(model, train_loader, optimizer, scheduler, scaler, cfg, device, epoch)
+        train_time = time.perf_counter() - epoch_start
+        scores = evaluate(model, eval_loader, coco_gt, device)
+        metrics = {
+            **{f"train_{k}": v for k, v in losses.items()},
+            "lr": lr,
+            **scores,
+            "epoch_time_s": time.perf_counter() - epoch_start,
+            "eval_time_s": time.perf_counter() - epoch_start - train_time,
+        }
+        history.append(metrics)
+        print(
+            f"[eval] epoch {epoch}/{cfg.epochs} bbox_mAP {scores['bbox_mAP']:.4f} "
+            f"segm_mAP {scores['segm_mAP']:.4f} ({metrics['epoch_time_s']:.1f} s)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+        def state(epoch: int = epoch) -> dict[str, Any]:
+            return {
+                "epoch": epoch,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict(),
+                "history": history,
+            }
+
+        if on_epoch_end is not None:
+            on_epoch_end(EpochResult(epoch, metrics), state)
+    return FitResult(model=model, history=history, wall_time_s=time.perf_counter() - started)

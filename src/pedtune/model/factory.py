@@ -1,0 +1,79 @@
+"""Mask R-CNN variants by name, with 2-class heads (background, pedestrian).
+
+Models are always built without downloading anything; pretrained tensors come from the
+file the ``weights`` stage wrote and are loaded here, so training works offline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+from torchvision.models.detection import MaskRCNN, maskrcnn_resnet50_fpn_v2
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.backbone_utils import mobilenet_backbone, resnet_fpn_backbone
+from torchvision.ops.misc import FrozenBatchNorm2d
+
+from pedtune.config.schema import ModelConfig
+from pedtune.errors import WeightsError
+
+NUM_CLASSES = 2
+# Keys of the class-specific layers: always trained from scratch for our 2 classes.
+PREDICTOR_PREFIXES = ("roi_heads.box_predictor.", "roi_heads.mask_predictor.mask_fcn_logits.")
+_RESNET_LAYERS = ("layer4", "layer3", "layer2", "layer1", "conv1")
+
+
+def _freeze_resnet_layers(body: nn.Module, trainable_layers: int) -> None:
+    """Freeze all but the last ``trainable_layers`` ResNet stages (torchvision's own rule)."""
+    trainable = list(_RESNET_LAYERS[:trainable_layers]) + (["bn1"] if trainable_layers == 5 else [])
+    for name, parameter in body.named_parameters():
+        if not any(name.startswith(layer) for layer in trainable):
+            parameter.requires_grad_(False)
+
+
+def build_model(cfg: ModelConfig, pretrained: Mapping[str, torch.Tensor] | None = None) -> MaskRCNN:
+    """A 2-class Mask R-CNN; ``pretrained`` holds weights in this model's key space (or nothing)."""
+    is_pretrained = bool(pretrained)
+    # Frozen batch norm with pretrained weights, as torchvision does: batches of 2 images
+    # give batch statistics too noisy to update running estimates with.
+    norm_layer = FrozenBatchNorm2d if is_pretrained else nn.BatchNorm2d
+    trainable = cfg.trainable_backbone_layers if is_pretrained else 5
+    common = {
+        "min_size": cfg.min_size,
+        "max_size": cfg.max_size,
+        "box_detections_per_img": cfg.detections_per_img,
+    }
+    if cfg.arch == "maskrcnn_resnet50_fpn":
+        backbone = resnet_fpn_backbone(
+            backbone_name="resnet50", weights=None, norm_layer=norm_layer, trainable_layers=trainable
+        )
+        model = MaskRCNN(backbone, num_classes=NUM_CLASSES, **common)
+    elif cfg.arch == "maskrcnn_resnet50_fpn_v2":
+        model = maskrcnn_resnet50_fpn_v2(weights=None, weights_backbone=None, num_classes=NUM_CLASSES, **common)
+        _freeze_resnet_layers(model.backbone.body, trainable)
+    elif cfg.arch == "maskrcnn_mobilenet_v3_large_fpn":
+        backbone = mobilenet_backbone(
+            backbone_name="mobilenet_v3_large",
+            weights=None,
+            fpn=True,
+            norm_layer=norm_layer,
+            trainable_layers=min(trainable, 6),
+        )
+        # Its FPN yields 3 feature maps, so the anchor generator needs 3 size/ratio tuples.
+        anchors = AnchorGenerator(((32, 64, 128, 256, 512),) * 3, ((0.5, 1.0, 2.0),) * 3)
+        model = MaskRCNN(backbone, num_classes=NUM_CLASSES, rpn_anchor_generator=anchors, **common)
+    else:  # pragma: no cover - the schema admits only the archs above
+        raise ValueError(f"unknown arch {cfg.arch!r}")
+    if is_pretrained:
+        load_pretrained(model, pretrained)
+    return model
+
+
+def load_pretrained(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
+    try:
+        result = model.load_state_dict(dict(state), strict=False)
+    except RuntimeError as error:
+        raise WeightsError(f"pretrained weights do not fit the model: {error}") from None
+    if result.unexpected_keys:
+        raise WeightsError(f"pretrained weights hold keys the model lacks: {result.unexpected_keys[:5]}")

@@ -1,0 +1,97 @@
+"""Resolve ``model.weights`` through torchvision's weights API into this project's key space."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from torchvision.models import MobileNet_V3_Large_Weights, ResNet50_Weights
+from torchvision.models._api import WeightsEnum
+from torchvision.models.detection import (
+    FasterRCNN_MobileNet_V3_Large_FPN_Weights,
+    MaskRCNN_ResNet50_FPN_V2_Weights,
+    MaskRCNN_ResNet50_FPN_Weights,
+)
+
+from pedtune.config.schema import ModelConfig
+from pedtune.errors import WeightsError
+from pedtune.io import atomic_path
+from pedtune.model.factory import PREDICTOR_PREFIXES, build_model
+
+# arch -> weights choice -> (torchvision weights, prefix mapping of its keys into ours)
+SOURCES: dict[str, dict[str, tuple[WeightsEnum, dict[str, str]]]] = {
+    "maskrcnn_resnet50_fpn": {
+        "coco": (MaskRCNN_ResNet50_FPN_Weights.COCO_V1, {"": ""}),
+        "imagenet_backbone": (ResNet50_Weights.IMAGENET1K_V1, {"": "backbone.body."}),
+    },
+    "maskrcnn_resnet50_fpn_v2": {
+        "coco": (MaskRCNN_ResNet50_FPN_V2_Weights.COCO_V1, {"": ""}),
+        "imagenet_backbone": (ResNet50_Weights.IMAGENET1K_V1, {"": "backbone.body."}),
+    },
+    # No Mask R-CNN with this backbone is published: the COCO Faster R-CNN gives the
+    # backbone, FPN, RPN and box head; only the mask head starts from scratch.
+    "maskrcnn_mobilenet_v3_large_fpn": {
+        "coco": (FasterRCNN_MobileNet_V3_Large_FPN_Weights.COCO_V1, {"": ""}),
+        "imagenet_backbone": (MobileNet_V3_Large_Weights.IMAGENET1K_V1, {"features.": "backbone.body."}),
+    },
+}
+
+
+def remap(state: dict[str, torch.Tensor], mapping: dict[str, str], model_keys: set[str]) -> dict[str, torch.Tensor]:
+    """Rename keys by prefix; keep only those the 2-class model has (drops heads, fc, classifier)."""
+    result = {}
+    for key, tensor in state.items():
+        for old, new in mapping.items():
+            if key.startswith(old):
+                renamed = new + key[len(old) :]
+                if renamed in model_keys and not renamed.startswith(PREDICTOR_PREFIXES):
+                    result[renamed] = tensor
+                break
+    return result
+
+
+def resolve_weights(cfg: ModelConfig) -> dict[str, Any]:
+    """The payload the weights stage saves: which weights, and the tensors (empty for ``none``)."""
+    if cfg.weights == "none":
+        return {"arch": cfg.arch, "weights": "none", "source": "", "state_dict": {}}
+    enum, mapping = SOURCES[cfg.arch][cfg.weights]
+    print(f"[weights] fetching {enum} from {enum.url}", file=sys.stderr)
+    try:
+        state = enum.get_state_dict(progress=True, check_hash=True)
+    except Exception as error:  # urllib, hash and unpickling errors all mean: not usable
+        raise WeightsError(
+            f"could not fetch {enum} ({error}). Without internet, set model.weights: none, "
+            "or place the file in torch's hub cache ($TORCH_HOME/hub/checkpoints)."
+        ) from None
+    model_keys = set(build_model(cfg.model_copy(update={"weights": "none"})).state_dict())
+    converted = remap(state, mapping, model_keys)
+    if not converted:
+        raise WeightsError(f"{enum} shares no tensors with {cfg.arch}")
+    build_model(cfg, converted)  # fails loudly now rather than at training time
+    return {"arch": cfg.arch, "weights": cfg.weights, "source": str(enum), "state_dict": converted}
+
+
+def save_weights(cfg: ModelConfig, path: Path) -> dict[str, Any]:
+    payload = resolve_weights(cfg)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    print(f"[weights] {len(payload['state_dict'])} tensors for {cfg.arch} ({cfg.weights}) -> {path}", file=sys.stderr)
+    return payload
+
+
+def load_weights(path: Path, cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    """Tensors to start from; checks the file was made for this arch and weights choice."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise WeightsError(f"{path} not found: run the weights stage first (dvc repro weights)") from None
+    except Exception as error:
+        raise WeightsError(f"{path} is not a readable weights file: {error}") from None
+    if (payload.get("arch"), payload.get("weights")) != (cfg.arch, cfg.weights):
+        raise WeightsError(
+            f"{path} holds {payload.get('arch')}/{payload.get('weights')} but params.yaml asks for "
+            f"{cfg.arch}/{cfg.weights}: run the weights stage again"
+        )
+    return payload["state_dict"]

@@ -1,0 +1,128 @@
+"""MLflow: a checked connection to the store, and runs that always end with a status.
+
+The MlflowClient is passed explicitly (no process-wide active run), so the train stage,
+the tuning driver and the evaluation can each manage parent and child runs side by side.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Metric, Param, RunStatus
+from mlflow.tracking import MlflowClient
+
+from pedtune.config.schema import MlflowConfig
+from pedtune.errors import TrackingError
+
+MAX_BATCH = 1000  # MLflow's log_batch limit on metrics per call
+TAG_PARENT = "mlflow.parentRunId"
+
+
+@dataclass(frozen=True)
+class Store:
+    client: MlflowClient
+    tracking_uri: str
+    experiment_id: str
+    experiment_name: str
+
+
+def resolve_tracking_uri(uri: str) -> str:
+    """Make a relative ``sqlite:///path`` absolute (Ray workers may run in another cwd)."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+        path = Path(uri[len(prefix) :]).resolve()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return prefix + str(path)
+    return uri
+
+
+def _check_server(uri: str, timeout_s: float) -> None:
+    url = uri.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+            response.read(64)
+    except (urllib.error.URLError, OSError, TimeoutError) as error:
+        reason = getattr(error, "reason", error)
+        raise TrackingError(
+            f"MLflow tracking server {uri} is not reachable ({reason}). Start it, or point "
+            "mlflow.tracking_uri in params.yaml at the local store (sqlite:///mlruns/mlflow.db)."
+        ) from None
+
+
+def open_store(cfg: MlflowConfig) -> Store:
+    """Connect (within ``connect_timeout_s`` for a server) and get or create the experiment."""
+    uri = resolve_tracking_uri(cfg.tracking_uri)
+    if uri.startswith(("http://", "https://")):
+        _check_server(uri, cfg.connect_timeout_s)
+    client = MlflowClient(tracking_uri=uri)
+    try:
+        experiment = client.get_experiment_by_name(cfg.experiment)
+        if experiment is None:
+            location = cfg.artifact_location
+            if location and "://" not in location:
+                location = Path(location).resolve().as_uri()
+            experiment_id = client.create_experiment(cfg.experiment, artifact_location=location or None)
+        else:
+            experiment_id = experiment.experiment_id
+    except Exception as error:  # the store's own errors vary by backend
+        raise TrackingError(f"cannot use MLflow store {uri}: {error}") from None
+    return Store(client, uri, experiment_id, cfg.experiment)
+
+
+def git_commit() -> str:
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return commit + ("-dirty" if dirty else "")
+
+
+def log_params(store: Store, run_id: str, params: Mapping[str, Any]) -> None:
+    items = [Param(key, str(value)) for key, value in params.items()]
+    for start in range(0, len(items), 100):
+        store.client.log_batch(run_id, params=items[start : start + 100])
+
+
+def log_metrics(store: Store, run_id: str, metrics: Mapping[str, float], step: int) -> None:
+    now = int(time.time() * 1000)
+    items = [Metric(key, float(value), now, step) for key, value in metrics.items()]
+    for start in range(0, len(items), MAX_BATCH):
+        store.client.log_batch(run_id, metrics=items[start : start + MAX_BATCH])
+
+
+@contextmanager
+def tracked_run(
+    store: Store, name: str, tags: Mapping[str, str] | None = None, parent_run_id: str | None = None
+) -> Iterator[str]:
+    """Create a run, yield its id, and mark it FINISHED, FAILED or KILLED (Ctrl-C) at the end."""
+    all_tags = dict(tags or {})
+    if parent_run_id:
+        all_tags[TAG_PARENT] = parent_run_id
+    run = store.client.create_run(store.experiment_id, run_name=name, tags=all_tags)
+    run_id = run.info.run_id
+    status = RunStatus.to_string(RunStatus.FAILED)
+    try:
+        yield run_id
+        status = RunStatus.to_string(RunStatus.FINISHED)
+    except KeyboardInterrupt:
+        status = RunStatus.to_string(RunStatus.KILLED)
+        raise
+    finally:
+        try:
+            store.client.set_terminated(run_id, status=status)
+        except Exception as error:  # never hide the original error behind a logging one
+            print(f"[mlflow] could not mark run {run_id} {status}: {error}", file=sys.stderr)
