@@ -7,6 +7,7 @@ report to Tune with a checkpoint, collect for the report).
 
 from __future__ import annotations
 
+import math
 import random
 import sys
 import time
@@ -42,7 +43,8 @@ class EpochResult:
 
 
 # Called after each epoch with the result and a function that returns the full training
-# state (for a checkpoint); building the state only when asked keeps epochs cheap.
+# state (for a checkpoint); building the state only when asked keeps epochs cheap. The state
+# references the live tensors: save or copy it before the hook returns.
 EpochHook = Callable[[EpochResult, Callable[[], dict[str, Any]]], None]
 
 
@@ -128,8 +130,11 @@ def train_one_epoch(
         with torch.autocast(device_type=device.type, enabled=use_amp):
             loss_terms = model(images, targets)
         loss = sum(loss_terms.values())
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(epoch, step, {k: v.item() for k, v in loss_terms.items()})
+        # One host sync per step fetches every term, for the finiteness check and the log alike.
+        values = dict(zip(loss_terms, torch.stack([v.detach() for v in loss_terms.values()]).float().tolist()))
+        loss_value = sum(values.values())
+        if not math.isfinite(loss_value):
+            raise NonFiniteLossError(epoch, step, values)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         if cfg.grad_clip_norm > 0:
@@ -140,13 +145,13 @@ def train_one_epoch(
         scaler.step(optimizer)
         scaler.update()
         scheduler.step()
-        for name, value in loss_terms.items():
-            sums[name] = sums.get(name, 0.0) + value.item()
-        sums["loss"] = sums.get("loss", 0.0) + loss.item()
+        for name, value in values.items():
+            sums[name] = sums.get(name, 0.0) + value
+        sums["loss"] = sums.get("loss", 0.0) + loss_value
         if log_every and (step % log_every == 0 or step == len(loader)):
             rate = step / (time.perf_counter() - start)
             print(
-                f"[train] epoch {epoch} step {step}/{len(loader)} loss {float(loss):.4f} "
+                f"[train] epoch {epoch} step {step}/{len(loader)} loss {loss_value:.4f} "
                 f"lr {optimizer.param_groups[0]['lr']:.2e} ({rate:.2f} it/s)",
                 file=sys.stderr,
                 flush=True,

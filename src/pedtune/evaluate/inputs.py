@@ -1,0 +1,73 @@
+"""What the evaluation compares: the params.yaml configuration, the tuned one, and the search's cost."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pedtune import paths
+from pedtune.config import StudyConfig, with_train_overrides
+from pedtune.errors import PedtuneError
+
+BEST_PARAMS = paths.TUNE_DIR / "best_params.yaml"
+SEARCH_COST_KEYS = ("num_trials", "trial_epochs", "wall_time_s")
+
+
+class TuneResultsError(PedtuneError):
+    """The tune stage's best configuration is missing or unreadable."""
+
+
+def read_best_params(path: Path = BEST_PARAMS) -> dict[str, Any]:
+    """The tuned ``train:`` section as a mapping of TrainConfig keys (validated later)."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise TuneResultsError(f"{path} not found: run the tune stage first (dvc repro tune)") from None
+    except yaml.YAMLError as error:
+        raise TuneResultsError(f"{path} is not valid YAML: {error}") from None
+    # A hand-written file may hold the section as pasted from params.yaml, under `train:`.
+    if isinstance(raw, dict) and set(raw) == {"train"}:
+        raw = raw["train"]
+    if not isinstance(raw, dict) or not raw:
+        raise TuneResultsError(f"{path} must hold a mapping of train.* parameters (the tuned train: section)")
+    return raw
+
+
+def tuned_config(config: StudyConfig, best_params: Mapping[str, Any]) -> StudyConfig:
+    """``config`` with the tuned train section; raises ConfigError naming any invalid key."""
+    overrides = {f"train.{key}": value for key, value in best_params.items()}
+    # The device belongs to the machine running the evaluation, not to the tuned result.
+    overrides["train.device"] = config.train.device
+    return with_train_overrides(config, overrides)
+
+
+def run_config(config: StudyConfig, seed: int, epochs: int | None) -> StudyConfig:
+    """One evaluation run: ``config`` with its seed and, when given, ``evaluate.epochs``."""
+    overrides: dict[str, Any] = {"train.seed": seed}
+    if epochs is not None:
+        overrides["train.epochs"] = epochs
+    return with_train_overrides(config, overrides)
+
+
+def read_search_cost(path: Path = paths.TUNE_METRICS) -> dict[str, float | None]:
+    """num_trials, trial_epochs and wall_time_s of the sweep; ``None`` for anything not recorded."""
+    try:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError) as error:
+        print(f"[evaluate] search cost unknown ({path}: {error})", file=sys.stderr)
+        raw = {}
+    if not isinstance(raw, dict):
+        raw = {}
+    return {key: _finite_number(raw.get(key)) for key in SEARCH_COST_KEYS}
+
+
+def _finite_number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)

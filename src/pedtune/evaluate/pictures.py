@@ -1,0 +1,126 @@
+"""Pictures for the report: ground truth next to each model's predictions, and scores per seed.
+
+Figures are built with matplotlib's object API (``Figure``), which renders with Agg and
+touches no global pyplot state, so this works headless and inside any process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from torch.utils.data import Subset
+from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
+
+from pedtune.config import StudyConfig
+from pedtune.data.dataset import DetectionDataset, Sample, SampleStore
+from pedtune.engine.train import predict
+from pedtune.evaluate.runs import inference_loader
+from pedtune.model.factory import build_model
+
+PALETTE = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#9a6324")
+MASK_THRESHOLD = 0.5  # the threshold COCO scoring applies to the mask probabilities
+DPI = 100
+MIN_PANEL_INCHES = 3.0  # small images are enlarged so the titles stay readable
+Prediction = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Panel:
+    title: str
+    image: torch.Tensor  # uint8 [3, H, W]
+
+
+def draw_instances(
+    image: torch.Tensor, masks: torch.Tensor, boxes: torch.Tensor, labels: list[str] | None = None
+) -> torch.Tensor:
+    """Masks, then boxes on top, one colour per instance."""
+    if len(masks) == 0:  # torchvision warns on an empty set; the picture is the image itself
+        return image
+    colors = [PALETTE[index % len(PALETTE)] for index in range(len(masks))]
+    image = draw_segmentation_masks(image, masks.bool(), alpha=0.45, colors=colors)
+    return draw_bounding_boxes(image, boxes, labels=labels, colors=colors, width=2)
+
+
+def ground_truth_panel(sample: Sample) -> Panel:
+    return Panel(f"ground truth: {len(sample.masks)}", draw_instances(sample.image, sample.masks, sample.boxes))
+
+
+def prediction_panel(title: str, image: torch.Tensor, prediction: Prediction, score_threshold: float) -> Panel:
+    keep = prediction["scores"] >= score_threshold
+    scores = prediction["scores"][keep].tolist()
+    masks = prediction["masks"][keep, 0] > MASK_THRESHOLD
+    drawn = draw_instances(image, masks, prediction["boxes"][keep], [f"{score:.2f}" for score in scores])
+    return Panel(f"{title}: {len(scores)} with score ≥ {score_threshold:g}", drawn)
+
+
+def predict_first(
+    state_dict: Mapping[str, torch.Tensor], config: StudyConfig, store: SampleStore, count: int, device: torch.device
+) -> list[Prediction]:
+    """Predictions of the model with ``state_dict`` on the store's first ``count`` samples, in order."""
+    model = build_model(config.model)
+    model.load_state_dict(dict(state_dict))
+    loader = inference_loader(Subset(DetectionDataset(store), range(count)), config)
+    return [prediction for _, prediction in sorted(predict(model.to(device), loader, device), key=lambda p: p[0])]
+
+
+def save_panels(path: Path, panels: Sequence[Panel]) -> None:
+    height, width = panels[0].image.shape[1:]
+    panel_width = max(width / DPI, MIN_PANEL_INCHES)
+    figure = Figure(figsize=(panel_width * len(panels), panel_width * height / width + 0.5), dpi=DPI)
+    for axes, panel in zip(figure.subplots(1, len(panels), squeeze=False)[0], panels):
+        axes.imshow(panel.image.permute(1, 2, 0).numpy(), interpolation="nearest")
+        axes.set_title(panel.title, fontsize=9)
+        axes.axis("off")
+    figure.savefig(path, format="png", bbox_inches="tight")
+
+
+def write_comparison_pictures(
+    folder: Path,
+    store: SampleStore,
+    models: Mapping[str, Mapping[str, torch.Tensor]],
+    config: StudyConfig,
+    count: int,
+    device: torch.device,
+) -> list[Path]:
+    """``<stem>.png`` per image: ground truth, then each model (title -> weights) side by side."""
+    count = min(count, len(store))
+    predictions = {title: predict_first(state, config, store, count, device) for title, state in models.items()}
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for index in range(count):
+        sample = store[index]
+        panels = [ground_truth_panel(sample)] + [
+            prediction_panel(title, sample.image, predicted[index], config.evaluate.score_threshold)
+            for title, predicted in predictions.items()
+        ]
+        path = folder / f"{sample.stem}.png"
+        save_panels(path, panels)
+        written.append(path)
+    return written
+
+
+def save_per_seed_plot(
+    path: Path, scores: Mapping[str, Mapping[int, Mapping[str, float]]], metrics: Sequence[str]
+) -> None:
+    """One panel per metric: each seed's line joins its score under every config; the mean in black."""
+    names = list(scores)
+    seeds = sorted(next(iter(scores.values())))
+    positions = list(range(len(names)))
+    figure = Figure(figsize=(4.0 * len(metrics), 3.5), dpi=DPI, layout="constrained")
+    for axes, metric in zip(figure.subplots(1, len(metrics), squeeze=False)[0], metrics):
+        for index, seed in enumerate(seeds):
+            values = [scores[name][seed][metric] for name in names]
+            axes.plot(positions, values, marker="o", color=PALETTE[index % len(PALETTE)], label=f"seed {seed}")
+        means = [float(np.mean([scores[name][seed][metric] for seed in seeds])) for name in names]
+        axes.plot(positions, means, marker="D", color="black", linewidth=2.5, label="mean")
+        axes.set_xticks(positions, names)
+        axes.set_xlim(-0.3, len(names) - 0.7)
+        axes.set_ylabel(f"test {metric}")
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=8)
+    figure.savefig(path, format="png")

@@ -1,0 +1,100 @@
+"""One evaluation run: train a configuration with one seed, then score it once on the test split.
+
+:func:`train_and_test` is the unit of work both for the plain loop and for a Ray task, so
+it takes everything it needs as arguments and returns plain, picklable data; the driver
+does all the MLflow logging.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from pedtune.config import StudyConfig
+from pedtune.data.dataset import DetectionDataset, SampleStore, collate
+from pedtune.engine.coco_eval import ground_truth
+from pedtune.engine.train import evaluate, fit
+from pedtune.evaluate.inputs import run_config
+
+INITIAL, TUNED = "initial", "tuned"
+
+
+@dataclass(frozen=True)
+class RunInputs:
+    """The data every run shares; put into Ray's object store once."""
+
+    train: SampleStore  # the evaluate.train_on part
+    val: SampleStore  # scored after every epoch by fit; nothing is selected on it here
+    test: SampleStore  # scored once, after the last epoch
+    pretrained: Mapping[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    name: str  # INITIAL | TUNED
+    seed: int
+    config: StudyConfig  # train.seed (and evaluate.epochs) already applied
+    keep_model: bool  # return the trained weights (the first seed's, for the pictures)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    name: str
+    seed: int
+    history: list[dict[str, float]]  # fit's per-epoch metrics (val scores)
+    test: dict[str, float]  # COCO AP of the final model on the test split
+    wall_time_s: float  # training and the test scoring
+    device: str
+    state_dict: dict[str, torch.Tensor] | None  # on the CPU; only when the spec asked for it
+
+
+def plan_runs(configs: Mapping[str, StudyConfig], seeds: Sequence[int], epochs: int | None) -> list[RunSpec]:
+    """Every (config, seed) pair, seed-major so that finished pairs come early; validates each."""
+    return [
+        RunSpec(name, seed, run_config(config, seed, epochs), keep_model=seed == seeds[0])
+        for seed in seeds
+        for name, config in configs.items()
+    ]
+
+
+def inference_loader(dataset: Dataset, config: StudyConfig) -> DataLoader:
+    return DataLoader(
+        dataset, batch_size=config.train.eval_batch_size, num_workers=config.data.num_workers, collate_fn=collate
+    )
+
+
+def describe_device(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return device.type
+
+
+def train_and_test(spec: RunSpec, inputs: RunInputs) -> RunResult:
+    started = time.perf_counter()
+    result = fit(spec.config, inputs.train, inputs.val, inputs.pretrained)
+    device = next(result.model.parameters()).device
+    loader = inference_loader(DetectionDataset(inputs.test), spec.config)
+    test = evaluate(result.model, loader, ground_truth(inputs.test), device)
+    print(
+        f"[evaluate] {spec.name} seed {spec.seed}: test bbox_mAP {test['bbox_mAP']:.4f}, "
+        f"segm_mAP {test['segm_mAP']:.4f}",
+        file=sys.stderr,
+        flush=True,
+    )
+    state_dict = None
+    if spec.keep_model:
+        state_dict = {key: value.detach().cpu() for key, value in result.model.state_dict().items()}
+    return RunResult(
+        name=spec.name,
+        seed=spec.seed,
+        history=result.history,
+        test=test,
+        wall_time_s=time.perf_counter() - started,
+        device=describe_device(device),
+        state_dict=state_dict,
+    )

@@ -1,0 +1,165 @@
+"""The ``evaluate`` stage: the params.yaml and the tuned configuration, several seeds each, on the test split.
+
+Every run trains on the ``evaluate.train_on`` part through :func:`pedtune.engine.train.fit`
+(which scores the val split after each epoch) and is then scored once on the test split;
+no epoch or run is ever chosen by a test score. Outputs are written only after every run
+finished, each atomically.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pedtune import paths
+from pedtune.config import StudyConfig, flatten
+from pedtune.data.dataset import SampleStore, open_store
+from pedtune.data.split import Split, read_split
+from pedtune.engine.train import resolve_device
+from pedtune.evaluate import files
+from pedtune.evaluate.inputs import read_best_params, read_search_cost, tuned_config
+from pedtune.evaluate.parallel import describe_execution, execute
+from pedtune.evaluate.pictures import save_per_seed_plot, write_comparison_pictures
+from pedtune.evaluate.report import (
+    CONFIGS,
+    DELTA_METRICS,
+    Study,
+    compare,
+    machine_info,
+    metrics_json,
+    per_seed_csv,
+    report_markdown,
+)
+from pedtune.evaluate.runs import INITIAL, TUNED, RunInputs, RunResult, RunSpec, plan_runs
+from pedtune.io import atomic_path, write_json, write_text
+from pedtune.model.weights import load_weights
+from pedtune.tracking.store import Store, git_commit, log_metrics, log_params, open_store as open_mlflow, tracked_run
+from pedtune.train import run_params
+
+
+def load_inputs(config: StudyConfig, split: Split) -> RunInputs:
+    size = (config.model.min_size, config.model.max_size)
+    part = config.evaluate.train_on
+
+    def store(stems: Sequence[str], label: str) -> SampleStore:
+        return open_store(paths.DATA_ROOT, stems, *size, config.data.cache, label)
+
+    return RunInputs(
+        train=store(split.part(part), f"{part} split"),
+        val=store(split.val, "val split"),
+        test=store(split.test, "test split"),
+        pretrained=load_weights(paths.PRETRAINED, config.model),
+    )
+
+
+def log_run(store: Store, parent_id: str, config: StudyConfig, result: RunResult) -> None:
+    """One child run: the run's params, fit's per-epoch (val) metrics, then the test scores."""
+    tags = {"stage": "evaluate", "config": result.name, "seed": str(result.seed), "device": result.device}
+    with tracked_run(store, f"{result.name}-seed{result.seed}", tags, parent_run_id=parent_id) as run_id:
+        log_params(store, run_id, run_params(config))
+        for epoch, metrics in enumerate(result.history, start=1):
+            log_metrics(store, run_id, metrics, step=epoch)
+        final = {f"test_{name}": value for name, value in result.test.items()}
+        log_metrics(store, run_id, {**final, "wall_time_s": result.wall_time_s}, step=len(result.history))
+
+
+def write_outputs(study: Study, test_store: SampleStore) -> dict[str, Any]:
+    """The report folder (report, per-seed plot, pictures) as one atomic rename, then metrics and CSV."""
+    config = study.configs[INITIAL]
+    models = {
+        f"{result.name}, seed {result.seed}": result.state_dict
+        for result in sorted(study.results, key=lambda r: CONFIGS.index(r.name))
+        if result.state_dict is not None
+    }
+    with atomic_path(paths.EVALUATE_DIR) as folder:
+        folder.mkdir()
+        (folder / files.REPORT.name).write_text(report_markdown(study), encoding="utf-8")
+        save_per_seed_plot(folder / files.PER_SEED_PLOT.name, study.comparison.scores, DELTA_METRICS)
+        write_comparison_pictures(
+            folder / files.PICTURES.name,
+            test_store,
+            models,
+            config,
+            config.evaluate.num_pictures,
+            resolve_device(config.train.device),
+        )
+    metrics = metrics_json(study)
+    write_json(paths.EVALUATE_METRICS, metrics)
+    write_text(files.PER_SEED_CSV, per_seed_csv(study.results))
+    return metrics
+
+
+def log_outputs(store: Store, run_id: str) -> None:
+    store.client.log_artifacts(run_id, str(paths.EVALUATE_DIR))
+    for path in (paths.EVALUATE_METRICS, files.PER_SEED_CSV):
+        store.client.log_artifact(run_id, str(path))
+
+
+def parent_params(config: StudyConfig) -> dict[str, Any]:
+    resources = config.tune.resources_per_trial.model_dump()
+    return flatten(
+        {
+            "evaluate": config.evaluate.model_dump(),
+            "tune": {"resources_per_trial": resources, "ray_address": config.tune.ray_address},
+        }
+    )
+
+
+def run_evaluate(config: StudyConfig) -> dict[str, Any]:
+    started = time.perf_counter()
+    # Everything that can fail is checked before the first of many long trainings.
+    configs = {INITIAL: config, TUNED: tuned_config(config, read_best_params())}
+    specs = plan_runs(configs, config.evaluate.seeds, config.evaluate.epochs)
+    search_cost = read_search_cost()
+    store = open_mlflow(config.mlflow)
+    split, data_hash = read_split(paths.SPLIT_FILE)
+    inputs = load_inputs(config, split)
+    run_configs = {(spec.name, spec.seed): spec.config for spec in specs}
+    execution = describe_execution(config.tune, len(specs))
+
+    commit = git_commit()
+    tags = {"stage": "evaluate", "git_commit": commit, "dataset_hash": data_hash}
+    with tracked_run(store, "evaluate", tags) as parent_id:
+        log_params(store, parent_id, parent_params(config))
+        results = execute(
+            specs,
+            inputs,
+            config.tune,
+            lambda result: log_run(store, parent_id, run_configs[result.name, result.seed], result),
+        )
+        study = Study(
+            configs=_as_trained(specs),
+            comparison=compare(results, config.evaluate.seeds),
+            results=results,
+            search_cost=search_cost,
+            images={"train": len(inputs.train), "val": len(inputs.val), "test": len(inputs.test)},
+            execution=execution,
+            machine={
+                **machine_info(config, (result.device for result in results), execution),
+                "git commit": commit,
+                "MLflow run": f"{parent_id} (experiment {store.experiment_name})",
+            },
+            wall_time_s=time.perf_counter() - started,
+        )
+        metrics = write_outputs(study, inputs.test)
+        log_outputs(store, parent_id)
+    _print_summary(metrics, parent_id)
+    return metrics
+
+
+def _as_trained(specs: Sequence[RunSpec]) -> Mapping[str, StudyConfig]:
+    """Each configuration as its runs trained it (evaluate.epochs applied); seeds differ per run."""
+    return {spec.name: spec.config for spec in specs if spec.keep_model}
+
+
+def _print_summary(metrics: Mapping[str, Any], run_id: str) -> None:
+    for metric, delta in metrics["delta"].items():
+        print(
+            f"[evaluate] test {metric}: {INITIAL} {metrics[INITIAL][metric]['mean']:.4f}, "
+            f"{TUNED} {metrics[TUNED][metric]['mean']:.4f}, Δ {delta['mean']:+.4f} "
+            f"[{delta['ci_low']:+.4f}, {delta['ci_high']:+.4f}]: {delta['verdict']}",
+            file=sys.stderr,
+        )
+    print(f"[evaluate] report {files.REPORT}; MLflow run {run_id}", file=sys.stderr)

@@ -1,0 +1,60 @@
+"""Which sweep a configuration belongs to: the name of its Ray experiment folder and MLflow parent run.
+
+Re-running ``pedtune tune`` with the same identity resumes (or re-reads) that sweep; any
+change that alters what the trials compute starts a new one. Settings that only affect how
+the sweep is run (resources, Ray address, storage path, retries, MLflow) are left out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import pedtune
+from pedtune.config import StudyConfig
+from pedtune.tune.searchers import n_initial_points
+
+# The code a trial runs, as in the tune stage's deps in dvc.yaml (src/pedtune/tune itself is
+# left out so that a fix to the driver can still resume an interrupted sweep).
+TRIAL_CODE = ("engine", "model", "data/dataset.py")
+
+
+def code_fingerprint() -> str:
+    root = Path(pedtune.__file__).parent
+    digest = hashlib.sha256()
+    for entry in TRIAL_CODE:
+        path = root / entry
+        for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+            digest.update(file.relative_to(root).as_posix().encode())
+            digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
+def sweep_identity(config: StudyConfig, dataset_hash: str) -> dict[str, Any]:
+    tune = config.tune
+    return {
+        "searcher": tune.searcher,
+        "seed": tune.seed,
+        "num_samples": tune.num_samples,
+        "n_initial_points": n_initial_points(tune),
+        # The searcher's concurrency limit is restored with it, so a new limit needs a new sweep.
+        "max_concurrent": tune.max_concurrent,
+        "scheduler": tune.scheduler,
+        "asha": {**tune.asha.model_dump(), "max_t": config.asha_max_t} if tune.scheduler == "asha" else None,
+        "metric": tune.metric,
+        "mode": tune.mode,
+        "search_space": [dist.model_dump() for dist in tune.search_space],
+        "train": config.train.model_dump(),
+        "model": config.model.model_dump(),
+        "data": config.data.model_dump(exclude={"cache", "num_workers"}),
+        "dataset_hash": dataset_hash,
+        "code": code_fingerprint(),
+    }
+
+
+def sweep_id(config: StudyConfig, dataset_hash: str) -> str:
+    """A short stable hash of :func:`sweep_identity` (12 hex digits)."""
+    text = json.dumps(sweep_identity(config, dataset_hash), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]

@@ -1,0 +1,116 @@
+"""What a finished sweep produced, per trial, read back from Ray Tune's ResultGrid."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from ray.tune import ResultGrid
+from ray.tune.result import DONE
+
+from pedtune.config import StudyConfig
+from pedtune.tune.space import decode_sample, initial_point
+
+COMPLETED, STOPPED_EARLY, ERROR = "COMPLETED", "STOPPED_EARLY", "ERROR"
+CURVE_FIELDS = ("bbox_mAP", "segm_mAP", "train_loss")
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    trial_id: str
+    overrides: dict[str, Any]  # train.* values the trial trained with (quantized, typed)
+    status: str  # COMPLETED | STOPPED_EARLY (by ASHA) | ERROR
+    is_initial: bool
+    metric: str
+    history: tuple[dict[str, float], ...]  # per epoch: "epoch" and CURVE_FIELDS
+    error: str = ""
+
+    @property
+    def epochs(self) -> int:
+        return len(self.history)
+
+    @property
+    def scores(self) -> list[float]:
+        return [row[self.metric] for row in self.history]
+
+    @property
+    def final(self) -> float:
+        return self.scores[-1] if self.history else math.nan
+
+    @property
+    def best(self) -> float:
+        return max(self.scores) if self.history else math.nan
+
+
+def sweep_finished(grid: ResultGrid, num_samples: int) -> bool:
+    """False after an interrupt (Ctrl-C): Tuner.fit then returns with trials left to run."""
+    return len(grid) >= num_samples and all(r.error is not None or r.metrics.get(DONE) for r in grid)
+
+
+def _sample(result: Any) -> dict[str, Any]:
+    # A trial that failed before its first report has no config in its result; the
+    # params.json Tune wrote into the trial folder when it started always has it.
+    if result.config:
+        return result.config
+    return json.loads((Path(result.path) / "params.json").read_text(encoding="utf-8"))
+
+
+def _history(frame: pd.DataFrame | None) -> tuple[dict[str, float], ...]:
+    if frame is None or frame.empty or "epoch" not in frame:
+        return ()
+    # An epoch re-run after an interrupted driver appears twice; the later run counts.
+    frame = frame.dropna(subset=["epoch"]).drop_duplicates("epoch", keep="last").sort_values("epoch")
+    fields = [f for f in CURVE_FIELDS if f in frame]
+    return tuple(
+        {"epoch": int(row["epoch"]), **{f: float(row[f]) for f in fields}} for _, row in frame.iterrows()
+    )
+
+
+def _status(result: Any, epochs_run: int, epochs_planned: int) -> str:
+    if result.error is not None:
+        return ERROR
+    return STOPPED_EARLY if epochs_run < epochs_planned else COMPLETED
+
+
+def _error_line(result: Any) -> str:
+    if result.error is None:
+        return ""
+    lines = [line for line in str(result.error).strip().splitlines() if line.strip()]
+    return lines[-1][:300] if lines else type(result.error).__name__
+
+
+def collect_trials(grid: ResultGrid, config: StudyConfig) -> list[TrialRecord]:
+    """One record per trial, in the order the searcher proposed them."""
+    initial = initial_point(config)
+    horizon = config.asha_max_t if config.tune.scheduler == "asha" else None
+    samples = [decode_sample(_sample(result), config.tune.search_space) for result in grid]
+    # The initial config is the searcher's first point; a later trial may propose it again.
+    initial_index = next((i for i, overrides in enumerate(samples) if overrides == initial), None)
+    records = []
+    for index, (result, overrides) in enumerate(zip(grid, samples)):
+        history = _history(result.metrics_dataframe)
+        planned = int(overrides.get("train.epochs", config.train.epochs))
+        if horizon is not None:
+            planned = min(planned, horizon)
+        records.append(
+            TrialRecord(
+                trial_id=str(result.metrics["trial_id"]),
+                overrides=overrides,
+                status=_status(result, len(history), planned),
+                is_initial=index == initial_index,
+                metric=config.tune.metric,
+                history=history,
+                error=_error_line(result),
+            )
+        )
+    return records
+
+
+def best_trial(records: list[TrialRecord]) -> TrialRecord | None:
+    """The trial with the highest final val metric (the earliest on a tie); None if none scored."""
+    scored = [r for r in records if r.status != ERROR and math.isfinite(r.final)]
+    return max(scored, key=lambda r: r.final) if scored else None

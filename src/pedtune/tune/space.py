@@ -1,0 +1,129 @@
+"""The declared search space: as Ray Tune domains, and the typed values a trial trains with.
+
+Searchers differ in how faithfully they sample a domain: OptunaSearch drops the ``q`` of a
+``qloguniform`` and proposes raw floats, HyperOpt yields numpy scalars. :func:`decode_sample`
+turns whatever a searcher proposed into the values of the declared space (on the ``q``
+grid, ``int`` where the train field is an int), so every searcher trains, logs and reports
+the same kind of values.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from decimal import Decimal
+from typing import Any
+
+import numpy as np
+from ray import tune
+from ray.tune.search.sample import Domain
+
+from pedtune.config import ConfigError, StudyConfig
+from pedtune.config.schema import Distribution, TrainConfig
+
+QUANTIZED = ("qloguniform", "quniform")
+
+
+def train_key(param: str) -> str:
+    """``"train.lr"`` -> ``"lr"`` (the schema guarantees every param is ``train.*``)."""
+    return param.partition(".")[2]
+
+
+def ray_domain(dist: Distribution) -> Domain:
+    """The Ray Tune domain of one entry; ``randint``'s upper bound is exclusive, as in Ray."""
+    if dist.type == "choice":
+        return tune.choice(list(dist.values or []))
+    lower, upper = float(dist.lower), float(dist.upper)  # type: ignore[arg-type]
+    if dist.type == "qloguniform":
+        return tune.qloguniform(lower, upper, dist.q)
+    if dist.type == "loguniform":
+        return tune.loguniform(lower, upper)
+    if dist.type == "quniform":
+        return tune.quniform(lower, upper, dist.q)
+    if dist.type == "uniform":
+        return tune.uniform(lower, upper)
+    return tune.randint(int(lower), int(upper))
+
+
+def param_space(space: list[Distribution]) -> dict[str, Domain]:
+    """``{"train.lr": tune.qloguniform(...), ...}``: flat dotted keys, also the MLflow param names."""
+    return {dist.param: ray_domain(dist) for dist in space}
+
+
+def _grid_index(bound: float, q: float, round_fn: Callable[[float], float]) -> float:
+    # Ray's Quantized sampler snaps each bound inwards to the grid the same way.
+    scaled = bound / q
+    nearest = round(scaled)
+    return nearest if math.isclose(scaled, nearest) else round_fn(scaled)
+
+
+def quantize(value: float, lower: float, upper: float, q: float) -> float:
+    """The grid point ``tune.qloguniform``/``tune.quniform`` would give for ``value``.
+
+    Rounds to the nearest multiple of ``q`` (``np.round(x / q) * q``, as Ray does), kept
+    within the bounds snapped inwards to the grid, then rounded to ``q``'s decimals so the
+    value reads as written (0.005, not 0.005000000000000001).
+    """
+    low = _grid_index(lower, q, math.ceil) * q
+    high = _grid_index(upper, q, math.floor) * q
+    on_grid = float(np.clip(np.round(value / q) * q, low, high))
+    decimals = max(0, -Decimal(str(q)).normalize().as_tuple().exponent)
+    return round(on_grid, decimals)
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars (HyperOpt) -> Python scalars, so pydantic, YAML and MLflow see plain values."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def typed_value(dist: Distribution, value: Any) -> Any:
+    """One proposed value as the trial uses it: on the ``q`` grid and of the train field's type."""
+    value = _plain(value)
+    if dist.type in QUANTIZED:
+        value = quantize(float(value), float(dist.lower), float(dist.upper), float(dist.q))  # type: ignore[arg-type]
+    annotation = TrainConfig.model_fields[train_key(dist.param)].annotation
+    if annotation is int and isinstance(value, float):
+        return int(round(value))
+    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def decode_sample(sample: Mapping[str, Any], space: list[Distribution]) -> dict[str, Any]:
+    """A trial's config (as proposed by the searcher) -> its ``train.*`` overrides."""
+    return {dist.param: typed_value(dist, sample[dist.param]) for dist in space}
+
+
+def initial_point(config: StudyConfig) -> dict[str, Any]:
+    """The ``train:`` section's values of the searched params: every sweep's first trial."""
+    return {dist.param: getattr(config.train, train_key(dist.param)) for dist in config.tune.search_space}
+
+
+def _outside_reason(dist: Distribution, value: Any) -> str | None:
+    if dist.type == "choice":
+        return None if value in (dist.values or []) else f"is not one of {dist.values}"
+    lower, upper = float(dist.lower), float(dist.upper)  # type: ignore[arg-type]
+    inside = lower <= value < upper if dist.type == "randint" else lower <= value <= upper
+    if not inside:
+        return f"is outside [{lower:g}, {upper:g}{')' if dist.type == 'randint' else ']'}"
+    if dist.type in QUANTIZED and typed_value(dist, value) != value:
+        return f"is not a multiple of q={dist.q:g}"
+    return None
+
+
+def check_initial_point(config: StudyConfig) -> None:
+    """Fail before any work when the ``train:`` values cannot be the first point of the space.
+
+    HyperOpt rejects an initial choice outside ``values`` deep inside Ray, and an off-grid
+    value would be trained as a different number than the train stage used.
+    """
+    problems = []
+    for dist in config.tune.search_space:
+        value = getattr(config.train, train_key(dist.param))
+        reason = _outside_reason(dist, value)
+        if reason:
+            problems.append(f"  tune.search_space {dist.param}: the train section's value {value!r} {reason}")
+    if problems:
+        raise ConfigError(
+            "invalid params.yaml: the initial configuration must lie in the search space\n" + "\n".join(problems)
+        )

@@ -1,0 +1,71 @@
+"""One Ray Tune trial: the trial's overrides on the base config, trained by ``fit``, reported per epoch.
+
+Every epoch is reported with a checkpoint, so ``training_iteration`` equals the epoch (ASHA's
+time axis and the MLflow step), and a trial restored from its last checkpoint continues with
+the next epoch: Ray restores the iteration counter from the checkpoint's result.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from ray import tune
+
+from pedtune.config import StudyConfig, with_train_overrides
+from pedtune.data.dataset import SampleStore
+from pedtune.engine.train import EpochHook, EpochResult
+from pedtune.tune.space import decode_sample
+
+CHECKPOINT_FILE = "state.pt"
+
+
+class FitFn(Protocol):
+    """The signature of :func:`pedtune.engine.train.fit`, the training function a trial calls."""
+
+    def __call__(
+        self,
+        config: StudyConfig,
+        train_store: SampleStore,
+        eval_store: SampleStore,
+        pretrained: Mapping[str, torch.Tensor] | None = None,
+        on_epoch_end: EpochHook | None = None,
+        resume: Mapping[str, Any] | None = None,
+    ) -> Any: ...
+
+
+def report_epoch(result: EpochResult, state: Callable[[], dict[str, Any]]) -> None:
+    """Report the epoch's val metrics to Tune with the full training state as the checkpoint."""
+    with tempfile.TemporaryDirectory(prefix="pedtune-ckpt-") as folder:
+        torch.save(state(), Path(folder) / CHECKPOINT_FILE)
+        # report() copies the folder into the trial's storage before it returns.
+        tune.report({**result.metrics, "epoch": result.epoch}, checkpoint=tune.Checkpoint.from_directory(folder))
+
+
+def restored_state() -> dict[str, Any] | None:
+    """The state of the trial's last reported epoch when Tune restores it (resume, retry), else None."""
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as folder:
+        return torch.load(Path(folder) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+
+
+def train_trial(
+    sample: dict[str, Any],
+    *,
+    base: StudyConfig,
+    train_store: SampleStore,
+    val_store: SampleStore,
+    pretrained: Mapping[str, torch.Tensor],
+    fit_fn: FitFn,
+) -> None:
+    """The Tune function trainable; the keyword arguments arrive through ``tune.with_parameters``."""
+    # Ray sets OMP_NUM_THREADS for the worker, but torch may have read it before; more
+    # threads than reserved cores makes two concurrent trials fight over the CPUs.
+    torch.set_num_threads(max(1, int(base.tune.resources_per_trial.cpu)))
+    config = with_train_overrides(base, decode_sample(sample, base.tune.search_space))
+    fit_fn(config, train_store, val_store, pretrained, on_epoch_end=report_epoch, resume=restored_state())

@@ -1,0 +1,76 @@
+"""Choosing between the plain loop and Ray, and the Ray path itself on a tiny dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pedtune.config import StudyConfig, validate
+from pedtune.config.schema import ResourcesConfig, TuneConfig
+from pedtune.data.dataset import SampleStore, list_stems
+from pedtune.evaluate import parallel
+from pedtune.evaluate.runs import INITIAL, TUNED, RunInputs, plan_runs
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize(
+    ("cpus", "gpus", "resources", "expected"),
+    [
+        (2, 0, ResourcesConfig(cpu=1, gpu=0), 2),
+        (2, 0, ResourcesConfig(cpu=4, gpu=0), 0),
+        (16, 0, ResourcesConfig(cpu=4, gpu=1), 0),  # a GPU per run, none here
+        (16, 1, ResourcesConfig(cpu=4, gpu=0.5), 2),  # the GPU, not the CPUs, limits
+        (16, 2, ResourcesConfig(cpu=6, gpu=0.5), 2),  # the CPUs limit
+    ],
+)
+def test_local_capacity(monkeypatch, cpus, gpus, resources, expected):
+    monkeypatch.setattr(parallel, "available_cpus", lambda: cpus)
+    monkeypatch.setattr(parallel.torch.cuda, "device_count", lambda: gpus)
+    assert parallel.local_capacity(resources) == expected
+
+
+def test_ray_only_when_two_runs_fit_or_a_cluster_is_named(monkeypatch):
+    monkeypatch.setattr(parallel, "local_capacity", lambda resources: 2)
+    assert parallel.uses_ray(TuneConfig(), num_runs=4)
+    assert not parallel.uses_ray(TuneConfig(), num_runs=1)
+    monkeypatch.setattr(parallel, "local_capacity", lambda resources: 1)
+    assert not parallel.uses_ray(TuneConfig(), num_runs=4)
+    assert parallel.uses_ray(TuneConfig(ray_address="ray://head:10001"), num_runs=4)
+
+
+@pytest.fixture
+def tiny_config() -> StudyConfig:
+    raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text(encoding="utf-8"))
+    raw["model"].update(
+        arch="maskrcnn_mobilenet_v3_large_fpn", weights="none", min_size=48, max_size=64, detections_per_img=10
+    )
+    raw["train"].update(epochs=1, warmup_iters=1, device="cpu")
+    raw["data"].update(num_workers=0)
+    raw["tune"]["asha"].update(grace_period=1)
+    raw["tune"]["resources_per_trial"].update(cpu=1, gpu=0)
+    return validate(raw)
+
+
+def test_runs_in_parallel_through_ray(synthetic_root: Path, tiny_config: StudyConfig, monkeypatch):
+    import ray
+
+    monkeypatch.setattr(parallel, "local_capacity", lambda resources: 2)
+    stems = list_stems(synthetic_root)
+    def store(part: list[str]) -> SampleStore:
+        return SampleStore(synthetic_root, part, 48, 64).preload()
+
+    inputs = RunInputs(train=store(stems[:4]), val=store(stems[4:5]), test=store(stems[5:]), pretrained={})
+    specs = plan_runs({INITIAL: tiny_config, TUNED: tiny_config}, seeds=[3, 4], epochs=None)[:2]
+    seen = []
+
+    results = parallel.execute(specs, inputs, tiny_config.tune, seen.append)
+
+    assert not ray.is_initialized()  # shut down once every run is back
+    assert seen == results
+    assert sorted((r.name, r.seed) for r in results) == [(INITIAL, 3), (TUNED, 3)]
+    for result in results:
+        assert len(result.history) == 1 and set(result.test) >= {"bbox_mAP", "segm_mAP"}
+        assert result.device == "cpu" and result.state_dict  # the first seed keeps its weights

@@ -1,0 +1,139 @@
+"""The evaluate stage end to end on a tiny synthetic dataset (2 seeds x 1 epoch per config)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from mlflow.tracking import MlflowClient
+from PIL import Image
+
+from pedtune import paths
+from pedtune.config import StudyConfig, validate
+from pedtune.config.schema import SyntheticConfig
+from pedtune.data.split import read_split
+from pedtune.data.stage import run_split
+from pedtune.data.synthetic import write_synthetic_dataset
+from pedtune.engine.coco_eval import METRIC_NAMES
+from pedtune.evaluate import files, parallel, runs
+from pedtune.evaluate.stage import run_evaluate
+from pedtune.evaluate.stats import IMPROVEMENT, NO_DIFFERENCE, WORSE
+from pedtune.model.weights import save_weights
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TUNED = {"lr": 0.01, "batch_size": 4, "weight_decay": 0.0001}
+
+
+@pytest.fixture
+def study(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> StudyConfig:
+    """A study folder as the earlier stages leave it, with the cwd inside it."""
+    monkeypatch.chdir(tmp_path)
+    raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text(encoding="utf-8"))
+    raw["model"].update(
+        arch="maskrcnn_mobilenet_v3_large_fpn", weights="none", min_size=64, max_size=96, detections_per_img=10
+    )
+    raw["train"].update(epochs=1, warmup_iters=2, device="cpu")
+    raw["data"].update(source="synthetic", num_workers=0)
+    raw["mlflow"].update(tracking_uri=f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    raw["evaluate"].update(seeds=[0, 1], num_pictures=2)
+    raw["tune"]["resources_per_trial"].update(cpu=1)
+    raw["tune"]["asha"].update(grace_period=1)  # a trial may not be shorter than ASHA's grace period
+    config = validate(raw)
+    write_synthetic_dataset(SyntheticConfig(num_images=12, height=64, width=80, max_instances=2), paths.DATA_ROOT)
+    run_split(config)
+    save_weights(config.model, paths.PRETRAINED)
+    # What the tune stage leaves: the whole tuned train section, and a cost record that
+    # lacks wall_time_s (the report must say n/a rather than fail).
+    best = {**config.train.model_dump(), **TUNED}
+    (paths.TUNE_DIR).mkdir(parents=True)
+    (paths.TUNE_DIR / "best_params.yaml").write_text(yaml.safe_dump(best), encoding="utf-8")
+    paths.TUNE_METRICS.parent.mkdir(parents=True)
+    paths.TUNE_METRICS.write_text(json.dumps({"trial_epochs": 5, "num_trials": 3}), encoding="utf-8")
+    return config
+
+
+def _assert_png(path: Path) -> tuple[int, int]:
+    assert path.stat().st_size > 0
+    with Image.open(path) as image:
+        image.verify()
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        return image.size
+
+
+def test_stage_compares_both_configs_without_training_on_the_test_split(study: StudyConfig, monkeypatch):
+    seen: list[tuple[float, int, tuple[str, ...], tuple[str, ...]]] = []
+    real_fit = runs.fit
+
+    def recording_fit(config, train_store, eval_store, *args, **kwargs):
+        seen.append((config.train.lr, config.train.seed, tuple(train_store.stems), tuple(eval_store.stems)))
+        return real_fit(config, train_store, eval_store, *args, **kwargs)
+
+    monkeypatch.setattr(runs, "fit", recording_fit)
+    # One run at a time, so every training happens in this process and is recorded.
+    monkeypatch.setattr(parallel, "local_capacity", lambda resources: 1)
+
+    metrics = run_evaluate(study)
+
+    split, _ = read_split(paths.SPLIT_FILE)
+    assert sorted((lr, seed) for lr, seed, _, _ in seen) == [(0.005, 0), (0.005, 1), (0.01, 0), (0.01, 1)]
+    for _, _, trained_on, scored_each_epoch in seen:
+        assert trained_on == split.train and scored_each_epoch == split.val
+        assert not set(trained_on) & set(split.test) and not set(scored_each_epoch) & set(split.test)
+
+    # metrics/evaluate.json: every key, for DVC
+    assert json.loads(paths.EVALUATE_METRICS.read_text(encoding="utf-8")) == metrics
+    for name in ("initial", "tuned"):
+        assert set(metrics[name]) == set(METRIC_NAMES)
+        for value in metrics[name].values():
+            assert set(value) == {"mean", "std"} and 0.0 <= value["mean"] <= 1.0 and value["std"] >= 0.0
+    assert set(metrics["delta"]) == {"bbox_mAP", "segm_mAP"}
+    for delta in metrics["delta"].values():
+        assert delta["ci_low"] <= delta["mean"] <= delta["ci_high"]
+        assert delta["verdict"] in (IMPROVEMENT, WORSE, NO_DIFFERENCE)
+    assert metrics["verdict"] == metrics["delta"]["bbox_mAP"]["verdict"] and metrics["verdict_metric"] == "bbox_mAP"
+    assert metrics["seeds"] == [0, 1] and metrics["epochs"] == {"initial": 1, "tuned": 1}
+    assert (metrics["confidence"], metrics["train_on"]) == (0.95, "train") and metrics["wall_time_s"] > 0
+
+    # the report
+    report = files.REPORT.read_text(encoding="utf-8")
+    for text in ("bbox mAP", "segm AP75", "Verdict on bbox mAP", "Student t-interval", "| lr (searched) | 0.005 | 0.01 |",
+                 "| batch_size (searched) | 2 | 4 |", "| search: epochs trained by all trials | 5 |",
+                 "| search: trials | 3 |", "| search: wall time | n/a |", torch.__version__, "| device | cpu |"):
+        assert text in report, text
+
+    # per-seed CSV (dvc plots), per-seed plot and the pictures
+    with files.PER_SEED_CSV.open(encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(row["config"], row["seed"]) for row in rows] == [("initial", "0"), ("initial", "1"), ("tuned", "0"),
+                                                              ("tuned", "1")]
+    assert all(row[metric] for row in rows for metric in METRIC_NAMES)
+    _assert_png(files.PER_SEED_PLOT)
+    pictures = sorted(files.PICTURES.glob("*.png"))
+    assert [p.stem for p in pictures] == sorted(split.test)[:2]
+    for picture in pictures:
+        width, height = _assert_png(picture)
+        assert width > 2 * height  # three panels side by side
+
+    # MLflow: a parent with one child per (config, seed), all finished
+    client = MlflowClient(study.mlflow.tracking_uri)
+    experiment = client.get_experiment_by_name(study.mlflow.experiment)
+    all_runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in all_runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 1 and parents[0].data.tags["stage"] == "evaluate"
+    parent = parents[0]
+    children = [r for r in all_runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert sorted((r.data.tags["config"], r.data.tags["seed"]) for r in children) == [
+        ("initial", "0"), ("initial", "1"), ("tuned", "0"), ("tuned", "1")]
+    assert {r.info.status for r in all_runs} == {"FINISHED"}
+    for child in children:
+        assert child.data.params["train.seed"] == child.data.tags["seed"]
+        assert child.data.params["train.lr"] == ("0.01" if child.data.tags["config"] == "tuned" else "0.005")
+        assert set(METRIC_NAMES) | {f"test_{m}" for m in METRIC_NAMES} <= set(child.data.metrics)
+        assert [m.step for m in client.get_metric_history(child.info.run_id, "bbox_mAP")] == [1]
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"report.md", "per_seed.png", "pictures", "evaluate.json", "per_seed.csv"} <= artifacts

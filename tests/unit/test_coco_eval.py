@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+import torch
+
+from pedtune.data.dataset import SampleStore
+from pedtune.engine.coco_eval import METRIC_NAMES, coco_metrics, ground_truth, to_coco_results
+
+
+def _perfect(store: SampleStore, index: int) -> dict[str, torch.Tensor]:
+    sample = store[index]
+    return {
+        "boxes": sample.boxes,
+        "scores": torch.ones(len(sample.masks)),
+        "labels": torch.ones(len(sample.masks), dtype=torch.int64),
+        "masks": sample.masks[:, None].float(),
+    }
+
+
+def test_perfect_predictions_score_one_and_none_score_zero(synthetic_store: SampleStore):
+    coco = ground_truth(synthetic_store)
+    results = [r for i in range(len(synthetic_store)) for r in to_coco_results(i, _perfect(synthetic_store, i))]
+    perfect = coco_metrics(coco, results)
+    assert set(perfect) == set(METRIC_NAMES)
+    assert all(abs(value - 1.0) < 1e-9 for value in perfect.values()), perfect
+    assert coco_metrics(coco, []) == dict.fromkeys(METRIC_NAMES, 0.0)
+
+
+def test_shifted_boxes_lose_strict_ap_but_masks_keep_it(synthetic_store: SampleStore):
+    coco = ground_truth(synthetic_store)
+    results = []
+    for index in range(len(synthetic_store)):
+        prediction = _perfect(synthetic_store, index)
+        box = prediction["boxes"]
+        width = (box[:, 2] - box[:, 0])[:, None]
+        prediction["boxes"] = box + torch.cat([width * 0.6, torch.zeros_like(width)] * 2, dim=1)
+        results += to_coco_results(index, prediction)
+    metrics = coco_metrics(coco, results)
+    assert metrics["bbox_AP50"] < 0.5 and metrics["segm_mAP"] > 0.99

@@ -1,0 +1,113 @@
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pedtune.config import ConfigError, load_config, validate, with_train_overrides
+from pedtune.config.schema import StudyConfig
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def raw() -> dict:
+    return yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+def test_shipped_params_and_profile_are_valid_and_have_the_same_keys(raw):
+    default = load_config(REPO / "params.yaml")
+    quick = load_config(REPO / "profiles" / "cpu-quick.yaml")
+    quick_raw = yaml.safe_load((REPO / "profiles" / "cpu-quick.yaml").read_text())
+    assert isinstance(default, StudyConfig) and quick.model.arch == "maskrcnn_mobilenet_v3_large_fpn"
+
+    def keys(tree, prefix=""):
+        out = set()
+        for k, v in tree.items():
+            out.add(prefix + k)
+            if isinstance(v, dict):
+                out |= keys(v, f"{prefix}{k}.")
+        return out
+
+    assert keys(raw) == keys(quick_raw)
+
+
+def _set(raw: dict, dotted: str, value) -> dict:
+    changed = copy.deepcopy(raw)
+    *parents, last = dotted.split(".")
+    node = changed
+    for part in parents:
+        node = node[part]
+    node[last] = value
+    return changed
+
+
+@pytest.mark.parametrize(
+    ("dotted", "value", "expected"),
+    [
+        ("train.lr", -0.1, "train.lr"),
+        ("train.lr", 0, "train.lr"),
+        ("train.batch_size", 0, "train.batch_size"),
+        ("train.lr", "fast", "train.lr"),
+        ("train.learning_rate", 0.1, "train.learning_rate: unknown key"),
+        ("data.split.train", 0.9, "must sum to 1"),
+        ("model.arch", "yolo", "model.arch"),
+        ("model.weights", "imagenet", "model.weights"),
+        ("tune.searcher", "grid", "tune.searcher"),
+        ("tune.scheduler", "pbt", "tune.scheduler"),
+        ("tune.asha.grace_period", 50, "grace_period"),
+        ("tune.asha.max_t", 50, "max_t"),
+        ("tune.search_space", [{"param": "train.lr", "type": "gaussian", "lower": 1, "upper": 2}], "type"),
+        ("tune.search_space", [{"param": "train.lr", "type": "loguniform", "lower": 0.1, "upper": 0.01}], "lower"),
+        ("tune.search_space", [{"param": "train.batch_size", "type": "choice", "values": []}], "non-empty"),
+        ("tune.search_space", [{"param": "model.arch", "type": "choice", "values": ["a"]}], "not a train.*"),
+        ("tune.search_space", [{"param": "train.lr", "type": "qloguniform", "lower": 0.1, "upper": 1}], "needs 'q'"),
+        ("evaluate.seeds", [1], "at least 2 seeds"),
+        ("data.source", "zip", "local_path"),
+        ("model.min_size", 2000, "max_size"),
+    ],
+)
+def test_each_bad_value_fails_with_a_message_naming_it(raw, dotted, value, expected):
+    with pytest.raises(ConfigError) as error:
+        validate(_set(raw, dotted, value))
+    assert expected in str(error.value)
+
+
+def test_missing_section_is_named(raw):
+    broken = {k: v for k, v in raw.items() if k != "model"}
+    with pytest.raises(ConfigError, match="model: missing"):
+        validate(broken)
+
+
+def test_yaml_syntax_error_and_missing_file(tmp_path):
+    bad = tmp_path / "params.yaml"
+    bad.write_text("train: {lr: [0.1\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_train_overrides_are_validated(raw):
+    config = validate(raw)
+    tuned = with_train_overrides(config, {"train.lr": 0.02, "train.batch_size": 4})
+    assert (tuned.train.lr, tuned.train.batch_size) == (0.02, 4)
+    assert config.train.lr != 0.02  # the original is untouched
+    with pytest.raises(ConfigError, match="train.batch_size"):
+        with_train_overrides(config, {"train.batch_size": 0})
+    with pytest.raises(ConfigError, match="not a train"):
+        with_train_overrides(config, {"model.arch": "x"})
+
+
+def test_cli_rejects_bad_params_before_any_work(tmp_path, raw):
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(_set(raw, "train.batch_size", 0)))
+    result = subprocess.run(
+        [sys.executable, "-m", "pedtune", "train"], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 2
+    assert "train.batch_size" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]  # no outputs, no mlruns

@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torchvision.models.detection as detection
+
+from pedtune.config import validate
+from pedtune.config.schema import ModelConfig
+from pedtune.data.dataset import SampleStore
+from pedtune.engine import train as engine
+from pedtune.errors import NonFiniteLossError, WeightsError
+from pedtune.model.factory import PREDICTOR_PREFIXES, build_model
+from pedtune.model.weights import SOURCES, load_weights, remap, save_weights
+
+LIGHT = "maskrcnn_mobilenet_v3_large_fpn"
+
+
+@pytest.mark.parametrize("arch", ["maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2", LIGHT])
+def test_each_arch_builds_with_two_classes(arch):
+    model = build_model(ModelConfig(arch=arch, weights="none", min_size=64, max_size=96))
+    assert model.roi_heads.box_predictor.cls_score.out_features == 2
+    assert model.roi_heads.mask_predictor.mask_fcn_logits.out_channels == 2
+    assert model.transform.min_size == (64,) and model.transform.max_size == 96
+
+
+def test_coco_weights_of_the_light_model_load_everything_but_the_new_heads():
+    # Stand-in for the download: torchvision's COCO Faster R-CNN, randomly initialised.
+    source = detection.fasterrcnn_mobilenet_v3_large_fpn(weights=None, weights_backbone=None).state_dict()
+    cfg = ModelConfig(arch=LIGHT, weights="coco", min_size=64, max_size=96, trainable_backbone_layers=2)
+    keys = set(build_model(cfg.model_copy(update={"weights": "none"})).state_dict())
+    converted = remap(source, SOURCES[LIGHT]["coco"][1], keys)
+    assert converted and not any(k.startswith(PREDICTOR_PREFIXES) for k in converted)
+    model = build_model(cfg, converted)
+    name = "backbone.fpn.inner_blocks.0.0.weight"
+    assert torch.equal(model.state_dict()[name], source[name])
+    frozen = [n for n, p in model.backbone.body.named_parameters() if not p.requires_grad]
+    assert frozen, "trainable_backbone_layers=2 must freeze the early layers"
+
+
+def test_weights_file_round_trip_and_mismatch(tmp_path):
+    cfg = ModelConfig(arch=LIGHT, weights="none")
+    save_weights(cfg, tmp_path / "w.pt")
+    assert load_weights(tmp_path / "w.pt", cfg) == {}
+    with pytest.raises(WeightsError, match="run the weights stage again"):
+        load_weights(tmp_path / "w.pt", cfg.model_copy(update={"arch": "maskrcnn_resnet50_fpn"}))
+    with pytest.raises(WeightsError, match="not found"):
+        load_weights(tmp_path / "missing.pt", cfg)
+
+
+@pytest.fixture
+def tiny_config(raw_params):
+    raw_params["model"].update(arch=LIGHT, weights="none", min_size=48, max_size=64, detections_per_img=10)
+    raw_params["train"].update(epochs=2, batch_size=2, warmup_iters=2, device="cpu", lr=0.005)
+    raw_params["data"].update(num_workers=0)
+    raw_params["tune"]["asha"].update(grace_period=1)
+    return validate(raw_params)
+
+
+def test_fit_reports_every_epoch_and_resumes_exactly(tiny_config, synthetic_store: SampleStore):
+    states = []
+    straight = engine.fit(tiny_config, synthetic_store, synthetic_store,
+                          on_epoch_end=lambda result, state: states.append((result, copy.deepcopy(state()))))
+    assert [result.epoch for result, _ in states] == [1, 2]
+    assert {"train_loss", "lr", "bbox_mAP", "segm_mAP", "bbox_AP50", "segm_AP75"} <= set(states[0][0].metrics)
+    checkpoint = {**states[0][1], "history": list(states[0][1]["history"][:1])}
+    resumed = engine.fit(tiny_config, synthetic_store, synthetic_store, resume=checkpoint)
+    assert len(resumed.history) == 2
+    assert resumed.history[1]["train_loss"] == pytest.approx(straight.history[1]["train_loss"], rel=1e-4)
+    for name, tensor in straight.model.state_dict().items():
+        assert torch.allclose(tensor.float(), resumed.model.state_dict()[name].float(), atol=1e-5), name
+
+
+def test_non_finite_loss_raises_a_specific_error(tiny_config, synthetic_store, monkeypatch):
+    def diverging_model(cfg, pretrained=None):
+        model = build_model(cfg, pretrained)
+        forward = model.forward
+
+        def nan_losses(images, targets=None):
+            out = forward(images, targets)
+            return {k: v * float("nan") for k, v in out.items()} if model.training else out
+
+        model.forward = nan_losses
+        return model
+
+    monkeypatch.setattr(engine, "build_model", diverging_model)
+    with pytest.raises(NonFiniteLossError, match="non-finite loss at epoch 1, step 1"):
+        engine.fit(tiny_config, synthetic_store, synthetic_store)
