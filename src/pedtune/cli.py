@@ -1,4 +1,7 @@
-"""``pedtune <stage>``: parse, load params.yaml, run one stage, map known errors to exit codes."""
+"""pedtune: one subcommand per DVC stage of the PennFudanPed Mask R-CNN tuning study.
+
+Each subcommand validates params.yaml, runs one stage and maps known errors to a message
+and a non-zero exit code (2 for a bad params.yaml, 1 for bad data or an unusable store)."""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ from collections.abc import Callable
 
 from pedtune.config import ConfigError, StudyConfig, load_config
 from pedtune.errors import PedtuneError
+from pedtune.tracking.server import check_reachable
 
 
 def _fetch(config: StudyConfig) -> None:
@@ -60,6 +64,7 @@ STAGES: dict[str, tuple[Callable[[StudyConfig], None], str]] = {
     "tune": (_tune, "search hyperparameters with Ray Tune (resumes an interrupted sweep)"),
     "evaluate": (_evaluate, "initial vs tuned config over several seeds on the test split"),
 }
+LOGGING_STAGES = ("train", "tune", "evaluate")
 EXIT_BAD_INPUT = 2
 
 
@@ -83,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
             update_readme(args.readme)
             return 0
         config = load_config(args.params)
+        if args.stage in LOGGING_STAGES:
+            check_reachable(config.mlflow)
         STAGES[args.stage][0](config)
     except ConfigError as error:
         print(f"pedtune {args.stage}: {error}", file=sys.stderr)

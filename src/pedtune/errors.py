@@ -21,6 +21,10 @@ class NonFiniteLossError(PedtuneError, FloatingPointError):
         parts = ", ".join(f"{k}={v:.4g}" for k, v in losses.items())
         super().__init__(f"non-finite loss at epoch {epoch}, step {step}: {parts}")
 
+    def __reduce__(self) -> tuple:
+        # Ray copies and pickles a trial's exception; the default rebuilds it from the message alone.
+        return type(self), (self.epoch, self.step, self.losses)
+
 
 class TrackingError(PedtuneError):
     """The MLflow tracking store cannot be reached or used."""

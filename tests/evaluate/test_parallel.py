@@ -54,11 +54,13 @@ def tiny_config() -> StudyConfig:
     return validate(raw)
 
 
+@pytest.mark.slow  # starts a local Ray instance
 def test_runs_in_parallel_through_ray(synthetic_root: Path, tiny_config: StudyConfig, monkeypatch):
     import ray
 
     monkeypatch.setattr(parallel, "local_capacity", lambda resources: 2)
     stems = list_stems(synthetic_root)
+
     def store(part: list[str]) -> SampleStore:
         return SampleStore(synthetic_root, part, 48, 64).preload()
 

@@ -17,10 +17,10 @@ class ConfigError(PedtuneError, ValueError):
     """params.yaml is missing, unparsable or holds an invalid value; the message names the key."""
 
 
-def _describe(error: ValidationError) -> str:
+def _describe(error: ValidationError, prefix: str = "") -> str:
     lines = []
     for item in error.errors():
-        key = ".".join(str(part) for part in item["loc"]) or "<top level>"
+        key = prefix + ".".join(str(part) for part in item["loc"]) or "<top level>"
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             message = "unknown key"
@@ -60,9 +60,14 @@ def with_train_overrides(config: StudyConfig, overrides: Mapping[str, Any]) -> S
         if section != "train" or key not in TrainConfig.model_fields:
             raise ConfigError(f"override '{dotted}' is not a train.* parameter")
         train[key] = value
-    raw = config.model_dump()
-    raw["train"] = train
-    return validate(raw, source="train overrides")
+    try:
+        validated = TrainConfig.model_validate(train)
+    except ValidationError as error:
+        # Prefix the locations so the message names e.g. "train.batch_size".
+        raise ConfigError(f"invalid train overrides:\n{_describe(error, prefix='train.')}") from None
+    # Only the train section is re-checked: the study-level checks relate tune settings to the
+    # train: section as written, not to the variations a trial or an evaluation run trains.
+    return config.model_copy(update={"train": validated})
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -9,8 +9,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,6 +20,7 @@ from mlflow.tracking import MlflowClient
 
 from pedtune.config.schema import MlflowConfig
 from pedtune.errors import TrackingError
+from pedtune.tracking.server import check_reachable
 
 MAX_BATCH = 1000  # MLflow's log_batch limit on metrics per call
 TAG_PARENT = "mlflow.parentRunId"
@@ -45,24 +44,10 @@ def resolve_tracking_uri(uri: str) -> str:
     return uri
 
 
-def _check_server(uri: str, timeout_s: float) -> None:
-    url = uri.rstrip("/") + "/health"
-    try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as response:
-            response.read(64)
-    except (urllib.error.URLError, OSError, TimeoutError) as error:
-        reason = getattr(error, "reason", error)
-        raise TrackingError(
-            f"MLflow tracking server {uri} is not reachable ({reason}). Start it, or point "
-            "mlflow.tracking_uri in params.yaml at the local store (sqlite:///mlruns/mlflow.db)."
-        ) from None
-
-
 def open_store(cfg: MlflowConfig) -> Store:
     """Connect (within ``connect_timeout_s`` for a server) and get or create the experiment."""
+    check_reachable(cfg)
     uri = resolve_tracking_uri(cfg.tracking_uri)
-    if uri.startswith(("http://", "https://")):
-        _check_server(uri, cfg.connect_timeout_s)
     client = MlflowClient(tracking_uri=uri)
     try:
         experiment = client.get_experiment_by_name(cfg.experiment)

@@ -38,8 +38,7 @@ def best_params_yaml(config: StudyConfig, best: TrialRecord) -> str:
     return header + yaml.safe_dump(train, sort_keys=False)
 
 
-def trials_csv(records: list[TrialRecord], params: list[str]) -> str:
-    metric = records[0].metric if records else "metric"
+def trials_csv(records: list[TrialRecord], params: list[str], metric: str) -> str:
     fields = ["trial", "trial_id", "initial", "status", "epochs", f"final_{metric}", f"best_{metric}", *params,
               "error"]
     out = io.StringIO()
@@ -84,10 +83,13 @@ def tune_metrics(records: list[TrialRecord], best: TrialRecord, wall_time_s: flo
     return {
         f"best_{best.metric}": _json_number(best.final),
         f"initial_{best.metric}": _json_number(initial.final) if initial else None,
-        "trials": len(records),
-        "errored": sum(r.status == ERROR for r in records),
-        "stopped_early": sum(r.status == STOPPED_EARLY for r in records),
+        "num_trials": len(records),
+        "num_errored": sum(r.status == ERROR for r in records),
+        "num_stopped_early": sum(r.status == STOPPED_EARLY for r in records),
         "trial_epochs": sum(r.epochs for r in records),
+        # Training time summed over trials, also across an interrupted and resumed sweep;
+        # wall_time_s is this run of the stage only.
+        "trial_time_s": round(sum(r.time_s for r in records), 1),
         "wall_time_s": round(wall_time_s, 1),
     }
 
@@ -96,9 +98,8 @@ def _short(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def summary_table(records: list[TrialRecord], best: TrialRecord | None, params: list[str]) -> str:
+def summary_table(records: list[TrialRecord], best: TrialRecord | None, params: list[str], metric: str) -> str:
     """A fixed-width table of every trial; the initial and the best configuration are marked."""
-    metric = records[0].metric if records else "metric"
     header = ["#", "trial_id", "status", "epochs", f"final {metric}", f"best {metric}", *params, "note"]
     rows = [header]
     for number, record in enumerate(records, start=1):
@@ -119,7 +120,7 @@ def write_outputs(config: StudyConfig, records: list[TrialRecord], best: TrialRe
     with atomic_path(paths.TUNE_DIR) as folder:
         folder.mkdir()
         (folder / BEST_PARAMS).write_text(best_params_yaml(config, best), encoding="utf-8")
-        (folder / TRIALS_CSV).write_text(trials_csv(records, params), encoding="utf-8")
-        write_plots(records, config, folder)
+        (folder / TRIALS_CSV).write_text(trials_csv(records, params, config.tune.metric), encoding="utf-8")
+        write_plots(records, config, folder, best)
     write_text(CURVES_CSV, curves_csv(records))
     write_json(paths.TUNE_METRICS, tune_metrics(records, best, wall_time_s))

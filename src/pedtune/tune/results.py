@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from ray.tune import ResultGrid
-from ray.tune.result import DONE
+from ray.tune import ExperimentAnalysis, Result, ResultGrid
+from ray.tune.experiment import Trial
+from ray.tune.result import TIME_TOTAL_S
 
 from pedtune.config import StudyConfig
 from pedtune.tune.space import decode_sample, initial_point
@@ -27,6 +28,7 @@ class TrialRecord:
     is_initial: bool
     metric: str
     history: tuple[dict[str, float], ...]  # per epoch: "epoch" and CURVE_FIELDS
+    time_s: float  # seconds the trial trained, over all its (resumed) runs
     error: str = ""
 
     @property
@@ -46,12 +48,31 @@ class TrialRecord:
         return max(self.scores) if self.history else math.nan
 
 
-def sweep_finished(grid: ResultGrid, num_samples: int) -> bool:
-    """False after an interrupt (Ctrl-C): Tuner.fit then returns with trials left to run."""
-    return len(grid) >= num_samples and all(r.error is not None or r.metrics.get(DONE) for r in grid)
+def trial_dirname(trial: Trial) -> str:
+    """``trial_<n>_<trial id>``: n is the searcher's proposal counter (Ray keeps it in the tag).
+
+    Short, unlike Ray's default that spells out the config, and it keeps the proposal order,
+    which a restored experiment does not list its trials in.
+    """
+    number = int(trial.experiment_tag.partition("_")[0])
+    return f"trial_{number:04d}_{trial.trial_id}"
 
 
-def _sample(result: Any) -> dict[str, Any]:
+def proposal_number(result: Result) -> int:
+    return int(Path(result.path).name.split("_")[1])
+
+
+def sweep_finished(experiment_dir: Path, num_samples: int) -> bool:
+    """False after an interrupt (Ctrl-C), when Tuner.fit returns with trials left to run.
+
+    Read from the experiment state Tune saves on the way out: a trial restored as finished
+    has lost the ``done`` flag of its last result.
+    """
+    trials = ExperimentAnalysis(str(experiment_dir)).trials
+    return len(trials) >= num_samples and all(t.status in (Trial.TERMINATED, Trial.ERROR) for t in trials)
+
+
+def _sample(result: Result) -> dict[str, Any]:
     # A trial that failed before its first report has no config in its result; the
     # params.json Tune wrote into the trial folder when it started always has it.
     if result.config:
@@ -70,13 +91,13 @@ def _history(frame: pd.DataFrame | None) -> tuple[dict[str, float], ...]:
     )
 
 
-def _status(result: Any, epochs_run: int, epochs_planned: int) -> str:
+def _status(result: Result, epochs_run: int, epochs_planned: int) -> str:
     if result.error is not None:
         return ERROR
     return STOPPED_EARLY if epochs_run < epochs_planned else COMPLETED
 
 
-def _error_line(result: Any) -> str:
+def _error_line(result: Result) -> str:
     if result.error is None:
         return ""
     lines = [line for line in str(result.error).strip().splitlines() if line.strip()]
@@ -87,11 +108,12 @@ def collect_trials(grid: ResultGrid, config: StudyConfig) -> list[TrialRecord]:
     """One record per trial, in the order the searcher proposed them."""
     initial = initial_point(config)
     horizon = config.asha_max_t if config.tune.scheduler == "asha" else None
-    samples = [decode_sample(_sample(result), config.tune.search_space) for result in grid]
+    results = sorted(grid, key=proposal_number)
+    samples = [decode_sample(_sample(result), config.tune.search_space) for result in results]
     # The initial config is the searcher's first point; a later trial may propose it again.
     initial_index = next((i for i, overrides in enumerate(samples) if overrides == initial), None)
     records = []
-    for index, (result, overrides) in enumerate(zip(grid, samples)):
+    for index, (result, overrides) in enumerate(zip(results, samples)):
         history = _history(result.metrics_dataframe)
         planned = int(overrides.get("train.epochs", config.train.epochs))
         if horizon is not None:
@@ -104,6 +126,7 @@ def collect_trials(grid: ResultGrid, config: StudyConfig) -> list[TrialRecord]:
                 is_initial=index == initial_index,
                 metric=config.tune.metric,
                 history=history,
+                time_s=float(result.metrics.get(TIME_TOTAL_S) or 0.0),
                 error=_error_line(result),
             )
         )

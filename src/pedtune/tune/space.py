@@ -10,7 +10,7 @@ the same kind of values.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -50,25 +50,20 @@ def param_space(space: list[Distribution]) -> dict[str, Domain]:
     return {dist.param: ray_domain(dist) for dist in space}
 
 
-def _grid_index(bound: float, q: float, round_fn: Callable[[float], float]) -> float:
-    # Ray's Quantized sampler snaps each bound inwards to the grid the same way.
-    scaled = bound / q
-    nearest = round(scaled)
-    return nearest if math.isclose(scaled, nearest) else round_fn(scaled)
-
-
 def quantize(value: float, lower: float, upper: float, q: float) -> float:
     """The grid point ``tune.qloguniform``/``tune.quniform`` would give for ``value``.
 
-    Rounds to the nearest multiple of ``q`` (``np.round(x / q) * q``, as Ray does), kept
-    within the bounds snapped inwards to the grid, then rounded to ``q``'s decimals so the
-    value reads as written (0.005, not 0.005000000000000001).
+    Rounds to the nearest multiple of ``q`` (``np.round(x / q) * q``, as Ray does), clipped
+    to the bounds (multiples of ``q`` themselves), then to ``q``'s decimals so the value
+    reads as written (0.005, not 0.005000000000000001).
     """
-    low = _grid_index(lower, q, math.ceil) * q
-    high = _grid_index(upper, q, math.floor) * q
-    on_grid = float(np.clip(np.round(value / q) * q, low, high))
+    on_grid = float(np.clip(np.round(value / q) * q, lower, upper))
     decimals = max(0, -Decimal(str(q)).normalize().as_tuple().exponent)
     return round(on_grid, decimals)
+
+
+def _on_grid(bound: float, q: float) -> bool:
+    return math.isclose(bound / q, round(bound / q))
 
 
 def _plain(value: Any) -> Any:
@@ -111,19 +106,30 @@ def _outside_reason(dist: Distribution, value: Any) -> str | None:
     return None
 
 
-def check_initial_point(config: StudyConfig) -> None:
-    """Fail before any work when the ``train:`` values cannot be the first point of the space.
+def _bounds_problems(dist: Distribution) -> list[str]:
+    if dist.type not in QUANTIZED:
+        return []
+    return [
+        f"  tune.search_space {dist.param}: {name} {bound:g} is not a multiple of q={dist.q:g} (Ray requires it)"
+        for name, bound in (("lower", dist.lower), ("upper", dist.upper))
+        if not _on_grid(float(bound), float(dist.q))  # type: ignore[arg-type]
+    ]
 
-    HyperOpt rejects an initial choice outside ``values`` deep inside Ray, and an off-grid
-    value would be trained as a different number than the train stage used.
+
+def check_space(config: StudyConfig) -> None:
+    """Fail before any work on a space Ray would reject, or that cannot start from the train section.
+
+    Ray rejects quantized bounds off the ``q`` grid, and HyperOpt an initial choice outside
+    ``values``, both deep inside the sweep; an off-grid initial value would be trained as a
+    different number than the train stage used.
     """
     problems = []
     for dist in config.tune.search_space:
+        bounds = _bounds_problems(dist)
+        problems += bounds
         value = getattr(config.train, train_key(dist.param))
-        reason = _outside_reason(dist, value)
+        reason = None if bounds else _outside_reason(dist, value)
         if reason:
-            problems.append(f"  tune.search_space {dist.param}: the train section's value {value!r} {reason}")
+            problems.append(f"  tune.search_space {dist.param}: the initial value {value!r} (train section) {reason}")
     if problems:
-        raise ConfigError(
-            "invalid params.yaml: the initial configuration must lie in the search space\n" + "\n".join(problems)
-        )
+        raise ConfigError("invalid params.yaml: tune.search_space does not fit\n" + "\n".join(problems))

@@ -113,7 +113,7 @@ def sweep_run(
 
 
 def mark_stale_trial_runs(store: Store, parent_run_id: str) -> None:
-    """Trial runs a killed driver left RUNNING become KILLED; a trial that continues reopens its run."""
+    """Trial runs an interrupted or killed driver left RUNNING end KILLED; a trial that continues reopens its run."""
     for run in trial_runs(store, parent_run_id):
         if run.info.status == RUNNING:
             store.client.set_terminated(run.info.run_id, status=KILLED)
@@ -145,21 +145,14 @@ class SweepLoggerCallback(MLflowLoggerCallback):
     searcher's raw proposal); metrics are logged with step = epoch (= training_iteration).
     """
 
-    def __init__(
-        self,
-        store: Store,
-        parent_run_id: str,
-        sweep_id: str,
-        space: list[Distribution],
-        metric: str,
-    ) -> None:
+    def __init__(self, store: Store, sweep_id: str, space: list[Distribution], metric: str) -> None:
         super().__init__(
             tracking_uri=store.tracking_uri,
             experiment_name=store.experiment_name,
-            tags={TAG_PARENT: parent_run_id, TAG_SWEEP: sweep_id},
+            tags={TAG_SWEEP: sweep_id},
             save_artifact=False,
         )
-        self.parent_run_id = parent_run_id
+        self.sweep_id = sweep_id
         self.space = list(space)
         self.metric = metric
 
@@ -171,6 +164,13 @@ class SweepLoggerCallback(MLflowLoggerCallback):
             str(self.mlflow_util.experiment_id),
             str(self.experiment_name),
         )
+        # Looked up here rather than passed in: on resume Ray runs the copy of this callback
+        # pickled at the sweep's start, and the parent run may have been recreated since.
+        parent_run_id = find_parent_run(self._store, self.sweep_id)
+        if parent_run_id is None:
+            raise RuntimeError(f"no MLflow parent run tagged {TAG_SWEEP}={self.sweep_id}")
+        self.parent_run_id = parent_run_id
+        self.tags = {**self.tags, TAG_PARENT: parent_run_id}
         self._logged_epochs: dict[Trial, int] = {}
 
     def _run_id(self, trial: Trial) -> str:

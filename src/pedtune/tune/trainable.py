@@ -21,6 +21,8 @@ from pedtune.engine.train import EpochHook, EpochResult
 from pedtune.tune.space import decode_sample
 
 CHECKPOINT_FILE = "state.pt"
+# Tune's live table shows the first four metrics of a result: put the informative ones there.
+LEADING_METRICS = ("bbox_mAP", "segm_mAP", "train_loss", "lr")
 
 
 class FitFn(Protocol):
@@ -37,12 +39,23 @@ class FitFn(Protocol):
     ) -> Any: ...
 
 
+def save_state(state: Mapping[str, Any], folder: Path) -> None:
+    torch.save(dict(state), folder / CHECKPOINT_FILE)
+
+
+def load_state(folder: Path) -> dict[str, Any]:
+    # weights_only: a checkpoint is tensors and plain containers, never arbitrary objects.
+    return torch.load(folder / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+
+
 def report_epoch(result: EpochResult, state: Callable[[], dict[str, Any]]) -> None:
     """Report the epoch's val metrics to Tune with the full training state as the checkpoint."""
+    metrics = {key: result.metrics[key] for key in LEADING_METRICS if key in result.metrics}
+    metrics.update(result.metrics, epoch=result.epoch)
     with tempfile.TemporaryDirectory(prefix="pedtune-ckpt-") as folder:
-        torch.save(state(), Path(folder) / CHECKPOINT_FILE)
+        save_state(state(), Path(folder))
         # report() copies the folder into the trial's storage before it returns.
-        tune.report({**result.metrics, "epoch": result.epoch}, checkpoint=tune.Checkpoint.from_directory(folder))
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
 
 def restored_state() -> dict[str, Any] | None:
@@ -51,7 +64,7 @@ def restored_state() -> dict[str, Any] | None:
     if checkpoint is None:
         return None
     with checkpoint.as_directory() as folder:
-        return torch.load(Path(folder) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+        return load_state(Path(folder))
 
 
 def train_trial(

@@ -1,0 +1,81 @@
+"""Keep the benchmark scripts working: each runs once at a tiny size on synthetic data.
+
+Nothing here times anything or asserts a speed; the benchmarks themselves are in bench/.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+TINY = ["--synthetic", "--num-images", "8", "--image-size", "48x64", "--min-size", "48", "--max-size", "64",
+        "--threads", "1"]
+
+
+def _run(name: str, tmp_path: Path, *extra: str) -> dict:
+    module = __import__(f"bench.{name}", fromlist=["main"])
+    out = tmp_path / f"{name}.json"
+    result = module.main([*TINY, *extra, "--json", str(out)])
+    assert json.loads(out.read_text())["benchmark"] == name == result["benchmark"]
+    return result
+
+
+def test_train_step(tmp_path: Path) -> None:
+    result = _run("train_step", tmp_path, "--steps", "1", "--reps", "1")
+    run = result["runs"][0]
+    assert set(run["images_per_s"]) == {"bare", "project", "project_noclip"}
+    assert run["ratio_project_vs_bare"]["n"] == 1
+
+
+def test_data_pipeline(tmp_path: Path) -> None:
+    result = _run("data_pipeline", tmp_path, "--models", "light", "--workers", "0", "1", "--reps", "1",
+                  "--steps", "1", "--step-reps", "1")
+    assert set(result["ratio_loader_vs_step"]) == {f"cache={c},workers={w}" for c in ("on", "off") for w in (0, 1)}
+
+
+def test_evaluation(tmp_path: Path) -> None:
+    run = _run("evaluation", tmp_path, "--train-images", "2", "--reps", "1")["runs"][0]
+    assert 0 < run["eval_fraction"] < 1
+    assert all(s["agree_1e-4"] for s in run["prediction_sets"].values())
+
+
+def test_memory(tmp_path: Path) -> None:
+    rows = _run("memory", tmp_path, "--models", "light", "--train-images", "2", "--val-images", "2")["models"]
+    assert rows[0]["peak_rss_mb"] >= rows[0]["rss_before_fit_mb"] > 0
+
+
+@pytest.mark.slow
+def test_tune_overhead(tmp_path: Path) -> None:
+    result = _run("tune_overhead", tmp_path, "--trials", "2", "--epochs", "1", "--epoch-s", "0.1", "--reps", "1",
+                  "--states", "tiny", "--no-mlflow")
+    run = result["runs"][0]
+    assert run["trial_epochs"] == 2 and run["init_to_first_trial_s"] > 0
+
+
+@pytest.mark.slow
+def test_asha_savings(tmp_path: Path) -> None:
+    result = _run("asha_savings", tmp_path, "--trials", "2", "--epochs", "2", "--noise-seeds", "0",
+                  "--pretrain-epochs", "0", "--roi-batch", "16", "--proposals", "20")
+    assert result["sweeps"]["fifo"]["trial_epochs"] == 4
+    assert result["sweeps"]["asha"]["failed"] == result["sweeps"]["fifo"]["failed"] == 0
+
+
+def test_table(tmp_path: Path) -> None:
+    from bench import run_all
+
+    assert run_all.table(tmp_path) == "no results yet"
+    (tmp_path / "train_step.json").write_text(json.dumps({
+        "benchmark": "train_step", "machine": {"cpu": "x", "cores": 2, "torch": "2", "device": "cpu", "loadavg_at_start": 0.5},
+        "runs": [{"arch": "maskrcnn_mobilenet_v3_large_fpn", "amp": False, "image_hw": [320, 427],
+                  "ratio_project_vs_bare": {"median": 0.99, "min": 0.98, "max": 1.0, "n": 3},
+                  "ratio_project_noclip_vs_bare": {"median": 1.0, "min": 0.99, "max": 1.01, "n": 3},
+                  "images_per_s": {"bare": {"median": 2.0, "min": 1.9, "max": 2.1, "n": 3}}}],
+    }))
+    assert "| 1. training step" in run_all.table(tmp_path)

@@ -1,0 +1,55 @@
+"""`dvc repro` of the whole study (fetch → … → tune → evaluate) on tiny synthetic data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+from study_copy import run
+
+from pedtune.config import load_config, validate
+
+pytestmark = pytest.mark.slow
+
+
+def test_whole_study_reproduces_and_reruns_only_what_a_change_affects(study: Path):
+    run(["dvc", "repro"], study, timeout=1500)
+
+    tune = json.loads((study / "metrics/tune.json").read_text())
+    assert tune["num_trials"] == 3
+    evaluate = json.loads((study / "metrics/evaluate.json").read_text())
+    assert {"initial", "tuned", "delta"} <= set(evaluate)
+    report = (study / "results/evaluate/report.md").read_text()
+    assert "initial" in report and "tuned" in report
+    assert list((study / "results/evaluate/pictures").glob("*.png"))
+
+    # best_params.yaml is a drop-in for the train: section.
+    params = yaml.safe_load((study / "params.yaml").read_text())
+    params["train"] = yaml.safe_load((study / "results/tune/best_params.yaml").read_text())
+    validate(params)
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{study}/mlruns/mlflow.db")
+    experiment = client.get_experiment_by_name(load_config(study / "params.yaml").mlflow.experiment)
+    runs = client.search_runs([experiment.experiment_id], max_results=100)
+    by_stage: dict[str, list] = {}
+    for mlrun in runs:
+        by_stage.setdefault(mlrun.data.tags.get("stage", "trial"), []).append(mlrun)
+    assert all(r.info.status == "FINISHED" for r in runs if "mlflow.parentRunId" not in r.data.tags)
+    parents = {r.info.run_id for r in runs if "mlflow.parentRunId" not in r.data.tags}
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 3  # train, the sweep, the evaluation
+    assert len(children) == 3 + 4  # one per trial, one per (config, seed)
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} <= parents
+
+    assert "up to date" in run(["dvc", "status"], study).stdout
+    assert "Running stage" not in run(["dvc", "repro"], study).stdout
+
+    # A change to one tune param invalidates tune and evaluate only.
+    text = (study / "params.yaml").read_text()
+    (study / "params.yaml").write_text(text.replace("  seed: 0\n  num_samples", "  seed: 1\n  num_samples", 1))
+    status = run(["dvc", "status"], study).stdout
+    assert "tune:" in status and "evaluate:" in status
+    assert not any(f"{stage}:" in status for stage in ("fetch", "weights", "split", "train"))

@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pedtune.config import ConfigError, StudyConfig, validate
+from pedtune.evaluate.inputs import TuneResultsError, read_best_params, read_search_cost, run_config, tuned_config
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def config() -> StudyConfig:
+    raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text(encoding="utf-8"))
+    raw["train"].update(device="cpu")
+    return validate(raw)
+
+
+def test_best_params_become_the_tuned_train_section(tmp_path: Path, config: StudyConfig):
+    path = tmp_path / "best_params.yaml"
+    path.write_text(yaml.safe_dump({**config.train.model_dump(), "lr": 0.02, "device": "cuda"}), encoding="utf-8")
+    tuned = tuned_config(config, read_best_params(path))
+    assert tuned.train.lr == 0.02 and tuned.train.batch_size == config.train.batch_size
+    assert tuned.train.device == "cpu"  # the evaluating machine's choice, not the tuning machine's
+    assert tuned.model == config.model and config.train.lr != 0.02
+
+
+def test_a_section_pasted_under_train_is_read_the_same(tmp_path: Path):
+    path = tmp_path / "best_params.yaml"
+    path.write_text("train:\n  lr: 0.02\n", encoding="utf-8")
+    assert read_best_params(path) == {"lr": 0.02}
+
+
+@pytest.mark.parametrize("content", ["", "- 1\n- 2\n", "lr: [unclosed\n"])
+def test_unusable_best_params_are_reported(tmp_path: Path, content: str):
+    path = tmp_path / "best_params.yaml"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(TuneResultsError, match="best_params.yaml"):
+        read_best_params(path)
+    with pytest.raises(TuneResultsError, match="dvc repro tune"):
+        read_best_params(tmp_path / "missing.yaml")
+
+
+def test_invalid_tuned_values_fail_validation(config: StudyConfig):
+    with pytest.raises(ConfigError, match="learning_rate"):
+        tuned_config(config, {"learning_rate": 0.1})
+    with pytest.raises(ConfigError, match="lr"):
+        tuned_config(config, {"lr": -1.0})
+
+
+def test_run_config_sets_the_seed_and_optionally_the_epochs(config: StudyConfig):
+    default = run_config(config, 7, None).train
+    assert (default.seed, default.epochs) == (7, config.train.epochs)
+    assert run_config(config, 7, 3).train.epochs == 3
+
+
+def test_search_cost_is_none_where_not_recorded(tmp_path: Path):
+    path = tmp_path / "tune.json"
+    assert read_search_cost(path) == {"num_trials": None, "trial_epochs": None, "wall_time_s": None}
+    path.write_text(json.dumps({"num_trials": 6, "trial_epochs": "many", "wall_time_s": 12.5}), encoding="utf-8")
+    assert read_search_cost(path) == {"num_trials": 6.0, "trial_epochs": None, "wall_time_s": 12.5}

@@ -1,0 +1,123 @@
+"""The driver around the trials: ASHA, failing trials, resuming, resources. A fake fit keeps them cheap."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import ray
+from tune_fakes import DELAY_ENV, fake_fit
+from tune_study import build_study, read_csv, sweep_runs
+
+from pedtune import paths
+from pedtune.config import ConfigError
+from pedtune.tune.driver import restorable, run_tune
+
+HERE = Path(__file__).resolve().parent
+LR_CHOICES = {"param": "train.lr", "type": "choice", "values": [0.01, 0.001, 0.1, 2.0]}
+
+
+@pytest.mark.slow
+def test_asha_stops_losers_and_a_diverging_trial_errors_without_ending_the_sweep(study: Path):
+    # One trial at a time: ASHA compares each newcomer with the initial config's finished curve.
+    config = build_study(study, {
+        "train": {"epochs": 3, "lr": 0.01},
+        "tune": {"searcher": "random", "seed": 0, "num_samples": 6, "max_concurrent": 1, "scheduler": "asha",
+                 "asha": {"grace_period": 1, "reduction_factor": 2}, "search_space": [LR_CHOICES]},
+    })
+    metrics = run_tune(config, fit_fn=fake_fit)
+
+    rows = read_csv(study / paths.TUNE_DIR / "trials.csv")
+    assert len(rows) == 6 == metrics["num_trials"]
+    assert rows[0]["initial"] == "true" and rows[0]["status"] == "COMPLETED" and rows[0]["epochs"] == "3"
+    diverged = [r for r in rows if r["train.lr"] == "2.0"]
+    assert diverged and all(r["status"] == "ERROR" and "non-finite loss" in r["error"] for r in diverged)
+    stopped = [r for r in rows if r["status"] == "STOPPED_EARLY"]
+    assert stopped and all(int(r["epochs"]) < 3 for r in stopped)
+    assert metrics["num_errored"] == len(diverged) and metrics["num_stopped_early"] == len(stopped)
+
+    runs = sweep_runs(study)
+    outcome = {run.data.tags["trial_id"]: run for run in runs.children}
+    assert len(outcome) == 6
+    for row in rows:
+        run = outcome[row["trial_id"]]
+        assert run.data.tags["trial_outcome"] == row["status"]
+        assert run.info.status == ("FAILED" if row["status"] == "ERROR" else "FINISHED")
+        assert runs.metric_steps(run, "bbox_mAP") == list(range(1, int(row["epochs"]) + 1))
+
+
+def _start_sweep_in_subprocess(root: Path) -> subprocess.Popen:
+    script = (
+        f"import sys; sys.path[:0] = [{str(HERE)!r}, {str(HERE.parent)!r}]\n"
+        "import tune_study, tune_fakes\n"
+        "from pedtune.config import load_config\n"
+        "from pedtune.tune.driver import run_tune\n"
+        "run_tune(load_config(), fit_fn=tune_fakes.fake_fit)\n"
+    )
+    env = {**os.environ, DELAY_ENV: "3"}
+    return subprocess.Popen([sys.executable, "-c", script], cwd=root, env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _wait_for_first_result(root: Path, process: subprocess.Popen, timeout_s: float = 240) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if any(p.stat().st_size for p in root.glob("ray_results/sweep-*/trial_*/result.json")):
+            return
+        assert process.poll() is None, "the sweep ended before it could be interrupted"
+        time.sleep(0.5)
+    raise AssertionError("no trial reported an epoch in time")
+
+
+@pytest.mark.slow
+def test_an_interrupted_sweep_resumes_without_duplicate_runs(study: Path, capfd: pytest.CaptureFixture[str]):
+    config = build_study(study, {"train": {"epochs": 3}, "tune": {"num_samples": 4, "scheduler": "fifo"}})
+    process = _start_sweep_in_subprocess(study)
+    try:
+        _wait_for_first_result(study, process)
+        time.sleep(2)  # the trial is into its next epoch; Ray has saved the experiment state
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)  # the driver and the Ray processes it started
+        process.wait()
+    assert any(run.info.status == "RUNNING" for run in sweep_runs(study).children)
+
+    metrics = run_tune(config, fit_fn=fake_fit)
+    assert "resuming the sweep" in capfd.readouterr().err
+
+    rows = read_csv(study / paths.TUNE_DIR / "trials.csv")
+    assert len(rows) == 4 == metrics["num_trials"] and all(r["status"] == "COMPLETED" for r in rows)
+    runs = sweep_runs(study)
+    assert len(runs.parents) == 1 and runs.parents[0].info.status == "FINISHED"
+    assert sorted(r.data.tags["trial_id"] for r in runs.children) == sorted(r["trial_id"] for r in rows)
+    for run in runs.children:
+        assert run.info.status == "FINISHED"
+        assert runs.metric_steps(run, "bbox_mAP") == [1, 2, 3]  # each epoch logged once
+    # The interrupted trial continued from its checkpoint instead of starting over.
+    assert any(run.data.metrics["resumed_from"] > 0 for run in runs.children)
+
+    # Running the finished sweep again re-reads it: no trial runs again, no new MLflow run.
+    again = run_tune(config, fit_fn=fake_fit)
+    assert {k: v for k, v in again.items() if k != "wall_time_s"} == {
+        k: v for k, v in metrics.items() if k != "wall_time_s"}
+    assert len(sweep_runs(study).children) == 4
+
+
+def test_resources_this_machine_lacks_fail_at_once(study: Path):
+    config = build_study(study, {"tune": {"resources_per_trial": {"cpu": 64, "gpu": 0}}})
+    with pytest.raises(ConfigError, match="asks for 64 CPU"):
+        run_tune(config, fit_fn=fake_fit)
+    assert not ray.is_initialized()
+    (parent,) = sweep_runs(study).parents
+    assert parent.info.status == "FAILED"
+
+
+def test_a_sweep_killed_before_its_first_snapshot_is_started_afresh(tmp_path: Path):
+    (tmp_path / "tuner.pkl").write_bytes(b"")
+    assert not restorable(tmp_path)  # Tuner.restore would fail on it
+    (tmp_path / "experiment_state-2026-01-01_00-00-00.json").write_text("{}")
+    assert restorable(tmp_path)

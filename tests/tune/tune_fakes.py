@@ -1,0 +1,53 @@
+"""A cheap stand-in for ``fit`` with the same signature and hook protocol, for driver tests.
+
+The score peaks at lr = 0.01 and grows with the epoch, so ASHA has a clear loser to stop;
+lr >= 1 diverges like a real run would. ``PEDTUNE_FAKE_EPOCH_S`` slows each epoch down so a
+test can interrupt a sweep mid-trial.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from pedtune.config import StudyConfig
+from pedtune.engine.train import EpochHook, EpochResult
+from pedtune.errors import NonFiniteLossError
+
+DELAY_ENV = "PEDTUNE_FAKE_EPOCH_S"
+
+
+def fake_score(lr: float, epoch: int, epochs: int) -> float:
+    return epoch / epochs * math.exp(-((math.log10(lr) + 2) ** 2))
+
+
+def fake_fit(
+    config: StudyConfig,
+    train_store: Any,
+    eval_store: Any,
+    pretrained: Mapping[str, torch.Tensor] | None = None,
+    on_epoch_end: EpochHook | None = None,
+    resume: Mapping[str, Any] | None = None,
+) -> None:
+    cfg = config.train
+    history = [dict(h) for h in resume["history"]] if resume else []
+    first = int(resume["epoch"]) + 1 if resume else 1
+    for epoch in range(first, cfg.epochs + 1):
+        time.sleep(float(os.environ.get(DELAY_ENV, "0")))
+        if cfg.lr >= 1:
+            raise NonFiniteLossError(epoch, 1, {"loss_mask": math.nan})
+        score = fake_score(cfg.lr, epoch, cfg.epochs)
+        metrics = {"bbox_mAP": score, "segm_mAP": score / 2, "train_loss": 1 / epoch,
+                   "resumed_from": float(resume["epoch"]) if resume else 0.0}
+        history.append(metrics)
+
+        def state(epoch: int = epoch) -> dict[str, Any]:
+            return {"epoch": epoch, "history": history, "model": {"weight": torch.full((2,), float(epoch))}}
+
+        if on_epoch_end is not None:
+            on_epoch_end(EpochResult(epoch, metrics), state)
