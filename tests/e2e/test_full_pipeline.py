@@ -51,5 +51,11 @@ def test_whole_study_reproduces_and_reruns_only_what_a_change_affects(study: Pat
     text = (study / "params.yaml").read_text()
     (study / "params.yaml").write_text(text.replace("  seed: 0\n  num_samples", "  seed: 1\n  num_samples", 1))
     status = run(["dvc", "status"], study).stdout
-    assert "tune:" in status and "evaluate:" in status
-    assert not any(f"{stage}:" in status for stage in ("fetch", "weights", "split", "train"))
+    assert "tune:" in status
+    assert not any(f"{stage}:" in status for stage in ("fetch", "weights", "split", "train", "evaluate"))
+    planned = run(["dvc", "repro", "--dry"], study).stdout
+    assert "> pedtune tune" in planned
+    assert not any(f"> pedtune {stage}" in planned for stage in ("fetch", "weights", "split", "train"))
+    # evaluate follows whenever the sweep's result (best_params.yaml) changes.
+    dag = run(["dvc", "dag", "--dot"], study).stdout
+    assert '"tune" -> "evaluate"' in dag

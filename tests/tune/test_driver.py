@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import ray
-from tune_fakes import DELAY_ENV, fake_fit
+from tune_fakes import DELAY_ENV, WORKER_DIES_LR, fake_fit
 from tune_study import build_study, read_csv, sweep_runs
 
 from pedtune import paths
@@ -50,6 +50,25 @@ def test_asha_stops_losers_and_a_diverging_trial_errors_without_ending_the_sweep
         assert run.info.status == ("FAILED" if row["status"] == "ERROR" else "FINISHED")
         assert runs.metric_steps(run, "bbox_mAP") == list(range(1, int(row["epochs"]) + 1))
 
+
+
+@pytest.mark.slow
+def test_a_trial_whose_worker_process_dies_is_recorded_failed_and_the_sweep_completes(study: Path):
+    config = build_study(study, {
+        "train": {"epochs": 2, "lr": 0.01},
+        "tune": {"searcher": "random", "seed": 0, "num_samples": 3, "max_concurrent": 1, "scheduler": "fifo",
+                 "search_space": [{"param": "train.lr", "type": "choice", "values": [0.01, WORKER_DIES_LR]}]},
+    })
+    metrics = run_tune(config, fit_fn=fake_fit)
+
+    rows = read_csv(study / paths.TUNE_DIR / "trials.csv")
+    assert len(rows) == 3 == metrics["num_trials"]
+    died = [r for r in rows if float(r["train.lr"]) == WORKER_DIES_LR]
+    survived = [r for r in rows if float(r["train.lr"]) != WORKER_DIES_LR]
+    assert died and all(r["status"] == "ERROR" for r in died)
+    assert survived and all(r["status"] == "COMPLETED" for r in survived)
+    outcome = {run.data.tags["trial_id"]: run for run in sweep_runs(study).children}
+    assert {outcome[r["trial_id"]].info.status for r in died} == {"FAILED"}
 
 def _start_sweep_in_subprocess(root: Path) -> subprocess.Popen:
     script = (

@@ -1,7 +1,7 @@
 """A cheap stand-in for ``fit`` with the same signature and hook protocol, for driver tests.
 
 The score peaks at lr = 0.01 and grows with the epoch, so ASHA has a clear loser to stop;
-lr >= 1 diverges like a real run would. ``PEDTUNE_FAKE_EPOCH_S`` slows each epoch down so a
+lr >= 1 diverges like a real run would; lr = 0.5 kills the worker process. ``PEDTUNE_FAKE_EPOCH_S`` slows each epoch down so a
 test can interrupt a sweep mid-trial.
 """
 
@@ -20,6 +20,7 @@ from pedtune.engine.train import EpochHook, EpochResult
 from pedtune.errors import NonFiniteLossError
 
 DELAY_ENV = "PEDTUNE_FAKE_EPOCH_S"
+WORKER_DIES_LR = 0.5
 
 
 def fake_score(lr: float, epoch: int, epochs: int) -> float:
@@ -41,6 +42,8 @@ def fake_fit(
         time.sleep(float(os.environ.get(DELAY_ENV, "0")))
         if cfg.lr >= 1:
             raise NonFiniteLossError(epoch, 1, {"loss_mask": math.nan})
+        if cfg.lr == WORKER_DIES_LR:
+            os._exit(137)  # the worker process dies, as when the kernel kills it for memory
         score = fake_score(cfg.lr, epoch, cfg.epochs)
         metrics = {"bbox_mAP": score, "segm_mAP": score / 2, "train_loss": 1 / epoch,
                    "resumed_from": float(resume["epoch"]) if resume else 0.0}
