@@ -90,18 +90,11 @@ def log_metrics(store: Store, run_id: str, metrics: Mapping[str, float], step: i
 
 
 @contextmanager
-def tracked_run(
-    store: Store, name: str, tags: Mapping[str, str] | None = None, parent_run_id: str | None = None
-) -> Iterator[str]:
-    """Create a run, yield its id, and mark it FINISHED, FAILED or KILLED (Ctrl-C) at the end."""
-    all_tags = dict(tags or {})
-    if parent_run_id:
-        all_tags[TAG_PARENT] = parent_run_id
-    run = store.client.create_run(store.experiment_id, run_name=name, tags=all_tags)
-    run_id = run.info.run_id
+def ending_run(store: Store, run_id: str) -> Iterator[None]:
+    """Mark ``run_id`` FINISHED, FAILED (an exception) or KILLED (Ctrl-C) when the block ends."""
     status = RunStatus.to_string(RunStatus.FAILED)
     try:
-        yield run_id
+        yield
         status = RunStatus.to_string(RunStatus.FINISHED)
     except KeyboardInterrupt:
         status = RunStatus.to_string(RunStatus.KILLED)
@@ -111,3 +104,16 @@ def tracked_run(
             store.client.set_terminated(run_id, status=status)
         except Exception as error:  # never hide the original error behind a logging one
             print(f"[mlflow] could not mark run {run_id} {status}: {error}", file=sys.stderr)
+
+
+@contextmanager
+def tracked_run(
+    store: Store, name: str, tags: Mapping[str, str] | None = None, parent_run_id: str | None = None
+) -> Iterator[str]:
+    """Create a run, yield its id, and end it with the status :func:`ending_run` gives."""
+    all_tags = dict(tags or {})
+    if parent_run_id:
+        all_tags[TAG_PARENT] = parent_run_id
+    run_id = store.client.create_run(store.experiment_id, run_name=name, tags=all_tags).info.run_id
+    with ending_run(store, run_id):
+        yield run_id

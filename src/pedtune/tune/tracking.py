@@ -7,7 +7,6 @@ pickles the logger callback into the experiment folder and restores that copy on
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -19,7 +18,7 @@ from ray.air.integrations.mlflow import MLflowLoggerCallback
 from ray.tune.result import AUTO_RESULT_KEYS, DONE, EXPERIMENT_TAG, SHOULD_CHECKPOINT, TRAINING_ITERATION, TRIAL_ID
 
 from pedtune.config.schema import Distribution
-from pedtune.tracking.store import TAG_PARENT, Store, log_params
+from pedtune.tracking.store import TAG_PARENT, Store, ending_run, log_params
 from pedtune.tune.results import ERROR, TrialRecord
 from pedtune.tune.space import decode_sample
 
@@ -98,18 +97,8 @@ def sweep_run(
         log_params(store, run_id, params)
     else:
         store.client.update_run(run_id, status=RUNNING)
-    status = FAILED
-    try:
+    with ending_run(store, run_id):
         yield run_id, resumed
-        status = FINISHED
-    except KeyboardInterrupt:
-        status = KILLED
-        raise
-    finally:
-        try:
-            store.client.set_terminated(run_id, status=status)
-        except Exception as error:  # never hide the original error behind a logging one
-            print(f"[mlflow] could not mark run {run_id} {status}: {error}", file=sys.stderr)
 
 
 def mark_stale_trial_runs(store: Store, parent_run_id: str) -> None:
