@@ -1,0 +1,1 @@
+"""Benchmarks of pedtune's overheads (scripts, not tests); see bench/README.md."""

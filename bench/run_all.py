@@ -1,0 +1,157 @@
+"""Run every benchmark (each in its own process), write ``bench/results/<name>.json`` and print
+the markdown table for the README's performance section.
+
+    python -m bench.run_all                         # all six, CPU defaults (about 15-20 min on 2 cores)
+    python -m bench.run_all --only train_step evaluation --wait-quiet 1.3
+    python -m bench.run_all --table-only            # re-print the table from bench/results/*.json
+    python -m bench.run_all --device cuda           # on a GPU machine (AMP off and on)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import REPO, RESULTS
+
+BENCHMARKS = ("train_step", "data_pipeline", "evaluation", "tune_overhead", "asha_savings", "memory")
+# Shared arguments each benchmark understands; asha_savings picks its own (synthetic, tiny) data.
+SHARED = ("--data", "--device", "--amp", "--threads")
+
+
+def wait_quiet(threshold: float, poll_s: float = 60.0, give_up_s: float = 45 * 60) -> float:
+    """Wait until the 1-minute load average is below ``threshold``; returns the load measured at."""
+    start = time.monotonic()
+    while (load := os.getloadavg()[0]) >= threshold and time.monotonic() - start < give_up_s:
+        print(f"[run_all] load {load:.2f} >= {threshold}: waiting", file=sys.stderr, flush=True)
+        time.sleep(poll_s)
+    return load
+
+
+def run(name: str, extra: list[str], results: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    cmd = [sys.executable, "-m", f"bench.{name}", *extra, "--json", str(results / f"{name}.json")]
+    print(f"[run_all] {' '.join(cmd)}", file=sys.stderr, flush=True)
+    subprocess.run(cmd, cwd=REPO, env=env, check=True, stdout=subprocess.DEVNULL)
+
+
+def _ok(passed: bool | None) -> str:
+    return "n/a" if passed is None else ("yes" if passed else "**no**")
+
+
+def _range(s: dict[str, float], fmt: str = "{:.3f}") -> str:
+    return f"{fmt.format(s['median'])} ({fmt.format(s['min'])}–{fmt.format(s['max'])}, n={s['n']})"
+
+
+def rows(r: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str]]:
+    """(measurement, result, target, met) per headline figure of each benchmark present."""
+    out = []
+    if "train_step" in r:
+        for run in r["train_step"]["runs"]:
+            tag = f"{run['arch'].removeprefix('maskrcnn_')}{', AMP' if run['amp'] else ''}"
+            ratio = run["ratio_project_vs_bare"]
+            out.append((f"1. training step, project ÷ bare loop ({tag}, {run['image_hw'][0]}×{run['image_hw'][1]})",
+                        f"{_range(ratio)}; bare {run['images_per_s']['bare']['median']:.2f} img/s; "
+                        f"without clipping {run['ratio_project_noclip_vs_bare']['median']:.3f}",
+                        "≥ 0.98", _ok(ratio["median"] >= 0.98)))
+    if "data_pipeline" in r:
+        d = r["data_pipeline"]
+        for model, step in d["train_step"].items():
+            ratios = {loader: v[model] for loader, v in d["ratio_loader_vs_step"].items()}
+            best, worst = max(ratios, key=ratios.get), min(ratios, key=ratios.get)
+            out.append((f"2. data loading ÷ training step ({model}, {step['images_per_s']['median']:.2f} img/s)",
+                        f"{ratios[best]:g}× ({best}); worst {ratios[worst]:g}× ({worst})", "≥ 10×",
+                        _ok(ratios[best] >= 10)))
+    if "evaluation" in r:
+        for run in r["evaluation"]["runs"]:
+            sets = run["prediction_sets"]
+            out.append((f"3. val evaluation ÷ epoch ({run['arch'].removeprefix('maskrcnn_')}, {run['train_images']} train / "
+                        f"{run['val_images']} val images)",
+                        f"{100 * run['eval_fraction']:.1f} % ({run['eval_time_s']:.1f} of {run['epoch_time_s']:.1f} s)",
+                        "≤ 5 %", _ok(run["eval_fraction"] <= 0.05)))
+            out.append(("3. faster-coco-eval vs pycocotools (same predictions)",
+                        "; ".join(f"{n}: {s['speedup_faster_vs_pycocotools']:g}× faster, |Δ| ≤ {s['max_abs_diff']:.0e}"
+                                  for n, s in sets.items()),
+                        "agree to 1e-4", _ok(all(s["agree_1e-4"] for s in sets.values()))))
+    if "tune_overhead" in r:
+        t = r["tune_overhead"]
+        for state in dict.fromkeys(run["state"] for run in t["runs"]):
+            runs = [x for x in t["runs"] if x["state"] == state]
+            ratio = sorted(x["ratio_wall_vs_ideal"] for x in runs)[len(runs) // 2]
+            first = sorted(x["init_to_first_trial_s"] for x in runs)[len(runs) // 2]
+            label = f"{t['trials']} trials × {t['epochs']} epochs × {t['epoch_s']:g} s, {t['concurrency']} at a time, " \
+                    f"{runs[0]['checkpoint_mb']:g} MB checkpoints"
+            out.append((f"4. sweep wall ÷ ideal ({label})", f"{ratio:.2f}× (per-trial overhead "
+                        f"{runs[0]['overhead_per_trial_s']:.1f} s)", "≤ 1.1×", _ok(ratio <= 1.1)))
+            out.append((f"4. ray.init → first trial running ({state} checkpoints)", f"{first:.1f} s "
+                        f"(ray.init {runs[0]['ray_init_s']:.1f} s)", "≤ 10 s", _ok(first <= 10)))
+    if "asha_savings" in r:
+        a = r["asha_savings"]
+        s = a["sweeps"]
+        out.append((f"5. ASHA vs FIFO trial-epochs ({a['searcher']}, {a['trials']} trials × {a['epochs']} epochs, synthetic)",
+                    f"{s['asha']['trial_epochs']} vs {s['fifo']['trial_epochs']} ({100 * a['epoch_fraction_asha_vs_fifo']:.0f} %)",
+                    "≤ 40 %", _ok(a["epoch_fraction_asha_vs_fifo"] <= 0.4)))
+        out.append(("5. best val mAP, ASHA vs FIFO", f"{s['asha']['best_final']} vs {s['fifo']['best_final']} "
+                    f"(seed noise σ {a['noise']['stdev']})", "within noise", _ok(a["within_noise"])))
+    if "memory" in r:
+        m = r["memory"]
+        for row in m["models"]:
+            cuda = f", CUDA peak {row['cuda_max_allocated_mb']:.0f} MB" if "cuda_max_allocated_mb" in row else ""
+            out.append((f"6. peak RSS of one trial ({row['arch'].removeprefix('maskrcnn_')}, "
+                        f"{m['image_size'][0]}/{m['image_size'][1]} px, batch {m['batch_size']})",
+                        f"{row['peak_rss_mb'] / 1024:.2f} GB{cuda}", "—", "—"))
+    return out
+
+
+def table(results: Path) -> str:
+    r = {p.stem: json.loads(p.read_text()) for p in sorted(results.glob("*.json")) if p.stem in BENCHMARKS}
+    if not r:
+        return "no results yet"
+    m = next(iter(r.values()))["machine"]
+    loads = ", ".join(f"{k} {v['machine']['loadavg_at_start']:.2f}" for k, v in r.items())
+    head = (f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']}, device {m['device']}"
+            f"{' (' + m['gpu'] + ')' if m.get('gpu') else ''}; 1-min load at start: {loads}.\n\n")
+    lines = ["| measurement | result | target | met |", "| --- | --- | --- | --- |"]
+    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows(r)]
+    return head + "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--only", nargs="+", choices=BENCHMARKS, default=list(BENCHMARKS))
+    p.add_argument("--results", type=Path, default=RESULTS)
+    p.add_argument("--wait-quiet", type=float, default=None, metavar="LOAD",
+                   help="before each benchmark, wait (up to 45 min) for the 1-min load average to drop below LOAD")
+    p.add_argument("--table-only", action="store_true")
+    p.add_argument("--data", default=None)
+    p.add_argument("--synthetic", action="store_true", help="synthetic data for the benchmarks that read --data")
+    p.add_argument("--device", choices=("cpu", "cuda"), default=None)
+    p.add_argument("--amp", choices=("off", "on", "both"), default=None)
+    p.add_argument("--threads", default=None)
+    args = p.parse_args(argv)
+    args.results.mkdir(parents=True, exist_ok=True)
+    if not args.table_only:
+        shared = [x for flag in SHARED if (v := getattr(args, flag[2:])) is not None for x in (flag, str(v))]
+        for name in args.only:
+            if args.wait_quiet:
+                wait_quiet(args.wait_quiet)
+            extra = shared + (["--synthetic"] if args.synthetic and name != "asha_savings" else [])
+            if name == "asha_savings":
+                extra = [x for i, x in enumerate(extra) if x != "--data" and (i == 0 or extra[i - 1] != "--data")]
+            run(name, extra, args.results)
+    text = table(args.results)
+    (args.results / "table.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
