@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import statistics
 import sys
 import tempfile
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.real:
         args.synthetic = False
     common.setup(args)
-    resources = {"cpu": max(1, (__import__("os").cpu_count() or 2) // args.concurrency) if args.device == "cpu" else 1,
+    resources = {"cpu": max(1, (os.cpu_count() or 2) // args.concurrency) if args.device == "cpu" else 1,
                  "gpu": 1 / args.concurrency if args.device == "cuda" else 0}
     base = {
         "model": {"weights": "none", "detections_per_img": 20},

@@ -142,6 +142,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--reps", type=int, default=5, help="interleaved repetitions of each scorer")
     p.add_argument("--proposals", type=int, nargs="+", default=[1000, 300, 150],
                    help="test-time RPN proposal counts to time predict with (1000: the project's)")
+    p.add_argument("--proposal-reps", type=int, default=2, help="interleaved repetitions of each proposal count")
     args = p.parse_args(argv)
     common.setup(args)
     runs = []
@@ -175,7 +176,7 @@ def main(argv: list[str] | None = None) -> dict:
                               **compare(coco_gt, results, args.reps)}
             sets["jittered_gt"] = compare(coco_gt, jittered_gt(val_store, np.random.default_rng(0)), args.reps)
             model.roi_heads.score_thresh = config_score_thresh
-            proposals = proposal_counts(model, loader, device, args.proposals, args.reps)
+            proposals = proposal_counts(model, loader, device, args.proposals, args.proposal_reps)
             common.log("predict s by test proposals: " + ", ".join(f"{n}: {v['median']:.2f}" for n, v in proposals.items()))
             for name, s in sets.items():
                 common.log(f"{name}: {s['detections']} detections, pycocotools {s['seconds']['pycocotools']['median']:.3f} s, "

@@ -79,7 +79,7 @@ def rows(r: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str]]:
                         f"{100 * run['eval_fraction']:.1f} % ({run['eval_time_s']:.1f} of {run['epoch_time_s']:.1f} s)",
                         "≤ 5 %", _ok(run["eval_fraction"] <= 0.05)))
             out.append(("3. faster-coco-eval vs pycocotools (same predictions)",
-                        "; ".join(f"{n}: {s['speedup_faster_vs_pycocotools']:g}× faster, |Δ| ≤ {s['max_abs_diff']:.0e}"
+                        "; ".join(f"{n}: {s['speedup_faster_vs_pycocotools']:g}× faster, max Δ {s['max_abs_diff']:.0e}"
                                   for n, s in sets.items()),
                         "agree to 1e-4", _ok(all(s["agree_1e-4"] for s in sets.values()))))
     if "tune_overhead" in r:
@@ -117,9 +117,10 @@ def table(results: Path) -> str:
     if not r:
         return "no results yet"
     m = next(iter(r.values()))["machine"]
-    loads = ", ".join(f"{k} {v['machine']['loadavg_at_start']:.2f}" for k, v in r.items())
+    loads = ", ".join(f"{k} {v['machine']['loadavg_at_start']:.2f} ({v['machine']['torch_threads']} threads)"
+                      for k, v in r.items())
     head = (f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']}, device {m['device']}"
-            f"{' (' + m['gpu'] + ')' if m.get('gpu') else ''}; 1-min load at start: {loads}.\n\n")
+            f"{' (' + m['gpu'] + ')' if m.get('gpu') else ''}; 1-min load at start (torch threads): {loads}.\n\n")
     lines = ["| measurement | result | target | met |", "| --- | --- | --- | --- |"]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows(r)]
     return head + "\n".join(lines) + "\n"

@@ -164,6 +164,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--concurrency", type=int, default=2)
     p.add_argument("--scheduler", choices=("fifo", "asha"), default="fifo",
                    help="fifo: every trial runs every epoch, so the ideal does not hinge on ASHA's choices")
+    p.add_argument("--grace", type=int, default=None, help="ASHA grace period (default: the quick profile's)")
+    p.add_argument("--reduction", type=int, default=None, help="ASHA reduction factor (default: the quick profile's)")
     p.add_argument("--states", nargs="+", choices=("tiny", "light"), default=["tiny", "light"])
     p.add_argument("--reps", type=int, default=2, help="alternating repetitions of the checkpoint sizes")
     p.add_argument("--no-mlflow", action="store_true", help="leave out the driver's MLflow callback")
@@ -174,7 +176,8 @@ def main(argv: list[str] | None = None) -> dict:
     config = common.study_config(args, {
         "train": {"epochs": args.epochs},
         "tune": {"num_samples": args.trials, "max_concurrent": args.concurrency, "scheduler": args.scheduler,
-                 "resources_per_trial": resources},
+                 "resources_per_trial": resources,
+                 "asha": {k: v for k, v in (("grace_period", args.grace), ("reduction_factor", args.reduction)) if v}},
     })
     runs = []
     with common.dataset(args) as root, tempfile.TemporaryDirectory(prefix="pedtune-bench-tune-") as tmp:
@@ -220,7 +223,7 @@ def main(argv: list[str] | None = None) -> dict:
                 runs.append(run)
     return common.emit("tune_overhead", args, {
         "trials": args.trials, "epochs": args.epochs, "epoch_s": args.epoch_s, "concurrency": args.concurrency,
-        "scheduler": args.scheduler, "searcher": config.tune.searcher, "mlflow_callback": not args.no_mlflow,
+        "scheduler": args.scheduler, "asha": config.tune.asha.model_dump(), "searcher": config.tune.searcher, "mlflow_callback": not args.no_mlflow,
         "resources_per_trial": resources, "runs": runs, "targets": {"ratio_wall_vs_ideal": "<= 1.1", "init_to_first_trial_s": "<= 10"},
     })
 

@@ -72,7 +72,8 @@ def test_table(tmp_path: Path) -> None:
 
     assert run_all.table(tmp_path) == "no results yet"
     (tmp_path / "train_step.json").write_text(json.dumps({
-        "benchmark": "train_step", "machine": {"cpu": "x", "cores": 2, "torch": "2", "device": "cpu", "loadavg_at_start": 0.5},
+        "benchmark": "train_step", "machine": {"cpu": "x", "cores": 2, "torch": "2", "device": "cpu", "loadavg_at_start": 0.5,
+                                              "torch_threads": 2},
         "runs": [{"arch": "maskrcnn_mobilenet_v3_large_fpn", "amp": False, "image_hw": [320, 427],
                   "ratio_project_vs_bare": {"median": 0.99, "min": 0.98, "max": 1.0, "n": 3},
                   "ratio_project_noclip_vs_bare": {"median": 1.0, "min": 0.99, "max": 1.01, "n": 3},
