@@ -148,3 +148,35 @@ def test_stage_compares_both_configs_without_training_on_the_test_split(study: S
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"report.md", "per_seed.png", "pictures", "evaluate.json", "per_seed.csv"} <= artifacts
     assert f"| MLflow run | {parent.info.run_id} " in report
+
+
+def test_stage_trains_each_seed_once_when_the_search_kept_the_initial_config(study: StudyConfig, monkeypatch):
+    (paths.TUNE_DIR / "best_params.yaml").write_text(yaml.safe_dump(study.train.model_dump()), encoding="utf-8")
+    seeds_trained: list[int] = []
+    real_fit = runs.fit
+
+    def recording_fit(config, *args, **kwargs):
+        seeds_trained.append(config.train.seed)
+        return real_fit(config, *args, **kwargs)
+
+    monkeypatch.setattr(runs, "fit", recording_fit)
+    monkeypatch.setattr(parallel, "local_capacity", lambda resources: 1)
+
+    metrics = run_evaluate(study)
+
+    assert sorted(seeds_trained) == [0, 1] and metrics["runs_trained"] == 2
+    for delta in metrics["delta"].values():
+        assert (delta["mean"], delta["ci_low"], delta["ci_high"], delta["verdict"]) == (0, 0, 0, NO_DIFFERENCE)
+    assert metrics["initial"] == metrics["tuned"]
+    report = files.REPORT.read_text(encoding="utf-8")
+    assert "Δ is 0 by construction" in report and "| evaluation: training runs | 2 (1 config (tuned = initial)" in report
+    with files.PER_SEED_CSV.open(encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(row["config"], row["seed"]) for row in rows] == [("initial", "0"), ("initial", "1"), ("tuned", "0"), ("tuned", "1")]
+    assert len(list(files.PICTURES.glob("*.png"))) == 2
+
+    client = MlflowClient(study.mlflow.tracking_uri)
+    experiment = client.get_experiment_by_name(study.mlflow.experiment)
+    children = [r for r in client.search_runs([experiment.experiment_id]) if "mlflow.parentRunId" in r.data.tags]
+    same_as = {(r.data.tags["config"], r.data.tags["seed"]): r.data.tags.get("same_run_as") for r in children}
+    assert same_as == {("initial", "0"): None, ("initial", "1"): None, ("tuned", "0"): "initial-seed0", ("tuned", "1"): "initial-seed1"}

@@ -60,6 +60,11 @@ class Study:
     def primary_metric(self) -> str:
         return self.configs[INITIAL].tune.metric
 
+    @property
+    def trained(self) -> list[RunResult]:
+        """The runs actually trained: a shared result (tuned == initial) is counted once."""
+        return [result for result in self.results if result.trained_as is None]
+
 
 def compare(results: Iterable[RunResult], seeds: Sequence[int]) -> Comparison:
     scores: dict[str, dict[int, dict[str, float]]] = {name: {} for name in CONFIGS}
@@ -101,6 +106,7 @@ def metrics_json(study: Study) -> dict[str, Any]:
         "seeds": list(comparison.seeds),
         "epochs": {name: study.configs[name].train.epochs for name in CONFIGS},
         "train_on": study.configs[INITIAL].evaluate.train_on,
+        "runs_trained": len(study.trained),
         "wall_time_s": round(study.wall_time_s, 1),
     }
 
@@ -236,6 +242,11 @@ def _method_note(study: Study) -> str:
         f"on those {n} differences ({n - 1} degrees of freedom). Each model is scored after its last "
         "epoch; nothing is selected on the test split."
     )
+    if len(study.trained) < len(study.results):
+        note += (
+            f" The search kept the {INITIAL} configuration, so each seed was trained once and that run "
+            f"fills both columns: Δ is 0 by construction."
+        )
     if study.configs[INITIAL].evaluate.train_on == "train+val":
         note += " The per-epoch val scores in MLflow are on training images here (train_on: train+val)."
     return note
@@ -257,9 +268,11 @@ def _hyperparameter_table(study: Study) -> str:
 
 def _cost_table(study: Study) -> str:
     cost = study.search_cost
+    trained = study.trained
+    configs_text = f"{len(CONFIGS)} configs" if len(trained) == len(study.results) else "1 config (tuned = initial)"
     runs_text = (
-        f"{len(study.results)} ({len(CONFIGS)} configs × {len(study.comparison.seeds)} seeds), "
-        f"{sum(study.configs[r.name].train.epochs for r in study.results)} epochs"
+        f"{len(trained)} ({configs_text} × {len(study.comparison.seeds)} seeds), "
+        f"{sum(study.configs[r.name].train.epochs for r in trained)} epochs"
     )
     mean_times = " / ".join(
         _duration(sum(r.wall_time_s for r in runs) / len(runs))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -51,6 +51,12 @@ class RunResult:
     wall_time_s: float  # training and the test scoring
     device: str
     state_dict: dict[str, torch.Tensor] | None  # on the CPU; only when the spec asked for it
+    trained_as: str | None = None  # another config's name when this result is that config's run
+
+
+def shared_result(result: RunResult, name: str) -> RunResult:
+    """``result`` standing for configuration ``name`` too, whose run would be the very same training."""
+    return replace(result, name=name, trained_as=result.name)
 
 
 def plan_runs(configs: Mapping[str, StudyConfig], seeds: Sequence[int], epochs: int | None) -> list[RunSpec]:

@@ -32,7 +32,7 @@ from pedtune.evaluate.report import (
     per_seed_csv,
     report_markdown,
 )
-from pedtune.evaluate.runs import INITIAL, TUNED, RunInputs, RunResult, RunSpec, plan_runs
+from pedtune.evaluate.runs import INITIAL, TUNED, RunInputs, RunResult, RunSpec, plan_runs, shared_result
 from pedtune.io import atomic_path, write_json, write_text
 from pedtune.model.weights import load_weights
 from pedtune.tracking.store import Store, git_commit, log_metrics, log_params, open_store as open_mlflow, tracked_run
@@ -57,6 +57,8 @@ def load_inputs(config: StudyConfig, split: Split) -> RunInputs:
 def log_run(store: Store, parent_id: str, config: StudyConfig, result: RunResult) -> None:
     """One child run: the run's params, fit's per-epoch (val) metrics, then the test scores."""
     tags = {"stage": "evaluate", "config": result.name, "seed": str(result.seed), "device": result.device}
+    if result.trained_as is not None:
+        tags["same_run_as"] = f"{result.trained_as}-seed{result.seed}"
     with tracked_run(store, f"{result.name}-seed{result.seed}", tags, parent_run_id=parent_id) as run_id:
         log_params(store, run_id, run_params(config))
         for epoch, metrics in enumerate(result.history, start=1):
@@ -111,7 +113,10 @@ def run_evaluate(config: StudyConfig) -> dict[str, Any]:
     started = time.perf_counter()
     # Everything that can fail is checked before the first of many long trainings.
     configs = {INITIAL: config, TUNED: tuned_config(config, read_best_params())}
-    specs = plan_runs(configs, config.evaluate.seeds, config.evaluate.epochs)
+    # When the search kept the initial configuration, a tuned run would repeat the initial run
+    # with the same seed; each seed is trained once and its result serves both columns.
+    shared = configs[TUNED].train == configs[INITIAL].train
+    specs = plan_runs({INITIAL: config} if shared else configs, config.evaluate.seeds, config.evaluate.epochs)
     search_cost = read_search_cost()
     store = open_mlflow(config.mlflow)
     split, data_hash = read_split(paths.SPLIT_FILE)
@@ -123,14 +128,17 @@ def run_evaluate(config: StudyConfig) -> dict[str, Any]:
     tags = {"stage": "evaluate", "git_commit": commit, "dataset_hash": data_hash}
     with tracked_run(store, "evaluate", tags) as parent_id:
         log_params(store, parent_id, parent_params(config))
-        results = execute(
-            specs,
-            inputs,
-            config.tune,
-            lambda result: log_run(store, parent_id, run_configs[result.name, result.seed], result),
-        )
+
+        def log_result(result: RunResult) -> None:
+            log_run(store, parent_id, run_configs[result.name, result.seed], result)
+            if shared:
+                log_run(store, parent_id, run_configs[result.name, result.seed], shared_result(result, TUNED))
+
+        results = execute(specs, inputs, config.tune, log_result)
+        if shared:
+            results += [shared_result(result, TUNED) for result in results]
         study = Study(
-            configs=_as_trained(specs),
+            configs=_as_trained(specs, shared),
             comparison=compare(results, config.evaluate.seeds),
             results=results,
             search_cost=search_cost,
@@ -149,9 +157,12 @@ def run_evaluate(config: StudyConfig) -> dict[str, Any]:
     return metrics
 
 
-def _as_trained(specs: Sequence[RunSpec]) -> Mapping[str, StudyConfig]:
+def _as_trained(specs: Sequence[RunSpec], shared: bool) -> Mapping[str, StudyConfig]:
     """Each configuration as its runs trained it (evaluate.epochs applied); seeds differ per run."""
-    return {spec.name: spec.config for spec in specs if spec.keep_model}
+    configs = {spec.name: spec.config for spec in specs if spec.keep_model}
+    if shared:
+        configs[TUNED] = configs[INITIAL]
+    return configs
 
 
 def _print_summary(metrics: Mapping[str, Any], run_id: str) -> None:
