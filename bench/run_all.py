@@ -82,8 +82,7 @@ def rows(r: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str]]:
                         "; ".join(f"{n}: {s['speedup_faster_vs_pycocotools']:g}× faster, max Δ {s['max_abs_diff']:.0e}"
                                   for n, s in sets.items()),
                         "agree to 1e-4", _ok(all(s["agree_1e-4"] for s in sets.values()))))
-    if "tune_overhead" in r:
-        t = r["tune_overhead"]
+    for t in _variants(r, "tune_overhead"):
         for state in dict.fromkeys(run["state"] for run in t["runs"]):
             runs = [x for x in t["runs"] if x["state"] == state]
             ratio = sorted(x["ratio_wall_vs_ideal"] for x in runs)[len(runs) // 2]
@@ -94,13 +93,14 @@ def rows(r: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str]]:
                         f"{runs[0]['overhead_per_trial_s']:.1f} s)", "≤ 1.1×", _ok(ratio <= 1.1)))
             out.append((f"4. ray.init → first trial running ({state} checkpoints)", f"{first:.1f} s "
                         f"(ray.init {runs[0]['ray_init_s']:.1f} s)", "≤ 10 s", _ok(first <= 10)))
-    if "asha_savings" in r:
-        a = r["asha_savings"]
+    for a in _variants(r, "asha_savings"):
         s = a["sweeps"]
-        out.append((f"5. ASHA vs FIFO trial-epochs ({a['searcher']}, {a['trials']} trials × {a['epochs']} epochs, synthetic)",
+        horizon = f"{a['trials']} trials × {a['epochs']} epochs, grace {a['asha']['grace_period']}, " \
+                  f"rf {a['asha']['reduction_factor']:g}"
+        out.append((f"5. ASHA vs FIFO trial-epochs ({a['searcher']}, {horizon}, synthetic)",
                     f"{s['asha']['trial_epochs']} vs {s['fifo']['trial_epochs']} ({100 * a['epoch_fraction_asha_vs_fifo']:.0f} %)",
                     "≤ 40 %", _ok(a["epoch_fraction_asha_vs_fifo"] <= 0.4)))
-        out.append(("5. best val mAP, ASHA vs FIFO", f"{s['asha']['best_final']} vs {s['fifo']['best_final']} "
+        out.append((f"5. best val mAP, ASHA vs FIFO ({horizon})", f"{s['asha']['best_final']} vs {s['fifo']['best_final']} "
                     f"(seed noise σ {a['noise']['stdev']})", "within noise", _ok(a["within_noise"])))
     if "memory" in r:
         m = r["memory"]
@@ -112,8 +112,14 @@ def rows(r: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str]]:
     return out
 
 
+def _variants(r: dict[str, dict[str, Any]], name: str) -> list[dict[str, Any]]:
+    """``<name>.json`` and any ``<name>_<variant>.json`` (the same script with other arguments)."""
+    return [r[stem] for stem in sorted(r) if stem == name or stem.startswith(f"{name}_")]
+
+
 def table(results: Path) -> str:
-    r = {p.stem: json.loads(p.read_text()) for p in sorted(results.glob("*.json")) if p.stem in BENCHMARKS}
+    r = {p.stem: json.loads(p.read_text()) for p in sorted(results.glob("*.json"))
+         if p.stem in BENCHMARKS or p.stem.rpartition("_")[0] in BENCHMARKS}
     if not r:
         return "no results yet"
     m = next(iter(r.values()))["machine"]

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from pedtune.config import ConfigError, StudyConfig, load_config
 from pedtune.errors import PedtuneError
+from pedtune.evaluate.files import REPORT
 from pedtune.tracking.server import check_reachable
 
 
@@ -76,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_parser(name, help=help_text, description=help_text)
     readme = sub.add_parser("readme-results", help="rewrite README.md's Results section from the evaluate report")
     readme.add_argument("--readme", default="README.md")
+    readme.add_argument("--report", default=str(REPORT), help="the evaluate report (another study folder's, say)")
     return parser
 
 
@@ -85,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.stage == "readme-results":
             from pedtune.evaluate.readme import update_readme
 
-            update_readme(args.readme)
+            update_readme(args.readme, args.report)
             return 0
         config = load_config(args.params)
         if args.stage in LOGGING_STAGES:

@@ -72,3 +72,14 @@ def test_cli_command_rewrites_the_readme_from_the_default_report(tmp_path: Path,
     assert "| bbox mAP | 0.5 |" in Path("README.md").read_text(encoding="utf-8")
     Path("README.md").write_text("no markers\n", encoding="utf-8")
     assert main(["readme-results"]) == 1
+
+
+def test_cli_command_takes_another_study_folders_report(tmp_path: Path, report: Path, monkeypatch):
+    from pedtune.cli import main
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    monkeypatch.chdir(repo)
+    Path("README.md").write_text(README, encoding="utf-8")
+    assert main(["readme-results", "--report", str(report)]) == 0
+    assert "| bbox mAP | 0.5 |" in Path("README.md").read_text(encoding="utf-8")

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import copy
+
+import pytest
 import torch
 
 from pedtune.data.dataset import SampleStore
@@ -36,3 +39,24 @@ def test_shifted_boxes_lose_strict_ap_but_masks_keep_it(synthetic_store: SampleS
         results += to_coco_results(index, prediction)
     metrics = coco_metrics(coco, results)
     assert metrics["bbox_AP50"] < 0.5 and metrics["segm_mAP"] > 0.99
+
+
+@pytest.mark.parametrize("backend", ["pycocotools", "faster_coco_eval"])
+def test_both_backends_score_a_mixed_prediction_set_alike(synthetic_store: SampleStore, backend):
+    # Half the images predicted perfectly, half with boxes shifted off their pedestrians and
+    # low scores, so every AP lies strictly between 0 and 1 where the backends could differ.
+    results = []
+    for index in range(len(synthetic_store)):
+        prediction = _perfect(synthetic_store, index)
+        if index % 2:
+            box = prediction["boxes"]
+            width = (box[:, 2] - box[:, 0])[:, None]
+            prediction["boxes"] = box + torch.cat([width * 0.4, torch.zeros_like(width)] * 2, dim=1)
+            prediction["masks"] = prediction["masks"].roll(shifts=3, dims=-1)
+            prediction["scores"] = prediction["scores"] * 0.3
+        results += to_coco_results(index, prediction)
+    reference = coco_metrics(ground_truth(synthetic_store, "pycocotools"), copy.deepcopy(results))
+    scored = coco_metrics(ground_truth(synthetic_store, backend), copy.deepcopy(results))
+    assert any(0.0 < value < 1.0 for value in reference.values()), reference
+    assert scored == pytest.approx(reference, abs=1e-4)
+    assert coco_metrics(ground_truth(synthetic_store, backend), []) == dict.fromkeys(METRIC_NAMES, 0.0)

@@ -5,6 +5,7 @@ import copy
 import pytest
 import torch
 import torchvision.models.detection as detection
+from torchvision.ops.misc import FrozenBatchNorm2d
 
 from pedtune.config import validate
 from pedtune.config.schema import ModelConfig
@@ -37,6 +38,31 @@ def test_coco_weights_of_the_light_model_load_everything_but_the_new_heads():
     assert torch.equal(model.state_dict()[name], source[name])
     frozen = [n for n, p in model.backbone.body.named_parameters() if not p.requires_grad]
     assert frozen, "trainable_backbone_layers=2 must freeze the early layers"
+
+
+@pytest.mark.parametrize("arch", ["maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2", LIGHT])
+def test_pretrained_backbones_keep_batch_norm_frozen(arch):
+    # Batches of 2 images must not move the pretrained running statistics, in any arch.
+    cfg = ModelConfig(arch=arch, weights="coco", min_size=64, max_size=96)
+    scratch = build_model(cfg.model_copy(update={"weights": "none"}))
+    stand_in = {k: v for k, v in scratch.state_dict().items() if k.startswith("backbone.body.")}
+    model = build_model(cfg, stand_in)
+    norms = [m for m in model.backbone.body.modules() if "BatchNorm" in type(m).__name__]
+    assert norms and all(isinstance(m, FrozenBatchNorm2d) for m in norms)
+    name = next(k for k in stand_in if k.endswith("running_var"))
+    assert torch.equal(model.state_dict()[name], stand_in[name])  # loaded, not re-initialised
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in scratch.backbone.body.modules())
+
+
+def test_rpn_test_proposals_bounds_the_proposals_at_inference():
+    model = build_model(ModelConfig(arch=LIGHT, weights="none", min_size=64, max_size=96, rpn_test_proposals=7))
+    assert model.rpn._pre_nms_top_n == {"training": 2000, "testing": 7}
+    assert model.rpn._post_nms_top_n == {"training": 2000, "testing": 7}
+    model.eval()
+    with torch.no_grad():
+        images, _ = model.transform([torch.rand(3, 64, 80)])
+        proposals, _ = model.rpn(images, model.backbone(images.tensors))
+    assert 0 < len(proposals[0]) <= 7
 
 
 def test_weights_file_round_trip_and_mismatch(tmp_path):

@@ -16,6 +16,7 @@ PENN_FUDAN_MD5 = "5aaa3dee905cef73325923716e38fc6d"
 PENN_FUDAN_SIZE = 53_723_336
 
 Arch = Literal["maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2", "maskrcnn_mobilenet_v3_large_fpn"]
+CocoBackend = Literal["pycocotools", "faster_coco_eval"]
 WeightsChoice = Literal["coco", "imagenet_backbone", "none"]
 PositiveInt = Annotated[int, Field(gt=0)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
@@ -77,6 +78,7 @@ class ModelConfig(Section):
     max_size: Annotated[int, Field(ge=32)] = 1333
     trainable_backbone_layers: Annotated[int, Field(ge=0, le=6)] = 3
     detections_per_img: PositiveInt = 100
+    rpn_test_proposals: PositiveInt = 1000  # RPN proposals per image at inference (torchvision: 1000)
 
     @model_validator(mode="after")
     def _sizes_ordered(self) -> "ModelConfig":
@@ -106,6 +108,7 @@ class TrainConfig(Section):
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     eval_batch_size: PositiveInt = 2
+    coco_backend: CocoBackend = "pycocotools"  # which library scores COCO AP (same numbers)
 
     @field_validator("lr_milestones")
     @classmethod

@@ -1,10 +1,16 @@
-"""COCO bbox and segm AP via pycocotools: the ground truth from our samples, predictions from the model."""
+"""COCO bbox and segm AP: the ground truth from our samples, predictions from the model.
+
+Scored by pycocotools or, behind ``train.coco_backend``, by faster-coco-eval, which gives the
+same numbers (bench/evaluation.py checks both on the same predictions) several times faster.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import io
 from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -12,12 +18,35 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from pedtune.config.schema import CocoBackend
 from pedtune.data.dataset import SampleStore
 
 IOU_TYPES = ("bbox", "segm")
 # COCOeval.stats positions of the numbers we report, under stable names.
 STAT_NAMES = {0: "mAP", 1: "AP50", 2: "AP75"}
 METRIC_NAMES = tuple(f"{iou}_{name}" for iou in IOU_TYPES for name in STAT_NAMES.values())
+
+
+@dataclass(frozen=True)
+class GroundTruth:
+    """A COCO index of the ground truth, with the evaluator class of the backend that indexed it."""
+
+    coco: Any  # pycocotools.coco.COCO or faster_coco_eval.COCO
+    evaluator: type  # COCOeval or COCOeval_faster: same constructor, same stats
+
+
+def coco_index(dataset: dict, backend: CocoBackend = "pycocotools") -> GroundTruth:
+    """Index a COCO-format ``dataset`` dict (images, annotations, categories) with ``backend``."""
+    if backend == "faster_coco_eval":
+        from faster_coco_eval import COCO as FasterCOCO, COCOeval_faster
+
+        coco, evaluator = FasterCOCO(), COCOeval_faster
+    else:
+        coco, evaluator = COCO(), COCOeval
+    coco.dataset = dataset
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return GroundTruth(coco, evaluator)
 
 
 def _rle(mask: np.ndarray) -> dict:
@@ -32,7 +61,7 @@ def _xywh(boxes: torch.Tensor) -> list[list[float]]:
     return boxes.tolist()
 
 
-def ground_truth(store: SampleStore) -> COCO:
+def ground_truth(store: SampleStore, backend: CocoBackend = "pycocotools") -> GroundTruth:
     """A COCO index of the store's samples; image ids are the store's indices."""
     images, annotations = [], []
     for index in range(len(store)):
@@ -51,11 +80,8 @@ def ground_truth(store: SampleStore) -> COCO:
                     "iscrowd": 0,
                 }
             )
-    coco = COCO()
-    coco.dataset = {"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "person"}]}
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco.createIndex()
-    return coco
+    categories = [{"id": 1, "name": "person"}]
+    return coco_index({"images": images, "annotations": annotations, "categories": categories}, backend)
 
 
 def to_coco_results(image_id: int, prediction: dict[str, torch.Tensor], mask_threshold: float = 0.5) -> list[dict]:
@@ -69,16 +95,16 @@ def to_coco_results(image_id: int, prediction: dict[str, torch.Tensor], mask_thr
     ]
 
 
-def coco_metrics(coco_gt: COCO, results: Iterable[dict]) -> dict[str, float]:
-    """bbox/segm mAP, AP50, AP75; an empty result list scores 0 (pycocotools cannot load it)."""
+def coco_metrics(truth: GroundTruth, results: Iterable[dict]) -> dict[str, float]:
+    """bbox/segm mAP, AP50, AP75; an empty result list scores 0 (COCO's loadRes cannot load it)."""
     results = list(results)
     if not results:
         return dict.fromkeys(METRIC_NAMES, 0.0)
     metrics: dict[str, float] = {}
     with contextlib.redirect_stdout(io.StringIO()):
-        coco_dt = coco_gt.loadRes(results)
+        detections = truth.coco.loadRes(results)
         for iou_type in IOU_TYPES:
-            evaluator = COCOeval(coco_gt, coco_dt, iouType=iou_type)
+            evaluator = truth.evaluator(truth.coco, detections, iouType=iou_type)
             evaluator.evaluate()
             evaluator.accumulate()
             evaluator.summarize()

@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader
 
 from pedtune.config.schema import StudyConfig, TrainConfig
 from pedtune.data.dataset import DetectionDataset, SampleStore, collate
-from pedtune.engine.coco_eval import coco_metrics, ground_truth, to_coco_results
+from pedtune.engine.coco_eval import GroundTruth, coco_metrics, ground_truth, to_coco_results
 from pedtune.errors import NonFiniteLossError
 from pedtune.model.factory import build_model
 
@@ -172,9 +172,9 @@ def predict(model: nn.Module, loader: DataLoader, device: torch.device) -> list[
     return outputs
 
 
-def evaluate(model: nn.Module, loader: DataLoader, coco_gt, device: torch.device) -> dict[str, float]:
+def evaluate(model: nn.Module, loader: DataLoader, truth: GroundTruth, device: torch.device) -> dict[str, float]:
     results = [r for image_id, p in predict(model, loader, device) for r in to_coco_results(image_id, p)]
-    return coco_metrics(coco_gt, results)
+    return coco_metrics(truth, results)
 
 
 def _loader(store: SampleStore, batch_size: int, num_workers: int, hflip_prob: float, shuffle_seed: int | None):
@@ -218,7 +218,7 @@ def fit(
     eval_loader = _loader(eval_store, cfg.eval_batch_size, config.data.num_workers, 0.0, None)
     scheduler = build_scheduler(optimizer, cfg, len(train_loader))
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp and device.type == "cuda")
-    coco_gt = ground_truth(eval_store)
+    coco_gt = ground_truth(eval_store, cfg.coco_backend)
     history: list[dict[str, float]] = []
     first_epoch = 1
     if resume is not None:

@@ -85,7 +85,7 @@ def train_and_test(spec: RunSpec, inputs: RunInputs) -> RunResult:
     result = fit(spec.config, inputs.train, inputs.val, inputs.pretrained)
     device = next(result.model.parameters()).device
     loader = inference_loader(DetectionDataset(inputs.test), spec.config)
-    test = evaluate(result.model, loader, ground_truth(inputs.test), device)
+    test = evaluate(result.model, loader, ground_truth(inputs.test, spec.config.train.coco_backend), device)
     print(
         f"[evaluate] {spec.name} seed {spec.seed}: test bbox_mAP {test['bbox_mAP']:.4f}, "
         f"segm_mAP {test['segm_mAP']:.4f}",

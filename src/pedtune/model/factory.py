@@ -32,6 +32,15 @@ def _freeze_resnet_layers(body: nn.Module, trainable_layers: int) -> None:
             parameter.requires_grad_(False)
 
 
+def _freeze_batch_norm(module: nn.Module) -> None:
+    """Swap every BatchNorm2d below ``module`` for a FrozenBatchNorm2d (same state-dict keys)."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.BatchNorm2d):
+            setattr(module, name, FrozenBatchNorm2d(child.num_features, eps=child.eps))
+        else:
+            _freeze_batch_norm(child)
+
+
 def build_model(cfg: ModelConfig, pretrained: Mapping[str, torch.Tensor] | None = None) -> MaskRCNN:
     """A 2-class Mask R-CNN; ``pretrained`` holds weights in this model's key space (or nothing)."""
     is_pretrained = bool(pretrained)
@@ -43,6 +52,10 @@ def build_model(cfg: ModelConfig, pretrained: Mapping[str, torch.Tensor] | None 
         "min_size": cfg.min_size,
         "max_size": cfg.max_size,
         "box_detections_per_img": cfg.detections_per_img,
+        # Proposals kept per image at inference (before and after the RPN's NMS); training
+        # keeps torchvision's 2000. Fewer make the per-epoch val scoring much cheaper.
+        "rpn_pre_nms_top_n_test": cfg.rpn_test_proposals,
+        "rpn_post_nms_top_n_test": cfg.rpn_test_proposals,
     }
     if cfg.arch == "maskrcnn_resnet50_fpn":
         backbone = resnet_fpn_backbone(
@@ -51,6 +64,9 @@ def build_model(cfg: ModelConfig, pretrained: Mapping[str, torch.Tensor] | None 
         model = MaskRCNN(backbone, num_classes=NUM_CLASSES, **common)
     elif cfg.arch == "maskrcnn_resnet50_fpn_v2":
         model = maskrcnn_resnet50_fpn_v2(weights=None, weights_backbone=None, num_classes=NUM_CLASSES, **common)
+        # torchvision's builder has no norm_layer argument and always uses BatchNorm2d.
+        if is_pretrained:
+            _freeze_batch_norm(model.backbone.body)
         _freeze_resnet_layers(model.backbone.body, trainable)
     elif cfg.arch == "maskrcnn_mobilenet_v3_large_fpn":
         backbone = mobilenet_backbone(
