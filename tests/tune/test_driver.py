@@ -123,6 +123,8 @@ def test_an_interrupted_sweep_resumes_without_duplicate_runs(study: Path, capfd:
     again = run_tune(config, fit_fn=fake_fit)
     assert {k: v for k, v in again.items() if k != "wall_time_s"} == {
         k: v for k, v in metrics.items() if k != "wall_time_s"}
+    # ... and its wall time adds the re-read to the sweep's, instead of replacing it.
+    assert again["wall_time_s"] > metrics["wall_time_s"] > 0
     assert len(sweep_runs(study).children) == 4
 
 
@@ -140,3 +142,17 @@ def test_a_sweep_killed_before_its_first_snapshot_is_started_afresh(tmp_path: Pa
     assert not restorable(tmp_path)  # Tuner.restore would fail on it
     (tmp_path / "experiment_state-2026-01-01_00-00-00.json").write_text("{}")
     assert restorable(tmp_path)
+
+
+def test_the_sweep_wall_time_ledger_adds_up_and_needs_the_sweep_folder(tmp_path: Path):
+    from pedtune.tune.driver import WALL_TIME_FILE, record_sweep_seconds, sweep_seconds
+
+    folder = tmp_path / "sweep-abc"
+    record_sweep_seconds(folder, 5.0)
+    assert not folder.exists() and sweep_seconds(folder) == 0.0
+    folder.mkdir()
+    record_sweep_seconds(folder, 3317.3)
+    record_sweep_seconds(folder, sweep_seconds(folder) + 5.2)
+    assert sweep_seconds(folder) == 3322.5
+    (folder / WALL_TIME_FILE).write_text("{not json", encoding="utf-8")
+    assert sweep_seconds(folder) == 0.0

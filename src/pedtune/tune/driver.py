@@ -8,6 +8,7 @@ it there, and a changed configuration gets a new folder and a new MLflow parent 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -28,6 +29,7 @@ from pedtune.data.dataset import SampleStore, open_store
 from pedtune.data.split import Split, read_split
 from pedtune.engine.train import fit
 from pedtune.errors import PedtuneError
+from pedtune.io import write_json
 from pedtune.model.weights import load_weights
 from pedtune.tracking.store import Store, git_commit, log_metrics, open_store as open_mlflow
 from pedtune.train import run_params
@@ -38,6 +40,9 @@ from pedtune.tune.searchers import build_scheduler, build_search_alg, n_initial_
 from pedtune.tune.space import check_space, param_space
 from pedtune.tune.trainable import FitFn, train_trial
 from pedtune.tune.tracking import SweepLoggerCallback, mark_stale_trial_runs, reconcile_trial_runs, sweep_run
+
+
+WALL_TIME_FILE = "pedtune_wall_time.json"  # in the sweep's folder, beside Tune's own state
 
 
 class SweepError(PedtuneError):
@@ -148,6 +153,19 @@ def prune_checkpoints(experiment_dir: Path) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def sweep_seconds(experiment_dir: Path) -> float:
+    """Wall time spent on this sweep by earlier runs of the stage (0 for a new sweep)."""
+    try:
+        return float(json.loads((experiment_dir / WALL_TIME_FILE).read_text(encoding="utf-8"))["seconds"])
+    except (FileNotFoundError, ValueError, KeyError, TypeError):
+        return 0.0
+
+
+def record_sweep_seconds(experiment_dir: Path, seconds: float) -> None:
+    if experiment_dir.is_dir():  # absent when the stage failed before Tune created it
+        write_json(experiment_dir / WALL_TIME_FILE, {"seconds": round(seconds, 1)})
+
+
 def restorable(experiment_dir: Path) -> bool:
     """Whether Tune can continue the sweep: it needs tuner.pkl and a saved experiment state.
 
@@ -213,13 +231,19 @@ def run_tune(config: StudyConfig, fit_fn: FitFn = fit) -> dict[str, Any]:
     inputs = _trial_inputs(config, split, fit_fn)
     sid = sweep_id(config, dataset_hash)
     experiment_dir = Path(config.tune.storage_path).resolve() / f"sweep-{sid}"
+    # The sweep's wall time adds up every run of the stage on it: an interrupted and resumed
+    # sweep, or a finished one re-read after a change to this driver, reports the whole cost.
+    earlier_s = sweep_seconds(experiment_dir) if restorable(experiment_dir) else 0.0
     started = time.perf_counter()
     tags, params = parent_tags(config, dataset_hash), parent_params(config)
     with sweep_run(store, sid, f"tune sweep-{sid}", tags, params) as (parent_id, resumed):
         if resumed:
             mark_stale_trial_runs(store, parent_id)
         callback = SweepLoggerCallback(store, sid, config.tune.search_space, config.tune.metric)
-        grid = _run_sweep(config, experiment_dir, inputs, callback)
+        try:
+            grid = _run_sweep(config, experiment_dir, inputs, callback)
+        finally:
+            record_sweep_seconds(experiment_dir, earlier_s + time.perf_counter() - started)
         if not sweep_finished(experiment_dir, config.tune.num_samples):
             # Tune caught the Ctrl-C and returned; its unfinished trials' runs end KILLED.
             mark_stale_trial_runs(store, parent_id)
@@ -228,7 +252,8 @@ def run_tune(config: StudyConfig, fit_fn: FitFn = fit) -> dict[str, Any]:
         records = collect_trials(grid, config)
         prune_checkpoints(experiment_dir)
         reconcile_trial_runs(store, parent_id, records)
-        best, metrics = _conclude(config, records, time.perf_counter() - started)
+        best, metrics = _conclude(config, records, earlier_s + time.perf_counter() - started)
+        record_sweep_seconds(experiment_dir, metrics["wall_time_s"])
         _log_outcome(store, parent_id, metrics)
     _log(
         f"best val {config.tune.metric} {best.final:.4f} (trial {best.trial_id}); {paths.TUNE_DIR}/best_params.yaml "

@@ -87,8 +87,8 @@ def tune_metrics(records: list[TrialRecord], best: TrialRecord, wall_time_s: flo
         "num_errored": sum(r.status == ERROR for r in records),
         "num_stopped_early": sum(r.status == STOPPED_EARLY for r in records),
         "trial_epochs": sum(r.epochs for r in records),
-        # Training time summed over trials, also across an interrupted and resumed sweep;
-        # wall_time_s is this run of the stage only.
+        # Both add up every run of the stage on this sweep (interrupted, resumed, re-read):
+        # training time summed over trials, and the stage's wall time.
         "trial_time_s": round(sum(r.time_s for r in records), 1),
         "wall_time_s": round(wall_time_s, 1),
     }
