@@ -112,14 +112,18 @@ def rows(r: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str]]:
     return out
 
 
+def _is_result_of(stem: str, name: str) -> bool:
+    """``<name>.json`` or ``<name>_<variant>.json`` (the same script with other arguments)."""
+    return stem == name or stem.startswith(f"{name}_")
+
+
 def _variants(r: dict[str, dict[str, Any]], name: str) -> list[dict[str, Any]]:
-    """``<name>.json`` and any ``<name>_<variant>.json`` (the same script with other arguments)."""
-    return [r[stem] for stem in sorted(r) if stem == name or stem.startswith(f"{name}_")]
+    return [r[stem] for stem in sorted(r) if _is_result_of(stem, name)]
 
 
 def table(results: Path) -> str:
     r = {p.stem: json.loads(p.read_text()) for p in sorted(results.glob("*.json"))
-         if p.stem in BENCHMARKS or p.stem.rpartition("_")[0] in BENCHMARKS}
+         if any(_is_result_of(p.stem, name) for name in BENCHMARKS)}
     if not r:
         return "no results yet"
     m = next(iter(r.values()))["machine"]

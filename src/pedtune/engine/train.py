@@ -218,7 +218,7 @@ def fit(
     eval_loader = _loader(eval_store, cfg.eval_batch_size, config.data.num_workers, 0.0, None)
     scheduler = build_scheduler(optimizer, cfg, len(train_loader))
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp and device.type == "cuda")
-    coco_gt = ground_truth(eval_store, cfg.coco_backend)
+    truth = ground_truth(eval_store, cfg.coco_backend)
     history: list[dict[str, float]] = []
     first_epoch = 1
     if resume is not None:
@@ -236,7 +236,7 @@ def fit(
         lr = optimizer.param_groups[0]["lr"]
         losses = train_one_epoch(model, train_loader, optimizer, scheduler, scaler, cfg, device, epoch)
         train_time = time.perf_counter() - epoch_start
-        scores = evaluate(model, eval_loader, coco_gt, device)
+        scores = evaluate(model, eval_loader, truth, device)
         metrics = {
             **{f"train_{k}": v for k, v in losses.items()},
             "lr": lr,

@@ -129,16 +129,17 @@ def run_evaluate(config: StudyConfig) -> dict[str, Any]:
     with tracked_run(store, "evaluate", tags) as parent_id:
         log_params(store, parent_id, parent_params(config))
 
-        def log_result(result: RunResult) -> None:
-            log_run(store, parent_id, run_configs[result.name, result.seed], result)
-            if shared:
-                log_run(store, parent_id, run_configs[result.name, result.seed], shared_result(result, TUNED))
+        def stands_for(result: RunResult) -> list[RunResult]:
+            return [result, shared_result(result, TUNED)] if shared else [result]
 
-        results = execute(specs, inputs, config.tune, log_result)
-        if shared:
-            results += [shared_result(result, TUNED) for result in results]
+        def log_result(result: RunResult) -> None:
+            for reported in stands_for(result):
+                log_run(store, parent_id, run_configs[result.name, result.seed], reported)
+
+        finished = execute(specs, inputs, config.tune, log_result)
+        results = [reported for result in finished for reported in stands_for(result)]
         study = Study(
-            configs=_as_trained(specs, shared),
+            configs=_as_trained(specs),
             comparison=compare(results, config.evaluate.seeds),
             results=results,
             search_cost=search_cost,
@@ -157,11 +158,13 @@ def run_evaluate(config: StudyConfig) -> dict[str, Any]:
     return metrics
 
 
-def _as_trained(specs: Sequence[RunSpec], shared: bool) -> Mapping[str, StudyConfig]:
-    """Each configuration as its runs trained it (evaluate.epochs applied); seeds differ per run."""
+def _as_trained(specs: Sequence[RunSpec]) -> Mapping[str, StudyConfig]:
+    """Each configuration as its runs trained it (evaluate.epochs applied); seeds differ per run.
+
+    Without tuned runs (the search kept the initial configuration) the tuned one is the initial.
+    """
     configs = {spec.name: spec.config for spec in specs if spec.keep_model}
-    if shared:
-        configs[TUNED] = configs[INITIAL]
+    configs.setdefault(TUNED, configs[INITIAL])
     return configs
 
 

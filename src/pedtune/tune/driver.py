@@ -235,26 +235,29 @@ def run_tune(config: StudyConfig, fit_fn: FitFn = fit) -> dict[str, Any]:
     # sweep, or a finished one re-read after a change to this driver, reports the whole cost.
     earlier_s = sweep_seconds(experiment_dir) if restorable(experiment_dir) else 0.0
     started = time.perf_counter()
+
+    def wall_time_s() -> float:
+        return earlier_s + time.perf_counter() - started
+
     tags, params = parent_tags(config, dataset_hash), parent_params(config)
-    with sweep_run(store, sid, f"tune sweep-{sid}", tags, params) as (parent_id, resumed):
-        if resumed:
-            mark_stale_trial_runs(store, parent_id)
-        callback = SweepLoggerCallback(store, sid, config.tune.search_space, config.tune.metric)
-        try:
+    try:
+        with sweep_run(store, sid, f"tune sweep-{sid}", tags, params) as (parent_id, resumed):
+            if resumed:
+                mark_stale_trial_runs(store, parent_id)
+            callback = SweepLoggerCallback(store, sid, config.tune.search_space, config.tune.metric)
             grid = _run_sweep(config, experiment_dir, inputs, callback)
-        finally:
-            record_sweep_seconds(experiment_dir, earlier_s + time.perf_counter() - started)
-        if not sweep_finished(experiment_dir, config.tune.num_samples):
-            # Tune caught the Ctrl-C and returned; its unfinished trials' runs end KILLED.
-            mark_stale_trial_runs(store, parent_id)
-            _log(f"interrupted; run `pedtune tune` again to resume the sweep in {experiment_dir}")
-            raise KeyboardInterrupt
-        records = collect_trials(grid, config)
-        prune_checkpoints(experiment_dir)
-        reconcile_trial_runs(store, parent_id, records)
-        best, metrics = _conclude(config, records, earlier_s + time.perf_counter() - started)
-        record_sweep_seconds(experiment_dir, metrics["wall_time_s"])
-        _log_outcome(store, parent_id, metrics)
+            if not sweep_finished(experiment_dir, config.tune.num_samples):
+                # Tune caught the Ctrl-C and returned; its unfinished trials' runs end KILLED.
+                mark_stale_trial_runs(store, parent_id)
+                _log(f"interrupted; run `pedtune tune` again to resume the sweep in {experiment_dir}")
+                raise KeyboardInterrupt
+            records = collect_trials(grid, config)
+            prune_checkpoints(experiment_dir)
+            reconcile_trial_runs(store, parent_id, records)
+            best, metrics = _conclude(config, records, wall_time_s())
+            _log_outcome(store, parent_id, metrics)
+    finally:
+        record_sweep_seconds(experiment_dir, wall_time_s())  # also when interrupted or failed
     _log(
         f"best val {config.tune.metric} {best.final:.4f} (trial {best.trial_id}); {paths.TUNE_DIR}/best_params.yaml "
         f"holds its train section; MLflow parent run {parent_id}"
