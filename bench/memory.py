@@ -7,8 +7,14 @@ trial's hook does. The peak resident set comes from ``getrusage(RUSAGE_SELF).ru_
 in the child; it is reached within the first steps, so a short epoch shows the same peak
 as a full one. A Ray worker adds its own runtime (about 0.2-0.3 GB) on top.
 
+``--reused-trials N`` measures instead what a sweep does to one process: N one-epoch trials
+of the first model, one at a time through the project's driver (``reuse_actors``: every
+trial runs in the same Ray actor), with the actor's RSS at each trial's start and end and
+its peak during the trial (sampled every 50 ms).
+
     python -m bench.memory                          # light, r50, r50v2 at the quick-profile size
     python -m bench.memory --device cuda            # also torch.cuda.max_memory_allocated
+    python -m bench.memory --reused-trials 8 --train-images 30 --json bench/results/memory_reused.json
 """
 
 from __future__ import annotations
@@ -21,6 +27,10 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,16 +38,94 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import psutil
+import ray.cloudpickle
 import torch
 
 from bench import common
-from pedtune.engine.train import EpochResult, fit
+from pedtune.config import StudyConfig
+from pedtune.data.dataset import SampleStore
+from pedtune.engine.train import EpochHook, EpochResult, fit
 
 MARKER = "BENCH_MEMORY "
 
 
 def rss_mb() -> float:
     return psutil.Process().memory_info().rss / 2**20
+
+
+class PeakSampler:
+    """The process's highest RSS while the block runs (``ru_maxrss`` never resets)."""
+
+    def __init__(self, interval_s: float = 0.05) -> None:
+        self.interval_s, self.peak_mb = interval_s, 0.0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        while not self._done.wait(self.interval_s):
+            self.peak_mb = max(self.peak_mb, rss_mb())
+
+    def __enter__(self) -> "PeakSampler":
+        self.peak_mb = rss_mb()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+        self.peak_mb = max(self.peak_mb, rss_mb())
+
+
+class RssLoggingFit:
+    """The real ``fit``, with the process's RSS around it written to ``log_dir`` (one file per trial)."""
+
+    def __init__(self, log_dir: str) -> None:
+        self.log_dir = log_dir
+
+    def __call__(self, config: StudyConfig, train_store: SampleStore, eval_store: SampleStore,
+                 pretrained: Mapping[str, torch.Tensor] | None = None, on_epoch_end: EpochHook | None = None,
+                 resume: Mapping[str, Any] | None = None) -> None:
+        start = rss_mb()
+        with PeakSampler() as sampler, contextlib.redirect_stderr(io.StringIO()):
+            fit(config, train_store, eval_store, pretrained, on_epoch_end, resume)
+        row = {"pid": os.getpid(), "batch_size": config.train.batch_size, "rss_start_mb": round(start, 1),
+               "peak_mb": round(sampler.peak_mb, 1), "rss_end_mb": round(rss_mb(), 1), "t": time.time()}
+        (Path(self.log_dir) / f"{uuid.uuid4().hex}.json").write_text(json.dumps(row))
+
+
+# Ray workers import this module's code by value: they need not find the bench folder.
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+def reused_actor(args: Any) -> dict[str, Any]:
+    """RSS of the one actor that runs every trial of a sequential sweep."""
+    from ray import tune
+
+    arch = common.ARCHS[args.models[0]]
+    config = common.study_config(args, {
+        "model": {"arch": arch}, "train": {"epochs": 1},
+        "tune": {"num_samples": args.reused_trials, "max_concurrent": 1, "scheduler": "fifo",
+                 "resources_per_trial": {"cpu": os.cpu_count() or 1, "gpu": 1 if args.device == "cuda" else 0}},
+    })
+    with common.dataset(args) as root, tempfile.TemporaryDirectory(prefix="pedtune-bench-memory-") as tmp:
+        train_store, val_store = common.stores(root, config)
+        train_store.stems = train_store.stems[: args.train_images]
+        val_store.stems = val_store.stems[: args.val_images]
+        pretrained = common.pseudo_pretrained(config, common.batches(train_store, 2, 1))
+        (Path(tmp) / "logs").mkdir()
+        with contextlib.redirect_stdout(io.StringIO()):
+            grid = common.driver_sweep(config, Path(tmp) / "sweep", (train_store, val_store), pretrained,
+                                       RssLoggingFit(str(Path(tmp) / "logs")), tune.Callback())
+        errors = [r.error for r in grid if r.error]
+        if errors:
+            raise RuntimeError(f"{len(errors)} trials failed: {errors[0]}")
+        rows = sorted((json.loads(p.read_text()) for p in (Path(tmp) / "logs").glob("*.json")), key=lambda r: r["t"])
+    for index, row in enumerate(rows):
+        row.pop("t")
+        common.log(f"trial {index}: batch {row['batch_size']}, RSS {row['rss_start_mb']:.0f} MB at start, "
+                   f"peak {row['peak_mb']:.0f} MB, {row['rss_end_mb']:.0f} MB at end")
+    return {"arch": arch, "actor_processes": len({r["pid"] for r in rows}), "trials": rows,
+            "train_images": args.train_images, "val_images": args.val_images}
 
 
 def child(args: Any) -> dict[str, Any]:
@@ -74,8 +162,12 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--train-images", type=int, default=6)
     p.add_argument("--val-images", type=int, default=4)
     p.add_argument("--child", choices=tuple(common.ARCHS), help="internal: measure one model in this process")
+    p.add_argument("--reused-trials", type=int, default=0,
+                   help="instead: this many trials of the first model in one reused Ray actor")
     args = p.parse_args(argv)
     common.setup(args)
+    if args.reused_trials:
+        return common.emit("memory", args, {"reused_actor": reused_actor(args)})
     if args.child:
         print(MARKER + json.dumps(child(args)), flush=True)
         return {}

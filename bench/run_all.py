@@ -102,13 +102,19 @@ def rows(r: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str]]:
                     "≤ 40 %", _ok(a["epoch_fraction_asha_vs_fifo"] <= 0.4)))
         out.append((f"5. best val mAP, ASHA vs FIFO ({horizon})", f"{s['asha']['best_final']} vs {s['fifo']['best_final']} "
                     f"(seed noise σ {a['noise']['stdev']})", "within noise", _ok(a["within_noise"])))
-    if "memory" in r:
-        m = r["memory"]
-        for row in m["models"]:
+    for m in _variants(r, "memory"):
+        for row in m.get("models", []):
             cuda = f", CUDA peak {row['cuda_max_allocated_mb']:.0f} MB" if "cuda_max_allocated_mb" in row else ""
             out.append((f"6. peak RSS of one trial ({row['arch'].removeprefix('maskrcnn_')}, "
                         f"{m['image_size'][0]}/{m['image_size'][1]} px, batch {m['batch_size']})",
                         f"{row['peak_rss_mb'] / 1024:.2f} GB{cuda}", "—", "—"))
+        if "reused_actor" in m:
+            actor, peaks = m["reused_actor"], [row["peak_mb"] for row in m["reused_actor"]["trials"]]
+            batches = "/".join(str(b) for b in dict.fromkeys(row["batch_size"] for row in actor["trials"]))
+            out.append((f"6. peak RSS of one reused actor over {len(peaks)} one-epoch trials "
+                        f"({actor['arch'].removeprefix('maskrcnn_')}, {actor['train_images']} images, batch {batches})",
+                        f"first trial {peaks[0] / 1024:.2f} GB, last {peaks[-1] / 1024:.2f} GB, "
+                        f"highest {max(peaks) / 1024:.2f} GB", "—", "—"))
     return out
 
 

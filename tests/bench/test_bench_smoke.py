@@ -52,6 +52,14 @@ def test_memory(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_memory_of_a_reused_actor(tmp_path: Path) -> None:
+    result = _run("memory", tmp_path, "--models", "light", "--reused-trials", "2", "--train-images", "2",
+                  "--val-images", "2")["reused_actor"]
+    assert result["actor_processes"] == 1 and len(result["trials"]) == 2
+    assert all(row["peak_mb"] >= row["rss_start_mb"] > 0 for row in result["trials"])
+
+
+@pytest.mark.slow
 def test_tune_overhead(tmp_path: Path) -> None:
     result = _run("tune_overhead", tmp_path, "--trials", "2", "--epochs", "1", "--epoch-s", "0.1", "--reps", "1",
                   "--states", "tiny", "--no-mlflow")

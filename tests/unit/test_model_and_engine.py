@@ -84,7 +84,9 @@ def tiny_config(raw_params):
     return validate(raw_params)
 
 
-def test_fit_reports_every_epoch_and_resumes_exactly(tiny_config, synthetic_store: SampleStore):
+def test_fit_reports_every_epoch_and_resumes_exactly(tiny_config, synthetic_store: SampleStore, monkeypatch):
+    releases = []
+    monkeypatch.setattr(engine, "release_freed_heap", lambda: releases.append(True))
     states = []
     straight = engine.fit(tiny_config, synthetic_store, synthetic_store,
                           on_epoch_end=lambda result, state: states.append((result, copy.deepcopy(state()))))
@@ -93,6 +95,7 @@ def test_fit_reports_every_epoch_and_resumes_exactly(tiny_config, synthetic_stor
     checkpoint = {**states[0][1], "history": list(states[0][1]["history"][:1])}
     resumed = engine.fit(tiny_config, synthetic_store, synthetic_store, resume=checkpoint)
     assert len(resumed.history) == 2
+    assert len(releases) == 2  # each fit hands back what the one before it freed
     assert resumed.history[1]["train_loss"] == pytest.approx(straight.history[1]["train_loss"], rel=1e-4)
     for name, tensor in straight.model.state_dict().items():
         assert torch.allclose(tensor.float(), resumed.model.state_dict()[name].float(), atol=1e-5), name

@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader
 from pedtune.config.schema import StudyConfig, TrainConfig
 from pedtune.data.dataset import DetectionDataset, SampleStore, collate
 from pedtune.engine.coco_eval import GroundTruth, coco_metrics, ground_truth, to_coco_results
+from pedtune.engine.memory import release_freed_heap
 from pedtune.errors import NonFiniteLossError
 from pedtune.model.factory import build_model
 
@@ -206,6 +207,9 @@ def fit(
     Raises :class:`NonFiniteLossError` when the loss diverges.
     """
     cfg = config.train
+    # What an earlier training in this process freed (a reused Tune actor, a Ray worker
+    # running several evaluate runs) is returned before this one allocates its own.
+    release_freed_heap()
     started = time.perf_counter()
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)

@@ -1,0 +1,38 @@
+"""Hand the heap that earlier trainings in this process freed back to the operating system.
+
+One process often trains several configurations in a row: a reused Ray Tune actor runs one
+trial after another, a Ray worker runs several evaluate runs. Detection models allocate
+tensors of many sizes (proposals, masks, images of varying shapes), and glibc keeps the
+freed chunks in its arenas instead of returning them, so without this such a process grows
+by about the previous training's high-water mark each time.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import gc
+from functools import cache
+
+
+@cache
+def _libc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    try:
+        libc = ctypes.CDLL(name)
+        libc.malloc_trim  # glibc only: musl and macOS's libc have no malloc_trim
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+def release_freed_heap() -> bool:
+    """Collect garbage, then return free heap pages to the OS; False where libc cannot (not glibc)."""
+    gc.collect()
+    libc = _libc()
+    if libc is None:
+        return False
+    libc.malloc_trim(0)
+    return True
