@@ -41,6 +41,7 @@ def zip_config(zip_path: Path, **overrides: object) -> DataConfig:
         "local_path": str(zip_path),
         "md5": md5sum(zip_path),
         "size_bytes": zip_path.stat().st_size,
+        "expected_images": None,  # a user-built archive: any count
     }
     values.update(overrides)
     return DataConfig(**values)  # type: ignore[arg-type]
@@ -308,7 +309,8 @@ def test_fetch_from_file_url(
     synthetic_zip: Path, synthetic_root: Path, out_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     cfg = DataConfig(
-        source="url", url=synthetic_zip.as_uri(), md5=md5sum(synthetic_zip), size_bytes=synthetic_zip.stat().st_size
+        source="url", url=synthetic_zip.as_uri(), md5=md5sum(synthetic_zip), size_bytes=synthetic_zip.stat().st_size,
+        expected_images=6,
     )
     dest = out_dir / "PennFudanPed"
     summary = fetch_dataset(cfg, dest)
@@ -322,7 +324,8 @@ def test_fetch_from_file_url(
 def test_url_cache_in_work_dir(
     synthetic_zip: Path, out_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    cfg = DataConfig(source="url", url=synthetic_zip.as_uri(), md5=md5sum(synthetic_zip), size_bytes=None)
+    cfg = DataConfig(source="url", url=synthetic_zip.as_uri(), md5=md5sum(synthetic_zip), size_bytes=None,
+                     expected_images=None)
     cache = tmp_path / "cache"
     fetch_dataset(cfg, out_dir / "ds", work_dir=cache)
     assert (cache / "PennFudanPed.zip").is_file()
@@ -361,6 +364,23 @@ def test_plain_progress_fallback(capsys: pytest.CaptureFixture[str]) -> None:
     bar.close()
     err = capsys.readouterr().err
     assert "x.zip" in err and "(100%)" in err
+
+
+def test_dir_source_counts_images_as_params_say(synthetic_root: Path, out_dir: Path) -> None:
+    dest = out_dir / "PennFudanPed"
+    with pytest.raises(DataError, match=r"found 6 images, expected 170 .*data.expected_images"):
+        fetch_dataset(DataConfig(source="dir", local_path=str(synthetic_root)), dest)
+    assert not dest.exists() and hidden_leftovers(out_dir) == []
+    for expected in (6, None):
+        summary = fetch_dataset(DataConfig(source="dir", local_path=str(synthetic_root), expected_images=expected), dest)
+        assert summary.num_images == 6 and dataset_hash(dest) == dataset_hash(synthetic_root)
+
+
+def test_zip_short_of_expected_images_creates_nothing(synthetic_zip: Path, out_dir: Path) -> None:
+    dest = out_dir / "PennFudanPed"
+    with pytest.raises(DataError, match="found 6 images, expected 7"):
+        fetch_dataset(zip_config(synthetic_zip, expected_images=7), dest)
+    assert not dest.exists() and hidden_leftovers(out_dir) == []
 
 
 def test_dir_source_on_real_copy(real_pennfudan: Path, out_dir: Path) -> None:

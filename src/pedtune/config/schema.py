@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 PENN_FUDAN_URL = "https://www.cis.upenn.edu/~jshi/ped_html/PennFudanPed.zip"
 PENN_FUDAN_MD5 = "5aaa3dee905cef73325923716e38fc6d"
 PENN_FUDAN_SIZE = 53_723_336
+PENN_FUDAN_IMAGES = 170
 
 Arch = Literal["maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2", "maskrcnn_mobilenet_v3_large_fpn"]
 CocoBackend = Literal["pycocotools", "faster_coco_eval"]
@@ -59,6 +60,8 @@ class DataConfig(Section):
     md5: Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")] = PENN_FUDAN_MD5
     size_bytes: PositiveInt | None = PENN_FUDAN_SIZE
     local_path: str = ""
+    # How many images a url/zip/dir copy must hold (a short copy fails the fetch); None: any.
+    expected_images: PositiveInt | None = PENN_FUDAN_IMAGES
     synthetic: SyntheticConfig = SyntheticConfig()
     split: SplitConfig = SplitConfig()
     cache: bool = True

@@ -27,12 +27,11 @@ from typing import BinaryIO, Protocol
 import numpy as np
 from PIL import Image
 
-from pedtune.config.schema import PENN_FUDAN_MD5, DataConfig
+from pedtune.config.schema import DataConfig
 from pedtune.data.synthetic import write_synthetic_dataset
 from pedtune.errors import DataError
 from pedtune.io import atomic_path
 
-PENN_FUDAN_COUNT = 170
 FOLDERS = ("PNGImages", "PedMasks", "Annotation")
 MASK_SUFFIX = "_mask.png"
 CHUNK = 1 << 20
@@ -273,7 +272,8 @@ def validate_dataset(root: Path, expected_count: int | None = None) -> DatasetSu
     if not stems:
         raise DataError(f"{root}: PNGImages/ holds no .png images")
     if expected_count is not None and len(stems) != expected_count:
-        raise DataError(f"{root}: found {len(stems)} images, expected {expected_count} (incomplete copy?)")
+        raise DataError(f"{root}: found {len(stems)} images, expected {expected_count} "
+                        "(an incomplete copy? data.expected_images sets the count, null accepts any)")
 
     num_instances = 0
     for stem in stems:
@@ -386,12 +386,6 @@ def fetch_dataset(cfg: DataConfig, dest: Path, work_dir: Path | None = None) -> 
     return summary
 
 
-def _official_count(cfg: DataConfig) -> int | None:
-    # An archive with the official checksum must hold all 170 images; a user-built archive
-    # (own md5) may hold any number, so the count is only enforced for the official one.
-    return PENN_FUDAN_COUNT if cfg.md5 == PENN_FUDAN_MD5 else None
-
-
 def _from_url(cfg: DataConfig, tmp: Path, scratch: Path, work_dir: Path | None) -> DatasetSummary:
     name = Path(urllib.parse.urlsplit(cfg.url).path).name or "PennFudanPed.zip"
     archive = (Path(work_dir) if work_dir is not None else scratch) / name
@@ -406,7 +400,7 @@ def _from_url(cfg: DataConfig, tmp: Path, scratch: Path, work_dir: Path | None) 
         except DataError:
             archive.unlink(missing_ok=True)  # a bad download must not be picked up as cache
             raise
-    return _extract_and_validate(archive, tmp, scratch, _official_count(cfg))
+    return _extract_and_validate(archive, tmp, scratch, cfg.expected_images)
 
 
 def _archive_ok(archive: Path, cfg: DataConfig) -> bool:
@@ -428,7 +422,7 @@ def _from_zip(cfg: DataConfig, tmp: Path, scratch: Path) -> DatasetSummary:
         raise DataError(f"data.local_path {archive}: zip file not found")
     _log(f"verifying {archive} (md5 {cfg.md5})")
     verify_archive(archive, cfg.md5, cfg.size_bytes)
-    return _extract_and_validate(archive, tmp, scratch, _official_count(cfg))
+    return _extract_and_validate(archive, tmp, scratch, cfg.expected_images)
 
 
 def _extract_and_validate(archive: Path, tmp: Path, scratch: Path, expected: int | None) -> DatasetSummary:
@@ -448,7 +442,7 @@ def _from_dir(cfg: DataConfig, tmp: Path) -> DatasetSummary:
         raise DataError(f"data.local_path {source}: folder not found")
     root = find_dataset_root(source)
     _log(f"validating {root}")
-    summary = validate_dataset(root, expected_count=PENN_FUDAN_COUNT)
+    summary = validate_dataset(root, expected_count=cfg.expected_images)
     _log(f"copying {root}")
     shutil.copytree(root, tmp)
     return summary
