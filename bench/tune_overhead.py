@@ -8,8 +8,8 @@ SQLite store) with a training function that sleeps ``--epoch-s`` per epoch and r
 epoch through the real hook (``report_epoch``: a checkpoint of ``--state-mb`` per epoch).
 The payload is the real one: the decoded train/val stores and a model state dict.
 
-Two checkpoint sizes alternate: ``tiny`` (Ray's own overhead) and ``light`` (the size of
-the light model's real checkpoint: weights + SGD momentum).
+Checkpoint sizes alternate: ``tiny`` (Ray's own overhead), ``light`` and ``r50`` (the size of
+that model's real checkpoint: weights + SGD momentum).
 
     python -m bench.tune_overhead                       # 6 trials x 3 epochs x 2 s, 2 at a time
     python -m bench.tune_overhead --epoch-s 10 --reps 1
@@ -166,7 +166,8 @@ def main(argv: list[str] | None = None) -> dict:
                    help="fifo: every trial runs every epoch, so the ideal does not hinge on ASHA's choices")
     p.add_argument("--grace", type=int, default=None, help="ASHA grace period (default: the quick profile's)")
     p.add_argument("--reduction", type=int, default=None, help="ASHA reduction factor (default: the quick profile's)")
-    p.add_argument("--states", nargs="+", choices=("tiny", "light"), default=["tiny", "light"])
+    p.add_argument("--states", nargs="+", choices=("tiny", "light", "r50"), default=["tiny", "light"],
+                   help="checkpoint sizes: none, the light model's, ResNet-50's (params.yaml's model)")
     p.add_argument("--reps", type=int, default=2, help="alternating repetitions of the checkpoint sizes")
     p.add_argument("--no-mlflow", action="store_true", help="leave out the driver's MLflow callback")
     args = p.parse_args(argv)
@@ -183,7 +184,9 @@ def main(argv: list[str] | None = None) -> dict:
     with common.dataset(args) as root, tempfile.TemporaryDirectory(prefix="pedtune-bench-tune-") as tmp:
         stores = common.stores(root, config)
         pretrained = build_model(config.model).state_dict()
-        sizes = {"tiny": 0.0, "light": checkpoint_mb(common.study_config(args, {}))}
+        sizes = {"tiny": 0.0}
+        for state in set(args.states) - {"tiny"}:
+            sizes[state] = checkpoint_mb(common.study_config(args, {"model": {"arch": common.ARCHS[state]}}))
         for rep in range(args.reps):
             for state in args.states if rep % 2 == 0 else args.states[::-1]:
                 workdir = Path(tmp) / f"{state}-{rep}"
