@@ -87,8 +87,9 @@ def rows(r: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str]]:
             runs = [x for x in t["runs"] if x["state"] == state]
             ratio = sorted(x["ratio_wall_vs_ideal"] for x in runs)[len(runs) // 2]
             first = sorted(x["init_to_first_trial_s"] for x in runs)[len(runs) // 2]
+            every = t.get("checkpoint_every", 1)
             label = f"{t['trials']} trials × {t['epochs']} epochs × {t['epoch_s']:g} s, {t['concurrency']} at a time, " \
-                    f"{runs[0]['checkpoint_mb']:g} MB checkpoints"
+                    f"{runs[0]['checkpoint_mb']:g} MB checkpoints" + (f" every {every} epochs" if every != 1 else "")
             out.append((f"4. sweep wall ÷ ideal ({label})", f"{ratio:.2f}× (per-trial overhead "
                         f"{runs[0]['overhead_per_trial_s']:.1f} s)", "≤ 1.1×", _ok(ratio <= 1.1)))
             out.append((f"4. ray.init → first trial running ({state} checkpoints)", f"{first:.1f} s "

@@ -170,6 +170,7 @@ def main(argv: list[str] | None = None) -> dict:
                    help="checkpoint sizes: none, the light model's, ResNet-50's (params.yaml's model)")
     p.add_argument("--reps", type=int, default=2, help="alternating repetitions of the checkpoint sizes")
     p.add_argument("--no-mlflow", action="store_true", help="leave out the driver's MLflow callback")
+    p.add_argument("--checkpoint-every", type=int, default=1, help="tune.checkpoint_every (epochs)")
     args = p.parse_args(argv)
     common.setup(args)
     resources = {"cpu": max(1, (os.cpu_count() or 2) // args.concurrency) if args.device == "cpu" else 1,
@@ -177,6 +178,7 @@ def main(argv: list[str] | None = None) -> dict:
     config = common.study_config(args, {
         "train": {"epochs": args.epochs},
         "tune": {"num_samples": args.trials, "max_concurrent": args.concurrency, "scheduler": args.scheduler,
+                 "checkpoint_every": args.checkpoint_every,
                  "resources_per_trial": resources,
                  "asha": {k: v for k, v in (("grace_period", args.grace), ("reduction_factor", args.reduction)) if v}},
     })
@@ -226,7 +228,7 @@ def main(argv: list[str] | None = None) -> dict:
                 runs.append(run)
     return common.emit("tune_overhead", args, {
         "trials": args.trials, "epochs": args.epochs, "epoch_s": args.epoch_s, "concurrency": args.concurrency,
-        "scheduler": args.scheduler, "asha": config.tune.asha.model_dump(), "searcher": config.tune.searcher, "mlflow_callback": not args.no_mlflow,
+        "scheduler": args.scheduler, "checkpoint_every": args.checkpoint_every, "asha": config.tune.asha.model_dump(), "searcher": config.tune.searcher, "mlflow_callback": not args.no_mlflow,
         "resources_per_trial": resources, "runs": runs, "targets": {"ratio_wall_vs_ideal": "<= 1.1", "init_to_first_trial_s": "<= 10"},
     })
 

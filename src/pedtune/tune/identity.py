@@ -48,7 +48,8 @@ def sweep_identity(config: StudyConfig, dataset_hash: str) -> dict[str, Any]:
         "search_space": [dist.model_dump() for dist in tune.search_space],
         "train": config.train.model_dump(),
         "model": config.model.model_dump(),
-        "data": config.data.model_dump(exclude={"cache", "num_workers"}),
+        # How many images the fetch demands checks the data; dataset_hash is what it is.
+        "data": config.data.model_dump(exclude={"cache", "num_workers", "expected_images"}),
         "dataset_hash": dataset_hash,
         "code": code_fingerprint(),
     }

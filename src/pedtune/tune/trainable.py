@@ -7,6 +7,7 @@ the next epoch: Ray restores the iteration counter from the checkpoint's result.
 
 from __future__ import annotations
 
+import functools
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -48,10 +49,17 @@ def load_state(folder: Path) -> dict[str, Any]:
     return torch.load(folder / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
 
 
-def report_epoch(result: EpochResult, state: Callable[[], dict[str, Any]]) -> None:
-    """Report the epoch's val metrics to Tune with the full training state as the checkpoint."""
+def report_epoch(result: EpochResult, state: Callable[[], dict[str, Any]], checkpoint_every: int = 1) -> None:
+    """Report the epoch's val metrics to Tune, every ``checkpoint_every``-th with the full training state.
+
+    A trial resumed from an older checkpoint reports the epochs since then again; the MLflow
+    callback and the trial's history keep one row per epoch.
+    """
     metrics = {key: result.metrics[key] for key in LEADING_METRICS if key in result.metrics}
     metrics.update(result.metrics, epoch=result.epoch)
+    if result.epoch % checkpoint_every:
+        tune.report(metrics)
+        return
     with tempfile.TemporaryDirectory(prefix="pedtune-ckpt-") as folder:
         save_state(state(), Path(folder))
         # report() copies the folder into the trial's storage before it returns.
@@ -81,4 +89,5 @@ def train_trial(
     # threads than reserved cores makes two concurrent trials fight over the CPUs.
     torch.set_num_threads(max(1, int(base.tune.resources_per_trial.cpu)))
     config = with_train_overrides(base, decode_sample(sample, base.tune.search_space))
-    fit_fn(config, train_store, val_store, pretrained, on_epoch_end=report_epoch, resume=restored_state())
+    report = functools.partial(report_epoch, checkpoint_every=base.tune.checkpoint_every)
+    fit_fn(config, train_store, val_store, pretrained, on_epoch_end=report, resume=restored_state())
