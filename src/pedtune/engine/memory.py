@@ -22,10 +22,10 @@ def _libc() -> ctypes.CDLL | None:
         return None
     try:
         libc = ctypes.CDLL(name)
-        libc.malloc_trim  # glibc only: musl and macOS's libc have no malloc_trim
-    except (OSError, AttributeError):
+    except OSError:
         return None
-    return libc
+    # glibc only: musl's and macOS's libc have no malloc_trim.
+    return libc if hasattr(libc, "malloc_trim") else None
 
 
 def release_freed_heap() -> bool:
