@@ -18,7 +18,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -165,34 +165,22 @@ def sync(device: torch.device | str) -> None:
         torch.cuda.synchronize()
 
 
-class GpuSampler:
-    """Mean GPU utilisation (%) over a block, sampled every 0.2 s; None on CPU or without NVML/nvidia-smi."""
+class Sampler:
+    """Readings of ``read()`` every ``interval_s`` while the block runs, taken in a thread (None: skipped)."""
 
-    def __init__(self, device: torch.device | str) -> None:
-        self.enabled = torch.device(device).type == "cuda"
+    def __init__(self, read: Callable[[], float | None], interval_s: float, enabled: bool = True) -> None:
+        self._read, self.interval_s, self.enabled = read, interval_s, enabled
         self.samples: list[float] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    @staticmethod
-    def _read() -> float | None:
-        try:
-            return float(torch.cuda.utilization())
-        except Exception:  # no pynvml: ask nvidia-smi
-            try:
-                out = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"],
-                                     capture_output=True, text=True, timeout=5).stdout
-                return float(out.split()[0])
-            except Exception:
-                return None
-
     def _loop(self) -> None:
-        while not self._stop.wait(0.2):
+        while not self._stop.wait(self.interval_s):
             value = self._read()
             if value is not None:
                 self.samples.append(value)
 
-    def __enter__(self) -> "GpuSampler":
+    def __enter__(self) -> "Sampler":
         if self.enabled:
             self._thread = threading.Thread(target=self._loop, daemon=True)
             self._thread.start()
@@ -206,6 +194,25 @@ class GpuSampler:
     @property
     def mean(self) -> float | None:
         return round(statistics.fmean(self.samples), 1) if self.samples else None
+
+
+def gpu_utilisation() -> float | None:
+    try:
+        return float(torch.cuda.utilization())
+    except Exception:  # no pynvml: ask nvidia-smi
+        try:
+            out = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"],
+                                 capture_output=True, text=True, timeout=5).stdout
+            return float(out.split()[0])
+        except Exception:
+            return None
+
+
+class GpuSampler(Sampler):
+    """Mean GPU utilisation (%) over a block, sampled every 0.2 s; None on CPU or without NVML/nvidia-smi."""
+
+    def __init__(self, device: torch.device | str) -> None:
+        super().__init__(gpu_utilisation, 0.2, enabled=torch.device(device).type == "cuda")
 
 
 def stats(values: Sequence[float]) -> dict[str, float]:

@@ -27,7 +27,6 @@ import resource
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Mapping
@@ -53,29 +52,6 @@ def rss_mb() -> float:
     return psutil.Process().memory_info().rss / 2**20
 
 
-class PeakSampler:
-    """The process's highest RSS while the block runs (``ru_maxrss`` never resets)."""
-
-    def __init__(self, interval_s: float = 0.05) -> None:
-        self.interval_s, self.peak_mb = interval_s, 0.0
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-
-    def _loop(self) -> None:
-        while not self._done.wait(self.interval_s):
-            self.peak_mb = max(self.peak_mb, rss_mb())
-
-    def __enter__(self) -> "PeakSampler":
-        self.peak_mb = rss_mb()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._done.set()
-        self._thread.join()
-        self.peak_mb = max(self.peak_mb, rss_mb())
-
-
 class RssLoggingFit:
     """The real ``fit``, with the process's RSS around it written to ``log_dir`` (one file per trial)."""
 
@@ -86,15 +62,26 @@ class RssLoggingFit:
                  pretrained: Mapping[str, torch.Tensor] | None = None, on_epoch_end: EpochHook | None = None,
                  resume: Mapping[str, Any] | None = None) -> None:
         start = rss_mb()
-        with PeakSampler() as sampler, contextlib.redirect_stderr(io.StringIO()):
+        # ru_maxrss never resets, so the trial's own peak is sampled.
+        with common.Sampler(rss_mb, 0.05) as sampler, contextlib.redirect_stderr(io.StringIO()):
             fit(config, train_store, eval_store, pretrained, on_epoch_end, resume)
+        end = rss_mb()
         row = {"pid": os.getpid(), "batch_size": config.train.batch_size, "rss_start_mb": round(start, 1),
-               "peak_mb": round(sampler.peak_mb, 1), "rss_end_mb": round(rss_mb(), 1), "t": time.time()}
+               "peak_mb": round(max(start, end, *sampler.samples), 1), "rss_end_mb": round(end, 1), "t": time.time()}
         (Path(self.log_dir) / f"{uuid.uuid4().hex}.json").write_text(json.dumps(row))
 
 
 # Ray workers import this module's code by value: they need not find the bench folder.
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+def small_trial_inputs(args: Any, root: Path, config: StudyConfig) -> tuple[SampleStore, SampleStore, dict]:
+    """The split decoded and cached whole (as a trial holds it), trained and scored on its first
+    ``--train-images`` / ``--val-images``, from calibrated random weights."""
+    train_store, val_store = common.stores(root, config)
+    train_store.stems = train_store.stems[: args.train_images]
+    val_store.stems = val_store.stems[: args.val_images]
+    return train_store, val_store, common.pseudo_pretrained(config, common.batches(train_store, 2, 1))
 
 
 def reused_actor(args: Any) -> dict[str, Any]:
@@ -108,10 +95,7 @@ def reused_actor(args: Any) -> dict[str, Any]:
                  "resources_per_trial": {"cpu": os.cpu_count() or 1, "gpu": 1 if args.device == "cuda" else 0}},
     })
     with common.dataset(args) as root, tempfile.TemporaryDirectory(prefix="pedtune-bench-memory-") as tmp:
-        train_store, val_store = common.stores(root, config)
-        train_store.stems = train_store.stems[: args.train_images]
-        val_store.stems = val_store.stems[: args.val_images]
-        pretrained = common.pseudo_pretrained(config, common.batches(train_store, 2, 1))
+        train_store, val_store, pretrained = small_trial_inputs(args, root, config)
         (Path(tmp) / "logs").mkdir()
         with contextlib.redirect_stdout(io.StringIO()):
             grid = common.driver_sweep(config, Path(tmp) / "sweep", (train_store, val_store), pretrained,
@@ -133,12 +117,9 @@ def child(args: Any) -> dict[str, Any]:
     with common.dataset(args) as root:
         config = common.study_config(args, {"model": {"arch": common.ARCHS[args.child]},
                                             "train": {"epochs": 1, "amp": args.amp == "on"}})
-        train_store, val_store = common.stores(root, config)
+        train_store, val_store, pretrained = small_trial_inputs(args, root, config)
         cached = sum(s.image.nbytes + s.masks.nbytes for st in (train_store, val_store) for s in st._samples.values())
         out["cache_mb"] = round(cached / 2**20, 1)
-        train_store.stems = train_store.stems[: args.train_images]
-        val_store.stems = val_store.stems[: args.val_images]
-        pretrained = common.pseudo_pretrained(config, common.batches(train_store, 2, 1))
         out["rss_before_fit_mb"] = round(rss_mb(), 1)
         if args.device == "cuda":
             torch.cuda.reset_peak_memory_stats()

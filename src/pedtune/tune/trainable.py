@@ -1,8 +1,9 @@
 """One Ray Tune trial: the trial's overrides on the base config, trained by ``fit``, reported per epoch.
 
-Every epoch is reported with a checkpoint, so ``training_iteration`` equals the epoch (ASHA's
-time axis and the MLflow step), and a trial restored from its last checkpoint continues with
-the next epoch: Ray restores the iteration counter from the checkpoint's result.
+Every epoch is reported, so ``training_iteration`` equals the epoch (ASHA's time axis and the
+MLflow step); every ``tune.checkpoint_every``-th report carries a checkpoint, and a trial
+restored from its last checkpoint continues with the epoch after it: Ray restores the
+iteration counter from the checkpoint's result.
 """
 
 from __future__ import annotations
