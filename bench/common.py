@@ -1,7 +1,8 @@
 """Shared pieces of the benchmarks: arguments, config, data, weights, timing, machine info, results.
 
 Every benchmark builds its StudyConfig from ``profiles/cpu-quick.yaml`` (the profile a CPU
-user runs) with a few overrides, so what it measures is the project's own code path.
+user runs; ``--params params.yaml`` starts from the GPU defaults instead) with a few overrides,
+so what it measures is the project's own code path.
 """
 
 from __future__ import annotations
@@ -48,6 +49,10 @@ Batch = tuple[tuple[torch.Tensor, ...], tuple[dict[str, torch.Tensor], ...]]
 def parser(description: str) -> argparse.ArgumentParser:
     """The arguments every benchmark shares: data, sizes, device, output."""
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--params", type=Path, default=QUICK_PROFILE,
+                   help="the params file the benchmark's config starts from (params.yaml: the GPU defaults)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="a params key to change after the benchmark's own settings, e.g. data.num_workers=0 (repeatable)")
     p.add_argument("--data", type=Path, default=DEV_DATA, help="an extracted PennFudanPed folder")
     p.add_argument("--synthetic", action="store_true", help="generate a synthetic dataset instead of --data")
     p.add_argument("--num-images", type=int, default=60, help="synthetic images")
@@ -88,14 +93,29 @@ def merge(base: dict, changes: dict) -> dict:
 
 
 def study_config(args: argparse.Namespace | None = None, changes: dict | None = None) -> StudyConfig:
-    """The quick profile with the benchmark's sizes, device and ``changes`` applied, validated."""
-    raw = yaml.safe_load(QUICK_PROFILE.read_text())
+    """``--params`` (default: the quick profile) with the benchmark's sizes, device and ``changes`` applied, validated."""
+    raw = yaml.safe_load(Path(getattr(args, "params", QUICK_PROFILE)).read_text())
     if args is not None:
         model = {k: v for k, v in (("min_size", args.min_size), ("max_size", args.max_size)) if v is not None}
         if model.get("min_size") and "max_size" not in model:
             model["max_size"] = max(model["min_size"], raw["model"]["max_size"] * model["min_size"] // raw["model"]["min_size"])
         raw = merge(raw, {"model": model, "train": {"device": args.device}})
-    return validate(merge(raw, changes or {}), source="benchmark config")
+    return validate(merge(merge(raw, changes or {}), overrides(getattr(args, "overrides", []))), source="benchmark config")
+
+
+def overrides(assignments: Sequence[str]) -> dict:
+    """``["data.num_workers=0"]`` as ``{"data": {"num_workers": 0}}`` (values parsed as YAML)."""
+    tree: dict = {}
+    for assignment in assignments:
+        key, sep, value = assignment.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--set {assignment!r}: expected KEY=VALUE, e.g. data.num_workers=0")
+        *parents, leaf = key.split(".")
+        node = tree
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(value)
+    return tree
 
 
 def size_of(text: str) -> tuple[int, int]:

@@ -119,6 +119,8 @@ def main(argv: list[str] | None = None) -> dict:
     p = common.parser(__doc__.split("\n")[0])
     p.add_argument("--arch", choices=tuple(common.ARCHS), default="light")
     p.add_argument("--train-images", type=int, default=None, help="train on the first N of the split (default: all)")
+    p.add_argument("--epochs", type=int, default=1,
+                   help="epochs to train; the fraction is the last epoch's (the first also pays CUDA's warm-up)")
     p.add_argument("--reps", type=int, default=5, help="interleaved repetitions of each scorer")
     p.add_argument("--proposals", type=int, nargs="+", default=[1000, 300, 150],
                    help="test-time RPN proposal counts to time predict with (1000: the project's)")
@@ -128,17 +130,20 @@ def main(argv: list[str] | None = None) -> dict:
     runs = []
     with common.dataset(args) as root:
         for amp in common.amp_modes(args):
+            # One epoch and no sweep: fifo, so params.yaml's ASHA grace period (2) does not apply.
             config = common.study_config(args, {"model": {"arch": common.ARCHS[args.arch]},
-                                                "train": {"epochs": 1, "amp": amp}})
+                                                "train": {"epochs": args.epochs, "amp": amp}, "tune": {"scheduler": "fifo"}})
             train_store, val_store = common.stores(root, config)
             if args.train_images:
                 train_store.stems = train_store.stems[: args.train_images]
             pretrained = common.pseudo_pretrained(config, common.batches(train_store, 2, 2))
             with common.GpuSampler(args.device) as gpu, contextlib.redirect_stderr(io.StringIO()):
                 fitted = fit(config, train_store, val_store, pretrained)
-            epoch = fitted.history[0]
+            for number, row in enumerate(fitted.history, start=1):
+                common.log(f"epoch {number}: {row['epoch_time_s']:.1f} s, eval {row['eval_time_s']:.2f} s "
+                           f"({100 * row['eval_time_s'] / row['epoch_time_s']:.1f} %)")
+            epoch = fitted.history[-1]
             fraction = epoch["eval_time_s"] / epoch["epoch_time_s"]
-            common.log(f"epoch {epoch['epoch_time_s']:.1f} s, eval {epoch['eval_time_s']:.2f} s ({100 * fraction:.1f} %)")
 
             device = torch.device(config.train.device)
             loader = _loader(val_store, config.train.eval_batch_size, config.data.num_workers, 0.0, None)
@@ -165,7 +170,9 @@ def main(argv: list[str] | None = None) -> dict:
             scoring_saved = trained["seconds"]["pycocotools"]["median"] - trained["seconds"]["faster_coco_eval"]["median"]
             runs.append({
                 "arch": config.model.arch, "amp": amp, "train_images": len(train_store), "val_images": len(val_store),
-                "epoch_time_s": round(epoch["epoch_time_s"], 3), "eval_time_s": round(epoch["eval_time_s"], 3),
+                "epochs": args.epochs, "epoch_time_s": round(epoch["epoch_time_s"], 3), "eval_time_s": round(epoch["eval_time_s"], 3),
+                "epoch_times_s": [round(row["epoch_time_s"], 3) for row in fitted.history],
+                "eval_times_s": [round(row["eval_time_s"], 3) for row in fitted.history],
                 "eval_fraction": round(fraction, 4),
                 "eval_fraction_with_faster_coco_eval": round((epoch["eval_time_s"] - scoring_saved) / (epoch["epoch_time_s"] - scoring_saved), 4),
                 "target": "<= 0.05", "gpu_util_pct": gpu.mean, "prediction_sets": sets,

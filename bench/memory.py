@@ -37,7 +37,6 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import psutil
-import ray.cloudpickle
 import torch
 
 from bench import common
@@ -71,10 +70,6 @@ class RssLoggingFit:
         (Path(self.log_dir) / f"{uuid.uuid4().hex}.json").write_text(json.dumps(row))
 
 
-# Ray workers import this module's code by value: they need not find the bench folder.
-ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-
-
 def small_trial_inputs(args: Any, root: Path, config: StudyConfig) -> tuple[SampleStore, SampleStore, dict]:
     """The split decoded and cached whole (as a trial holds it), trained and scored on its first
     ``--train-images`` / ``--val-images``, from calibrated random weights."""
@@ -86,8 +81,12 @@ def small_trial_inputs(args: Any, root: Path, config: StudyConfig) -> tuple[Samp
 
 def reused_actor(args: Any) -> dict[str, Any]:
     """RSS of the one actor that runs every trial of a sequential sweep."""
+    import ray.cloudpickle
     from ray import tune
 
+    # Ray workers import this module's code by value: they need not find the bench folder.
+    # (Imported here, so the per-model mode runs where Ray is not installed.)
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     arch = common.ARCHS[args.models[0]]
     config = common.study_config(args, {
         "model": {"arch": arch}, "train": {"epochs": 1},
@@ -116,7 +115,8 @@ def child(args: Any) -> dict[str, Any]:
     out: dict[str, Any] = {"arch": common.ARCHS[args.child], "rss_after_imports_mb": round(rss_mb(), 1)}
     with common.dataset(args) as root:
         config = common.study_config(args, {"model": {"arch": common.ARCHS[args.child]},
-                                            "train": {"epochs": 1, "amp": args.amp == "on"}})
+                                            "train": {"epochs": 1, "amp": args.amp == "on"},
+                                            "tune": {"scheduler": "fifo"}})  # one epoch, no sweep
         train_store, val_store, pretrained = small_trial_inputs(args, root, config)
         cached = sum(s.image.nbytes + s.masks.nbytes for st in (train_store, val_store) for s in st._samples.values())
         out["cache_mb"] = round(cached / 2**20, 1)

@@ -55,30 +55,32 @@ def _range(s: dict[str, float], fmt: str = "{:.3f}") -> str:
 def rows(r: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str]]:
     """(measurement, result, target, met) per headline figure of each benchmark present."""
     out = []
-    if "train_step" in r:
-        for run in r["train_step"]["runs"]:
-            tag = f"{run['arch'].removeprefix('maskrcnn_')}{', AMP' if run['amp'] else ''}"
+    for t in _variants(r, "train_step"):
+        for run in t["runs"]:
+            tag = f"{run['arch'].removeprefix('maskrcnn_')}{', AMP' if run['amp'] else ''}{_on(t)}"
             ratio = run["ratio_project_vs_bare"]
             out.append((f"1. training step, project ÷ bare loop ({tag}, {run['image_hw'][0]}×{run['image_hw'][1]})",
                         f"{_range(ratio)}; bare {run['images_per_s']['bare']['median']:.2f} img/s; "
                         f"without clipping {run['ratio_project_noclip_vs_bare']['median']:.3f}",
                         "≥ 0.98", _ok(ratio["median"] >= 0.98)))
-    if "data_pipeline" in r:
-        d = r["data_pipeline"]
+    for d in _variants(r, "data_pipeline"):
         for model, step in d["train_step"].items():
             ratios = {loader: v[model] for loader, v in d["ratio_loader_vs_step"].items()}
             best, worst = max(ratios, key=ratios.get), min(ratios, key=ratios.get)
-            out.append((f"2. data loading ÷ training step ({model}, {step['images_per_s']['median']:.2f} img/s)",
+            out.append((f"2. data loading ÷ training step ({model}, {step['images_per_s']['median']:.2f} img/s{_on(d)})",
                         f"{ratios[best]:g}× ({best}); worst {ratios[worst]:g}× ({worst})", "≥ 10×",
                         _ok(ratios[best] >= 10)))
-    if "evaluation" in r:
-        for run in r["evaluation"]["runs"]:
+    for e in _variants(r, "evaluation"):
+        for run in e["runs"]:
             sets = run["prediction_sets"]
+            epochs = run.get("epochs", 1)
             out.append((f"3. val evaluation ÷ epoch ({run['arch'].removeprefix('maskrcnn_')}, {run['train_images']} train / "
-                        f"{run['val_images']} val images)",
-                        f"{100 * run['eval_fraction']:.1f} % ({run['eval_time_s']:.1f} of {run['epoch_time_s']:.1f} s)",
+                        f"{run['val_images']} val images{', AMP' if run['amp'] else ''}"
+                        f"{_overridden(e, 'data.num_workers')}{_on(e)})",
+                        f"{100 * run['eval_fraction']:.1f} % ({f'epoch {epochs} of {epochs}: ' if epochs > 1 else ''}"
+                        f"{run['eval_time_s']:.1f} of {run['epoch_time_s']:.1f} s)",
                         "≤ 5 %", _ok(run["eval_fraction"] <= 0.05)))
-            out.append(("3. faster-coco-eval vs pycocotools (same predictions)",
+            out.append((f"3. faster-coco-eval vs pycocotools (same predictions{_on(e)})",
                         "; ".join(f"{n}: {s['speedup_faster_vs_pycocotools']:g}× faster, max Δ {s['max_abs_diff']:.0e}"
                                   for n, s in sets.items()),
                         "agree to 1e-4", _ok(all(s["agree_1e-4"] for s in sets.values()))))
@@ -107,7 +109,8 @@ def rows(r: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str]]:
         for row in m.get("models", []):
             cuda = f", CUDA peak {row['cuda_max_allocated_mb']:.0f} MB" if "cuda_max_allocated_mb" in row else ""
             out.append((f"6. peak RSS of one trial ({row['arch'].removeprefix('maskrcnn_')}, "
-                        f"{m['image_size'][0]}/{m['image_size'][1]} px, batch {m['batch_size']})",
+                        f"{m['image_size'][0]}/{m['image_size'][1]} px, batch {m['batch_size']}"
+                        f"{', AMP' if row.get('amp') else ''}{_on(m)})",
                         f"{row['peak_rss_mb'] / 1024:.2f} GB{cuda}", "—", "—"))
         if "reused_actor" in m:
             actor, peaks = m["reused_actor"], [row["peak_mb"] for row in m["reused_actor"]["trials"]]
@@ -117,6 +120,17 @@ def rows(r: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str]]:
                         f"first trial {peaks[0] / 1024:.2f} GB, last {peaks[-1] / 1024:.2f} GB, "
                         f"highest {max(peaks) / 1024:.2f} GB", "—", "—"))
     return out
+
+
+def _on(result: dict[str, Any]) -> str:
+    """``, on <GPU>`` for a result measured on CUDA (the header names each machine)."""
+    return f", on {result['machine'].get('gpu', 'CUDA')}" if result["machine"]["device"] == "cuda" else ""
+
+
+def _overridden(result: dict[str, Any], key: str) -> str:
+    """``, key=value`` when the run changed ``key`` with ``--set``."""
+    sets = result.get("args", {}).get("overrides", "").strip("[]").replace("'", "").split(", ")
+    return "".join(f", {a}" for a in sets if a.startswith(f"{key}="))
 
 
 def _is_result_of(stem: str, name: str) -> bool:
@@ -133,11 +147,14 @@ def table(results: Path) -> str:
          if any(_is_result_of(p.stem, name) for name in BENCHMARKS)}
     if not r:
         return "no results yet"
-    m = next(iter(r.values()))["machine"]
-    loads = ", ".join(f"{k} {v['machine']['loadavg_at_start']:.2f} ({v['machine']['torch_threads']} threads)"
-                      for k, v in r.items())
-    head = (f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']}, device {m['device']}"
-            f"{' (' + m['gpu'] + ')' if m.get('gpu') else ''}; 1-min load at start (torch threads): {loads}.\n\n")
+    machines: dict[tuple, list[str]] = {}
+    for key, value in r.items():
+        m = value["machine"]
+        machines.setdefault((m["cpu"], m["cores"], m["torch"], m["device"], m.get("gpu")), []).append(
+            f"{key} {m['loadavg_at_start']:.2f} ({m['torch_threads']} threads)")
+    head = "".join(f"Machine: {cpu}, {cores} cores, torch {version}, device {device}{f' ({gpu})' if gpu else ''}; "
+                   f"1-min load at start (torch threads): {', '.join(loads)}.\n\n"
+                   for (cpu, cores, version, device, gpu), loads in machines.items())
     lines = ["| measurement | result | target | met |", "| --- | --- | --- | --- |"]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows(r)]
     return head + "\n".join(lines) + "\n"

@@ -41,9 +41,23 @@ def test_data_pipeline(tmp_path: Path) -> None:
 
 
 def test_evaluation(tmp_path: Path) -> None:
-    run = _run("evaluation", tmp_path, "--train-images", "2", "--reps", "1")["runs"][0]
+    # From params.yaml (the GPU defaults, as a GPU run passes it), two epochs, one key changed.
+    result = _run("evaluation", tmp_path, "--train-images", "2", "--reps", "1", "--epochs", "2",
+                  "--params", str(REPO / "params.yaml"), "--set", "data.num_workers=0")
+    run = result["runs"][0]
+    assert run["epochs"] == 2 and len(run["epoch_times_s"]) == 2 and run["epoch_time_s"] == run["epoch_times_s"][-1]
     assert 0 < run["eval_fraction"] < 1
     assert all(s["agree_1e-4"] for s in run["prediction_sets"].values())
+    assert result["args"]["overrides"] == "['data.num_workers=0']"
+
+
+def test_set_overrides_nest_and_parse_as_yaml() -> None:
+    from bench import common
+
+    tree = common.overrides(["data.num_workers=0", "train.amp=false", "model.arch=maskrcnn_resnet50_fpn"])
+    assert tree == {"data": {"num_workers": 0}, "train": {"amp": False}, "model": {"arch": "maskrcnn_resnet50_fpn"}}
+    with pytest.raises(SystemExit, match="expected KEY=VALUE"):
+        common.overrides(["data.num_workers"])
 
 
 def test_memory(tmp_path: Path) -> None:

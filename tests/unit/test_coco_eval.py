@@ -60,3 +60,12 @@ def test_both_backends_score_a_mixed_prediction_set_alike(synthetic_store: Sampl
     assert any(0.0 < value < 1.0 for value in reference.values()), reference
     assert scored == pytest.approx(reference, abs=1e-4)
     assert coco_metrics(ground_truth(synthetic_store, backend), []) == dict.fromkeys(METRIC_NAMES, 0.0)
+
+
+def test_binary_masks_give_the_results_their_probabilities_give(synthetic_store: SampleStore):
+    # predict hands over masks already thresholded on the device; scoring must not change.
+    prediction = _perfect(synthetic_store, 0)
+    probabilities = prediction["masks"] * 0.6 + 0.2  # 0.2 outside each pedestrian, 0.8 inside
+    binary = to_coco_results(0, {**prediction, "masks": probabilities > 0.5})
+    assert binary == to_coco_results(0, {**prediction, "masks": probabilities})
+    assert len(binary) == len(prediction["scores"]) > 0

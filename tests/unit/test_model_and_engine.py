@@ -116,3 +116,36 @@ def test_non_finite_loss_raises_a_specific_error(tiny_config, synthetic_store, m
     monkeypatch.setattr(engine, "build_model", diverging_model)
     with pytest.raises(NonFiniteLossError, match="non-finite loss at epoch 1, step 1"):
         engine.fit(tiny_config, synthetic_store, synthetic_store)
+
+
+class _FlatMaskDetector(torch.nn.Module):
+    """Two detections per image, mask probability 0.3 and 0.7 everywhere; counts its calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        self.calls += 1
+        outputs = []
+        for image in images:
+            height, width = image.shape[1:]
+            outputs.append({
+                "boxes": torch.tensor([[0.0, 0.0, float(width), float(height)]] * 2),
+                "scores": torch.tensor([0.9, 0.8]),
+                "labels": torch.ones(2, dtype=torch.int64),
+                "masks": torch.stack([torch.full((1, height, width), p) for p in (0.3, 0.7)]),
+            })
+        return outputs
+
+
+def test_predictions_come_binarised_and_one_batch_at_a_time(synthetic_store: SampleStore):
+    loader = engine._loader(synthetic_store, 2, 0, 0.0, None)
+    model = _FlatMaskDetector()
+    stream = engine.iter_predictions(model, loader, torch.device("cpu"))
+    first = next(stream)
+    assert model.calls == 1  # evaluate holds one batch's masks, not the whole split's
+    masks = first[1]["masks"]
+    assert masks.dtype == torch.bool and not masks[0].any() and masks[1].all()
+    ids = [first[0]] + [image_id for image_id, _ in stream]
+    assert ids == list(range(len(synthetic_store))) and model.calls == len(loader)

@@ -25,6 +25,7 @@ IOU_TYPES = ("bbox", "segm")
 # COCOeval.stats positions of the numbers we report, under stable names.
 STAT_NAMES = {0: "mAP", 1: "AP50", 2: "AP75"}
 METRIC_NAMES = tuple(f"{iou}_{name}" for iou in IOU_TYPES for name in STAT_NAMES.values())
+MASK_THRESHOLD = 0.5  # a mask probability above it is inside the instance (torchvision's convention)
 
 
 @dataclass(frozen=True)
@@ -84,11 +85,19 @@ def ground_truth(store: SampleStore, backend: CocoBackend = "pycocotools") -> Gr
     return coco_index({"images": images, "annotations": annotations, "categories": categories}, backend)
 
 
-def to_coco_results(image_id: int, prediction: dict[str, torch.Tensor], mask_threshold: float = 0.5) -> list[dict]:
-    """One model output (boxes, scores, labels, masks [N,1,H,W]) as COCO result dicts."""
+def to_coco_results(
+    image_id: int, prediction: dict[str, torch.Tensor], mask_threshold: float = MASK_THRESHOLD
+) -> list[dict]:
+    """One model output (boxes, scores, labels, masks [N,1,H,W]) as COCO result dicts.
+
+    Masks may be probabilities (thresholded here) or already binary (bool, as ``predict`` gives them).
+    """
     boxes = _xywh(prediction["boxes"].float().cpu())
     scores = prediction["scores"].float().cpu().tolist()
-    masks = (prediction["masks"][:, 0] > mask_threshold).cpu().numpy()
+    masks = prediction["masks"][:, 0]
+    if masks.dtype != torch.bool:
+        masks = masks > mask_threshold
+    masks = masks.cpu().numpy()
     return [
         {"image_id": image_id, "category_id": 1, "bbox": box, "score": score, "segmentation": _rle(mask)}
         for box, score, mask in zip(boxes, scores, masks)

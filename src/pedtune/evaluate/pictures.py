@@ -23,7 +23,6 @@ from pedtune.evaluate.runs import inference_loader
 from pedtune.model.factory import build_model
 
 PALETTE = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#9a6324")
-MASK_THRESHOLD = 0.5  # the threshold COCO scoring applies to the mask probabilities
 DPI = 100
 MIN_PANEL_INCHES = 3.0  # small images are enlarged so the titles stay readable
 Prediction = dict[str, torch.Tensor]
@@ -53,7 +52,7 @@ def ground_truth_panel(sample: Sample) -> Panel:
 def prediction_panel(title: str, image: torch.Tensor, prediction: Prediction, score_threshold: float) -> Panel:
     keep = prediction["scores"] >= score_threshold
     scores = prediction["scores"][keep].tolist()
-    masks = prediction["masks"][keep, 0] > MASK_THRESHOLD
+    masks = prediction["masks"][keep, 0]  # binary: predict thresholds them as COCO scoring does
     drawn = draw_instances(image, masks, prediction["boxes"][keep], [f"{score:.2f}" for score in scores])
     return Panel(f"{title}: {len(scores)} with score ≥ {score_threshold:g}", drawn)
 
