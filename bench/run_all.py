@@ -10,6 +10,7 @@ the markdown table for the README's performance section.
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import subprocess
@@ -129,7 +130,8 @@ def _on(result: dict[str, Any]) -> str:
 
 def _overridden(result: dict[str, Any], key: str) -> str:
     """``, key=value`` when the run changed ``key`` with ``--set``."""
-    sets = result.get("args", {}).get("overrides", "").strip("[]").replace("'", "").split(", ")
+    # emit() records each argument as str(value): a list's repr here.
+    sets = ast.literal_eval(result.get("args", {}).get("overrides", "[]"))
     return "".join(f", {a}" for a in sets if a.startswith(f"{key}="))
 
 

@@ -102,3 +102,11 @@ def test_table(tmp_path: Path) -> None:
                   "images_per_s": {"bare": {"median": 2.0, "min": 1.9, "max": 2.1, "n": 3}}}],
     }))
     assert "| 1. training step" in run_all.table(tmp_path)
+    # A variant measured on a GPU: its own header line, its rows tagged with the GPU.
+    gpu = json.loads((tmp_path / "train_step.json").read_text())
+    gpu["machine"] = {**gpu["machine"], "cpu": "y", "cores": 16, "device": "cuda", "gpu": "Some GPU"}
+    gpu["runs"][0]["amp"] = True
+    (tmp_path / "train_step_cuda.json").write_text(json.dumps(gpu))
+    text = run_all.table(tmp_path)
+    assert text.count("Machine: ") == 2 and "device cuda (Some GPU)" in text
+    assert "(mobilenet_v3_large_fpn, AMP, on Some GPU, 320×427)" in text and text.count("| 1. training step") == 2
