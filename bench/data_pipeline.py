@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> dict:
                 data = common.batches(train_store, cfg.train.batch_size, args.steps)
                 pretrained = common.pseudo_pretrained(cfg, data[:2])
                 with common.GpuSampler(args.device) as gpu:
-                    ips = train_step.measure(cfg, data, pretrained, variants=("project",), reps=args.step_reps)["project"]
+                    ips = train_step.measure(cfg, data, pretrained, variants=("project",), reps=args.step_reps).timed["project"]
                 key = model + ("+amp" if amp else "")
                 consumption[key] = {"images_per_s": common.stats(ips), "gpu_util_pct": gpu.mean}
                 common.log(f"train step {key}: {consumption[key]['images_per_s']['median']:.2f} images/s")

@@ -8,8 +8,15 @@ variant and none diverges (the compute of a step does not depend on the learning
 only the project's gradient clipping changes the updates, and the ``project_noclip``
 variant shows what clipping costs on its own.
 
+The untimed warm-up pass is recorded too (``first_pass_images_per_s``): the first variant
+meets every batch shape for the first time, as ``fit``'s early epochs do. With ``--steps``
+covering the train split, its rate against the timed ones is the cost of new shapes, and
+``--size-divisible`` (the padding multiple of torchvision's transform, 32 by default) tests
+whether fewer distinct shapes recover it.
+
     python -m bench.train_step                     # light model, quick-profile size, CPU
     python -m bench.train_step --arch r50 --device cuda --amp both
+    python -m bench.train_step --arch r50 --device cuda --amp on --steps 60 --size-divisible 128
 """
 
 from __future__ import annotations
@@ -19,11 +26,13 @@ import copy
 import io
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
 from bench import common
 from pedtune.config import StudyConfig
@@ -31,6 +40,11 @@ from pedtune.engine.train import build_optimizer, build_scheduler, train_one_epo
 from pedtune.model.factory import build_model
 
 VARIANTS = ("bare", "project", "project_noclip")
+
+
+class StepRates(NamedTuple):
+    first_pass: dict[str, float]  # the untimed warm-up pass of each variant
+    timed: dict[str, list[float]]  # one entry per repetition
 
 
 def bare_epoch(model: torch.nn.Module, batches: list[common.Batch], optimizer: torch.optim.Optimizer,
@@ -56,19 +70,30 @@ def project_epoch(model: torch.nn.Module, batches: list[common.Batch], optimizer
         train_one_epoch(model, batches, optimizer, scheduler, scaler, cfg, device, epoch=1)
 
 
+def padded_shapes(batches: list[common.Batch], config: StudyConfig, size_divisible: int | None) -> set[tuple[int, int]]:
+    """The distinct H x W of the padded batch tensors the model's transform makes of ``batches``."""
+    transform = GeneralizedRCNNTransform(config.model.min_size, config.model.max_size, [0.0] * 3, [1.0] * 3,
+                                         size_divisible=size_divisible or 32)
+    with torch.no_grad():
+        return {tuple(transform(list(images))[0].tensors.shape[-2:]) for images, _ in batches}
+
+
 def to_device(batches: list[common.Batch], device: torch.device) -> list[common.Batch]:
     return [(tuple(i.to(device) for i in images), tuple({k: v.to(device) for k, v in t.items()} for t in targets))
             for images, targets in batches]
 
 
 def measure(config: StudyConfig, batches: list[common.Batch], pretrained: dict[str, torch.Tensor] | None,
-            variants: tuple[str, ...] = VARIANTS, reps: int = 5) -> dict[str, list[float]]:
-    """Images/s of each variant, one entry per repetition (order rotated each repetition)."""
+            variants: tuple[str, ...] = VARIANTS, reps: int = 5,
+            size_divisible: int | None = None) -> StepRates:
+    """Images/s of each variant: its warm-up pass, and one entry per repetition (order rotated each repetition)."""
     device = torch.device(config.train.device)
     amp = config.train.amp and device.type == "cuda"
     batches = to_device(batches, device)
     torch.manual_seed(0)
     model = build_model(config.model, pretrained).to(device)
+    if size_divisible:
+        model.transform.size_divisible = size_divisible
     optimizer = build_optimizer([p for p in model.parameters() if p.requires_grad], config.train)
     model_state = copy.deepcopy(model.state_dict())
     optimizer_state = copy.deepcopy(optimizer.state_dict())
@@ -87,14 +112,14 @@ def measure(config: StudyConfig, batches: list[common.Batch], pretrained: dict[s
         common.sync(device)
         return sum(len(images) for images, _ in batches) / (common.timer() - start)
 
-    for variant in variants:  # warm-up: allocator, autotuning, lazy inits
-        run(variant)
+    # Warm-up: allocator, autotuning, lazy inits and, for the first variant, every batch shape.
+    first_pass = {variant: run(variant) for variant in variants}
     rates: dict[str, list[float]] = {v: [] for v in variants}
     for rep in range(reps):
         order = variants[rep % len(variants):] + variants[: rep % len(variants)]
         for variant in order:
             rates[variant].append(run(variant))
-    return rates
+    return StepRates(first_pass, rates)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -105,6 +130,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--init", choices=("pretrained", "none"), default="pretrained",
                    help="pretrained: calibrated random weights loaded as if pretrained (frozen BN, "
                         "trainable_backbone_layers), the quick profile's compute; none: weights: none")
+    p.add_argument("--size-divisible", type=int, default=None,
+                   help="pad batches to multiples of this (torchvision's transform: 32): fewer distinct shapes")
     args = p.parse_args(argv)
     common.setup(args)
     with common.dataset(args) as root:
@@ -120,12 +147,15 @@ def main(argv: list[str] | None = None) -> dict:
             data = common.batches(train_store, config.train.batch_size, args.steps)
             pretrained = common.pseudo_pretrained(config, data[:2]) if args.init == "pretrained" else None
             with common.GpuSampler(args.device) as gpu:
-                rates = measure(config, data, pretrained, reps=args.reps)
+                first_pass, rates = measure(config, data, pretrained, reps=args.reps, size_divisible=args.size_divisible)
             ratios = [p / b for p, b in zip(rates["project"], rates["bare"])]
             ratios_noclip = [p / b for p, b in zip(rates["project_noclip"], rates["bare"])]
             row = {
                 "arch": config.model.arch, "amp": amp, "batch_size": config.train.batch_size,
                 "image_hw": list(data[0][0][0].shape[1:]), "steps": len(data), "reps": args.reps,
+                "padded_shapes": len(padded_shapes(data, config, args.size_divisible)),
+                "size_divisible": args.size_divisible or 32,
+                "first_pass_images_per_s": {v: round(r, 4) for v, r in first_pass.items()},
                 "images_per_s": {v: common.stats(r) for v, r in rates.items()},
                 "ratio_project_vs_bare": common.stats(ratios),
                 "ratio_project_noclip_vs_bare": common.stats(ratios_noclip),
@@ -133,7 +163,8 @@ def main(argv: list[str] | None = None) -> dict:
             }
             common.log(f"{args.arch} amp={amp}: project/bare {row['ratio_project_vs_bare']['median']:.3f}, "
                        f"no-clip/bare {row['ratio_project_noclip_vs_bare']['median']:.3f}, "
-                       f"bare {row['images_per_s']['bare']['median']:.2f} img/s")
+                       f"bare {row['images_per_s']['bare']['median']:.2f} img/s "
+                       f"(first pass over {row['padded_shapes']} padded shapes: {first_pass[VARIANTS[0]]:.2f} img/s)")
             results.append(row)
     return common.emit("train_step", args, {"runs": results})
 

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
@@ -28,10 +29,22 @@ def _run(name: str, tmp_path: Path, *extra: str) -> dict:
 
 
 def test_train_step(tmp_path: Path) -> None:
-    result = _run("train_step", tmp_path, "--steps", "1", "--reps", "1")
+    result = _run("train_step", tmp_path, "--steps", "1", "--reps", "1", "--size-divisible", "128")
     run = result["runs"][0]
-    assert set(run["images_per_s"]) == {"bare", "project", "project_noclip"}
+    assert set(run["images_per_s"]) == set(run["first_pass_images_per_s"]) == {"bare", "project", "project_noclip"}
     assert run["ratio_project_vs_bare"]["n"] == 1
+    assert run["size_divisible"] == 128 and run["padded_shapes"] == 1
+
+
+def test_train_step_counts_the_padded_shapes_the_model_sees() -> None:
+    from bench import common
+    from bench.train_step import padded_shapes
+
+    config = common.study_config(None, {"model": {"min_size": 64, "max_size": 200}})
+    wide, narrow = torch.zeros(3, 64, 150), torch.zeros(3, 64, 70)
+    batches = [((wide, narrow), ({}, {})), ((narrow, narrow), ({}, {}))]
+    assert padded_shapes(batches, config, None) == {(64, 160), (64, 96)}  # the widest image, padded to 32
+    assert padded_shapes(batches, config, 128) == {(128, 256), (128, 128)}
 
 
 def test_data_pipeline(tmp_path: Path) -> None:
@@ -110,3 +123,9 @@ def test_table(tmp_path: Path) -> None:
     text = run_all.table(tmp_path)
     assert text.count("Machine: ") == 2 and "device cuda (Some GPU)" in text
     assert "(mobilenet_v3_large_fpn, AMP, on Some GPU, 320×427)" in text and text.count("| 1. training step") == 2
+    # A run with a padding multiple and its first pass over the batch shapes.
+    gpu["runs"][0].update(size_divisible=128, padded_shapes=7, first_pass_images_per_s={"bare": 0.5, "project": 1.9})
+    (tmp_path / "train_step_cuda.json").write_text(json.dumps(gpu))
+    text = run_all.table(tmp_path)
+    assert "(mobilenet_v3_large_fpn, AMP, padded to ×128, on Some GPU, 320×427)" in text
+    assert "first pass over 7 batch shapes 0.50 img/s" in text and text.count("first pass") == 1

@@ -7,6 +7,7 @@ import torch
 
 from pedtune.data.dataset import SampleStore
 from pedtune.engine.coco_eval import METRIC_NAMES, coco_metrics, ground_truth, to_coco_results
+from pedtune.engine.train import column_major
 
 
 def _perfect(store: SampleStore, index: int) -> dict[str, torch.Tensor]:
@@ -69,3 +70,14 @@ def test_binary_masks_give_the_results_their_probabilities_give(synthetic_store:
     binary = to_coco_results(0, {**prediction, "masks": probabilities > 0.5})
     assert binary == to_coco_results(0, {**prediction, "masks": probabilities})
     assert len(binary) == len(prediction["scores"]) > 0
+
+
+def test_column_major_masks_reach_the_encoder_without_a_layout_copy(synthetic_store: SampleStore):
+    # iter_predictions lays GPU masks out column by column before the copy to the CPU.
+    prediction = _perfect(synthetic_store, 0)
+    masks = prediction["masks"] > 0.5
+    transposed = column_major(masks)
+    assert torch.equal(transposed, masks)
+    planes = transposed[:, 0].numpy()
+    assert all(plane.flags.f_contiguous and not plane.flags.c_contiguous for plane in planes)
+    assert to_coco_results(0, {**prediction, "masks": transposed}) == to_coco_results(0, {**prediction, "masks": masks})
