@@ -32,7 +32,6 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
-from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
 from bench import common
 from pedtune.config import StudyConfig
@@ -45,6 +44,7 @@ VARIANTS = ("bare", "project", "project_noclip")
 class StepRates(NamedTuple):
     first_pass: dict[str, float]  # the untimed warm-up pass of each variant
     timed: dict[str, list[float]]  # one entry per repetition
+    padded_shapes: int  # distinct H x W of the padded batch tensors the model saw
 
 
 def bare_epoch(model: torch.nn.Module, batches: list[common.Batch], optimizer: torch.optim.Optimizer,
@@ -70,10 +70,8 @@ def project_epoch(model: torch.nn.Module, batches: list[common.Batch], optimizer
         train_one_epoch(model, batches, optimizer, scheduler, scaler, cfg, device, epoch=1)
 
 
-def padded_shapes(batches: list[common.Batch], config: StudyConfig, size_divisible: int | None) -> set[tuple[int, int]]:
-    """The distinct H x W of the padded batch tensors the model's transform makes of ``batches``."""
-    transform = GeneralizedRCNNTransform(config.model.min_size, config.model.max_size, [0.0] * 3, [1.0] * 3,
-                                         size_divisible=size_divisible or 32)
+def padded_shapes(transform: torch.nn.Module, batches: list[common.Batch]) -> set[tuple[int, int]]:
+    """The distinct H x W of the padded batch tensors ``transform`` (a model's) makes of ``batches``."""
     with torch.no_grad():
         return {tuple(transform(list(images))[0].tensors.shape[-2:]) for images, _ in batches}
 
@@ -119,7 +117,7 @@ def measure(config: StudyConfig, batches: list[common.Batch], pretrained: dict[s
         order = variants[rep % len(variants):] + variants[: rep % len(variants)]
         for variant in order:
             rates[variant].append(run(variant))
-    return StepRates(first_pass, rates)
+    return StepRates(first_pass, rates, len(padded_shapes(model.transform, batches)))
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -147,13 +145,14 @@ def main(argv: list[str] | None = None) -> dict:
             data = common.batches(train_store, config.train.batch_size, args.steps)
             pretrained = common.pseudo_pretrained(config, data[:2]) if args.init == "pretrained" else None
             with common.GpuSampler(args.device) as gpu:
-                first_pass, rates = measure(config, data, pretrained, reps=args.reps, size_divisible=args.size_divisible)
+                first_pass, rates, shapes = measure(config, data, pretrained, reps=args.reps,
+                                                    size_divisible=args.size_divisible)
             ratios = [p / b for p, b in zip(rates["project"], rates["bare"])]
             ratios_noclip = [p / b for p, b in zip(rates["project_noclip"], rates["bare"])]
             row = {
                 "arch": config.model.arch, "amp": amp, "batch_size": config.train.batch_size,
                 "image_hw": list(data[0][0][0].shape[1:]), "steps": len(data), "reps": args.reps,
-                "padded_shapes": len(padded_shapes(data, config, args.size_divisible)),
+                "padded_shapes": shapes,
                 "size_divisible": args.size_divisible or 32,
                 "first_pass_images_per_s": {v: round(r, 4) for v, r in first_pass.items()},
                 "images_per_s": {v: common.stats(r) for v, r in rates.items()},

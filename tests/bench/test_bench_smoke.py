@@ -39,12 +39,16 @@ def test_train_step(tmp_path: Path) -> None:
 def test_train_step_counts_the_padded_shapes_the_model_sees() -> None:
     from bench import common
     from bench.train_step import padded_shapes
+    from pedtune.model.factory import build_model
 
-    config = common.study_config(None, {"model": {"min_size": 64, "max_size": 200}})
+    config = common.study_config(None, {"model": {"arch": "maskrcnn_mobilenet_v3_large_fpn", "min_size": 64,
+                                                  "max_size": 200}})
+    transform = build_model(config.model).transform
     wide, narrow = torch.zeros(3, 64, 150), torch.zeros(3, 64, 70)
     batches = [((wide, narrow), ({}, {})), ((narrow, narrow), ({}, {}))]
-    assert padded_shapes(batches, config, None) == {(64, 160), (64, 96)}  # the widest image, padded to 32
-    assert padded_shapes(batches, config, 128) == {(128, 256), (128, 128)}
+    assert padded_shapes(transform, batches) == {(64, 160), (64, 96)}  # the widest image, padded to 32
+    transform.size_divisible = 128
+    assert padded_shapes(transform, batches) == {(128, 256), (128, 128)}
 
 
 def test_data_pipeline(tmp_path: Path) -> None:

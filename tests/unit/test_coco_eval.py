@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from pedtune.data.dataset import SampleStore
-from pedtune.engine.coco_eval import METRIC_NAMES, coco_metrics, ground_truth, to_coco_results
-from pedtune.engine.train import column_major
+from pedtune.engine.coco_eval import METRIC_NAMES, coco_metrics, column_major, ground_truth, to_coco_results
 
 
 def _perfect(store: SampleStore, index: int) -> dict[str, torch.Tensor]:

@@ -50,6 +50,12 @@ def coco_index(dataset: dict, backend: CocoBackend = "pycocotools") -> GroundTru
     return GroundTruth(coco, evaluator)
 
 
+def column_major(masks: torch.Tensor) -> torch.Tensor:
+    """The same masks, each H x W plane stored column by column (the last two strides swapped):
+    the layout :func:`_rle` hands pycocotools, which then needs no copy of its own."""
+    return masks.transpose(-1, -2).contiguous().transpose(-1, -2)
+
+
 def _rle(mask: np.ndarray) -> dict:
     rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
     rle["counts"] = rle["counts"].decode("ascii")

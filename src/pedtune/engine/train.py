@@ -31,7 +31,14 @@ from torch.utils.data import DataLoader
 
 from pedtune.config.schema import StudyConfig, TrainConfig
 from pedtune.data.dataset import DetectionDataset, SampleStore, collate
-from pedtune.engine.coco_eval import MASK_THRESHOLD, GroundTruth, coco_metrics, ground_truth, to_coco_results
+from pedtune.engine.coco_eval import (
+    MASK_THRESHOLD,
+    GroundTruth,
+    coco_metrics,
+    column_major,
+    ground_truth,
+    to_coco_results,
+)
 from pedtune.engine.memory import release_freed_heap
 from pedtune.errors import NonFiniteLossError
 from pedtune.model.factory import build_model
@@ -159,11 +166,6 @@ def train_one_epoch(
             )
     steps = max(len(loader), 1)
     return {name: total / steps for name, total in sums.items()}
-
-
-def column_major(masks: torch.Tensor) -> torch.Tensor:
-    """The same masks, each H x W plane stored column by column (the last two strides swapped)."""
-    return masks.transpose(-1, -2).contiguous().transpose(-1, -2)
 
 
 @torch.inference_mode()
