@@ -131,6 +131,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--size-divisible", type=int, default=None,
                    help="pad batches to multiples of this (torchvision's transform: 32): fewer distinct shapes")
     args = p.parse_args(argv)
+    if args.size_divisible is not None and args.size_divisible < 1:
+        p.error(f"--size-divisible {args.size_divisible}: must be a positive number of pixels")
     common.setup(args)
     with common.dataset(args) as root:
         results = []

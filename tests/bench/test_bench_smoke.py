@@ -36,6 +36,16 @@ def test_train_step(tmp_path: Path) -> None:
     assert run["size_divisible"] == 128 and run["padded_shapes"] == 1
 
 
+def test_train_step_rejects_a_padding_multiple_below_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from bench import train_step
+
+    out = tmp_path / "train_step.json"
+    with pytest.raises(SystemExit) as exit_info:
+        train_step.main([*TINY, "--size-divisible", "0", "--json", str(out)])
+    assert exit_info.value.code == 2 and "--size-divisible 0: must be a positive" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_train_step_counts_the_padded_shapes_the_model_sees() -> None:
     from bench import common
     from bench.train_step import padded_shapes
