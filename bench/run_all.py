@@ -93,15 +93,17 @@ def rows(r: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str]]:
     for t in _variants(r, "tune_overhead"):
         for state in dict.fromkeys(run["state"] for run in t["runs"]):
             runs = [x for x in t["runs"] if x["state"] == state]
-            ratio = sorted(x["ratio_wall_vs_ideal"] for x in runs)[len(runs) // 2]
-            first = sorted(x["init_to_first_trial_s"] for x in runs)[len(runs) // 2]
+            # The median run (the later of two) for each figure, with that run's breakdown beside it.
+            by_ratio = sorted(runs, key=lambda x: x["ratio_wall_vs_ideal"])[len(runs) // 2]
+            by_start = sorted(runs, key=lambda x: x["init_to_first_trial_s"])[len(runs) // 2]
+            ratio, first = by_ratio["ratio_wall_vs_ideal"], by_start["init_to_first_trial_s"]
             every = t.get("checkpoint_every", 1)
             label = f"{t['trials']} trials × {t['epochs']} epochs × {t['epoch_s']:g} s, {t['concurrency']} at a time, " \
                     f"{runs[0]['checkpoint_mb']:g} MB checkpoints" + (f" every {every} epochs" if every != 1 else "")
-            out.append((f"4. sweep wall ÷ ideal ({label})", f"{ratio:.2f}× (per-trial overhead "
-                        f"{runs[0]['overhead_per_trial_s']:.1f} s)", "≤ 1.1×", _ok(ratio <= 1.1)))
+            out.append((f"4. sweep wall ÷ ideal ({label})", f"{ratio:.3f}× (per-trial overhead "
+                        f"{by_ratio['overhead_per_trial_s']:.1f} s)", "≤ 1.1×", _ok(ratio <= 1.1)))
             out.append((f"4. ray.init → first trial running ({state} checkpoints)", f"{first:.1f} s "
-                        f"(ray.init {runs[0]['ray_init_s']:.1f} s)", "≤ 10 s", _ok(first <= 10)))
+                        f"(ray.init {by_start['ray_init_s']:.1f} s)", "≤ 10 s", _ok(first <= 10)))
     for a in _variants(r, "asha_savings"):
         s = a["sweeps"]
         horizon = f"{a['trials']} trials × {a['epochs']} epochs, grace {a['asha']['grace_period']}, " \

@@ -29,7 +29,7 @@ class RecordingTune:
         saved = None
         if checkpoint is not None:
             with checkpoint.as_directory() as folder:
-                saved = trainable.load_state(Path(folder))["epoch"]
+                saved = trainable.load_state(Path(folder) / trainable.CHECKPOINT_FILE)["epoch"]
         self.reports.append((metrics["epoch"], saved))
 
     @staticmethod
@@ -41,7 +41,8 @@ class RecordingTune:
     (1, [(1, 1), (2, 2), (3, 3), (4, 4), (5, 5)]),
     (2, [(1, None), (2, 2), (3, None), (4, 4), (5, None)]),
 ])
-def test_a_trial_checkpoints_the_epochs_params_yaml_asks_for(monkeypatch, every: int, expected: list):
+def test_a_trial_checkpoints_the_epochs_params_yaml_asks_for(monkeypatch, tmp_path: Path, every: int,
+                                                            expected: list):
     raw = yaml.safe_load((REPO / "profiles" / "cpu-quick.yaml").read_text())
     raw["tune"]["checkpoint_every"] = every
     base = validate(raw)
@@ -54,5 +55,6 @@ def test_a_trial_checkpoints_the_epochs_params_yaml_asks_for(monkeypatch, every:
             on_epoch_end(EpochResult(epoch, {"bbox_mAP": 0.1 * epoch}), lambda epoch=epoch: {"epoch": epoch})
 
     trainable.train_trial(initial_point(base), base=base, train_store=None, val_store=None, pretrained={},
-                          fit_fn=five_epochs)
+                          fit_fn=five_epochs, checkpoint_staging=tmp_path / "staging")
     assert recording.reports == expected
+    assert list((tmp_path / "staging").iterdir()) == []  # each staged folder is gone once reported

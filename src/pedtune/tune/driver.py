@@ -38,6 +38,7 @@ from pedtune.tune.outputs import CURVES_CSV, summary_table, tune_metrics, write_
 from pedtune.tune.results import TrialRecord, best_trial, collect_trials, sweep_finished, trial_dirname
 from pedtune.tune.searchers import build_scheduler, build_search_alg, n_initial_points
 from pedtune.tune.space import check_space, param_space
+from pedtune.tune.storage import checkpoint_staging, linking_filesystem
 from pedtune.tune.trainable import FitFn, train_trial
 from pedtune.tune.tracking import SweepLoggerCallback, mark_stale_trial_runs, reconcile_trial_runs, sweep_run
 
@@ -106,12 +107,12 @@ def _check_resources(config: StudyConfig) -> None:
         )
 
 
-def _trainable(config: StudyConfig, inputs: TrialInputs) -> Any:
+def _trainable(config: StudyConfig, inputs: TrialInputs, experiment_dir: Path) -> Any:
     # with_parameters puts the decoded samples and weights into Ray's object store once;
     # every trial reads them from there instead of decoding the dataset again.
     trainable = tune.with_parameters(
         train_trial, base=config, train_store=inputs.train_store, val_store=inputs.val_store,
-        pretrained=inputs.pretrained, fit_fn=inputs.fit_fn,
+        pretrained=inputs.pretrained, fit_fn=inputs.fit_fn, checkpoint_staging=checkpoint_staging(experiment_dir),
     )
     resources = config.tune.resources_per_trial
     return tune.with_resources(trainable, {"cpu": resources.cpu, "gpu": resources.gpu})
@@ -133,6 +134,7 @@ def _new_tuner(config: StudyConfig, trainable: Any, experiment_dir: Path, callba
         run_config=tune.RunConfig(
             name=experiment_dir.name,
             storage_path=str(experiment_dir.parent),
+            storage_filesystem=linking_filesystem(),  # checkpoints are linked into it, not copied
             callbacks=[callback],
             failure_config=tune.FailureConfig(max_failures=config.tune.max_failures, fail_fast=False),
             # Only the latest epoch's state is needed to resume a trial.
@@ -149,7 +151,7 @@ def prune_checkpoints(experiment_dir: Path) -> None:
     for ResNet-50): only an unfinished trial resumes from one, and the evaluate stage
     retrains the best configuration rather than reusing a trial's weights.
     """
-    for folder in experiment_dir.glob("*/checkpoint_*"):
+    for folder in [*experiment_dir.glob("*/checkpoint_*"), checkpoint_staging(experiment_dir)]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -172,7 +174,9 @@ def restorable(experiment_dir: Path) -> bool:
     A driver killed between creating the Tuner and Tune's first snapshot leaves only the
     former, which Tuner.restore rejects; nothing in such a folder is worth keeping.
     """
-    return tune.Tuner.can_restore(str(experiment_dir)) and any(experiment_dir.glob("experiment_state-*.json"))
+    return tune.Tuner.can_restore(str(experiment_dir), storage_filesystem=linking_filesystem()) and any(
+        experiment_dir.glob("experiment_state-*.json")
+    )
 
 
 def _run_sweep(
@@ -187,12 +191,12 @@ def _run_sweep(
              logging_level=logging.WARNING)
     try:
         _check_resources(config)
-        trainable = _trainable(config, inputs)
+        trainable = _trainable(config, inputs, experiment_dir)
         if restorable(experiment_dir):
             _log(f"resuming the sweep in {experiment_dir}")
             # Errored trials stay errored: a diverging config would only diverge again.
             tuner = tune.Tuner.restore(str(experiment_dir), trainable=trainable, resume_unfinished=True,
-                                       resume_errored=False)
+                                       resume_errored=False, storage_filesystem=linking_filesystem())
         else:
             _log(f"starting a sweep in {experiment_dir}")
             shutil.rmtree(experiment_dir, ignore_errors=True)
