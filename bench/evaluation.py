@@ -12,8 +12,15 @@ threshold at 0, so every image gets ``detections_per_img`` detections (the cost 
 ``jittered_gt``: the ground truth shifted, scored at random and padded with false positives,
 whose AP lies mid-range and so checks the two scorers' agreement where it matters.
 
+With ``--profile FILE``, ``fit`` runs under ``torch.profiler`` and FILE receives its op tables
+(by self CPU time, and on a GPU by self device time): where ``fit``'s training and evaluation
+spend the host's time, e.g. waiting for the data loader (``enumerate(DataLoader)…``), in
+``Optimizer.step`` or in a host–device sync. The profiler's own overhead inflates that run's
+times; profile a separate run from the one whose fraction you report.
+
     python -m bench.evaluation
     python -m bench.evaluation --device cuda
+    python -m bench.evaluation --device cuda --epochs 2 --profile fit_profile.txt
 """
 
 from __future__ import annotations
@@ -37,6 +44,26 @@ from pedtune.engine.coco_eval import METRIC_NAMES, _rle, coco_index, coco_metric
 from pedtune.engine.train import _loader, fit, predict
 
 AGREEMENT = 1e-4
+PROFILE_ROWS = 30
+
+
+@contextlib.contextmanager
+def profiled(path: Path | None, device: str, title: str):
+    """Run the block under torch.profiler and append its op tables to ``path`` (no-op without one)."""
+    if path is None:
+        yield
+        return
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as profiler:
+        yield
+    averages = profiler.key_averages()
+    sorts = ["self_cpu_time_total"] + (["self_device_time_total"] if device == "cuda" else [])
+    with path.open("a", encoding="utf-8") as handle:
+        for sort in sorts:
+            handle.write(f"# {title}: top {PROFILE_ROWS} by {sort}\n")
+            handle.write(averages.table(sort_by=sort, row_limit=PROFILE_ROWS) + "\n\n")
 
 
 def jittered_gt(store: SampleStore, rng: np.random.Generator, extra: int = 5) -> list[dict]:
@@ -125,6 +152,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--proposals", type=int, nargs="+", default=[1000, 300, 150],
                    help="test-time RPN proposal counts to time predict with (1000: the project's)")
     p.add_argument("--proposal-reps", type=int, default=2, help="interleaved repetitions of each proposal count")
+    p.add_argument("--profile", type=Path, default=None,
+                   help="run fit under torch.profiler and append its op tables to this text file")
     args = p.parse_args(argv)
     common.setup(args)
     runs = []
@@ -137,7 +166,9 @@ def main(argv: list[str] | None = None) -> dict:
             if args.train_images:
                 train_store.stems = train_store.stems[: args.train_images]
             pretrained = common.pseudo_pretrained(config, common.batches(train_store, 2, 2))
-            with common.GpuSampler(args.device) as gpu, contextlib.redirect_stderr(io.StringIO()):
+            title = f"fit: {config.model.arch}, AMP {'on' if amp else 'off'}, {args.epochs} epochs, {args.device}"
+            with common.GpuSampler(args.device) as gpu, contextlib.redirect_stderr(io.StringIO()), \
+                    profiled(args.profile, args.device, title):
                 fitted = fit(config, train_store, val_store, pretrained)
             for number, row in enumerate(fitted.history, start=1):
                 common.log(f"epoch {number}: {row['epoch_time_s']:.1f} s, eval {row['eval_time_s']:.2f} s "
@@ -176,7 +207,7 @@ def main(argv: list[str] | None = None) -> dict:
                 "eval_fraction": round(fraction, 4),
                 "eval_fraction_with_faster_coco_eval": round((epoch["eval_time_s"] - scoring_saved) / (epoch["epoch_time_s"] - scoring_saved), 4),
                 "target": "<= 0.05", "gpu_util_pct": gpu.mean, "prediction_sets": sets,
-                "predict_s_by_test_proposals": proposals,
+                "predict_s_by_test_proposals": proposals, "profiled": args.profile is not None,
             })
     return common.emit("evaluation", args, {"runs": runs})
 

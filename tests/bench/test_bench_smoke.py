@@ -76,6 +76,19 @@ def test_evaluation(tmp_path: Path) -> None:
     assert 0 < run["eval_fraction"] < 1
     assert all(s["agree_1e-4"] for s in run["prediction_sets"].values())
     assert result["args"]["overrides"] == "['data.num_workers=0']"
+    assert run["profiled"] is False
+
+
+def test_evaluation_profile(tmp_path: Path) -> None:
+    profile = tmp_path / "fit_profile.txt"
+    result = _run("evaluation", tmp_path, "--train-images", "2", "--reps", "1", "--proposals", "150",
+                  "--proposal-reps", "1", "--profile", str(profile))
+    assert result["runs"][0]["profiled"] is True
+    text = profile.read_text()
+    # fit's loop is in the table: the loader's batches, the optimizer's step, the model's convolutions.
+    assert "top 30 by self_cpu_time_total" in text
+    for op in ("enumerate(DataLoader)", "Optimizer.step", "aten::conv"):
+        assert op in text, op
 
 
 def test_set_overrides_nest_and_parse_as_yaml() -> None:
