@@ -5,6 +5,8 @@ import copy
 import pytest
 import torch
 import torchvision.models.detection as detection
+from torchvision.models.detection.roi_heads import paste_masks_in_image
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from pedtune.config import validate
@@ -12,6 +14,7 @@ from pedtune.config.schema import ModelConfig
 from pedtune.data.dataset import SampleStore
 from pedtune.engine import train as engine
 from pedtune.errors import NonFiniteLossError, WeightsError
+from pedtune.model import factory
 from pedtune.model.factory import PREDICTOR_PREFIXES, build_model
 from pedtune.model.weights import SOURCES, load_weights, remap, save_weights
 
@@ -63,6 +66,35 @@ def test_rpn_test_proposals_bounds_the_proposals_at_inference():
         images, _ = model.transform([torch.rand(3, 64, 80)])
         proposals, _ = model.rpn(images, model.backbone(images.tensors))
     assert 0 < len(proposals[0]) <= 7
+
+
+def test_masks_are_pasted_with_host_boxes_and_match_torchvisions_own_paste(monkeypatch):
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(arch=LIGHT, weights="none", min_size=64, max_size=96)).eval()
+    model.roi_heads.score_thresh = 0.0  # every image gets its full quota of detections to paste
+    stock = copy.deepcopy(model)
+    t = model.transform
+    stock.transform = GeneralizedRCNNTransform(t.min_size, t.max_size, t.image_mean, t.image_std, t.size_divisible)
+    stock.eval()
+    images = [torch.rand(3, 64, 80), torch.rand(3, 72, 64)]
+    with torch.inference_mode():
+        expected, got = stock(images), model(images)
+    assert sum(len(p["masks"]) for p in got) > 10
+    for mine, theirs in zip(got, expected):
+        assert mine.keys() == theirs.keys()
+        for key in theirs:
+            assert torch.equal(mine[key], theirs[key]), key
+
+    pasted_with: list[torch.device] = []
+
+    def recording_paste(masks, boxes, size):
+        pasted_with.append(boxes.device)
+        return paste_masks_in_image(masks, boxes, size)
+
+    monkeypatch.setattr(factory, "paste_masks_in_image", recording_paste)
+    with torch.inference_mode():
+        model(images)
+    assert pasted_with == [torch.device("cpu")] * len(images)
 
 
 def test_weights_file_round_trip_and_mismatch(tmp_path):
