@@ -82,7 +82,8 @@ def rows(r: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str]]:
             epochs = run.get("epochs", 1)
             out.append((f"3. val evaluation ÷ epoch ({run['arch'].removeprefix('maskrcnn_')}, {run['train_images']} train / "
                         f"{run['val_images']} val images{', AMP' if run['amp'] else ''}"
-                        f"{_overridden(e, 'data.num_workers')}{_on(e)})",
+                        f"{_overridden(e, 'data.num_workers')}{', under torch.profiler' if run.get('profiled') else ''}"
+                        f"{_on(e)})",
                         f"{100 * run['eval_fraction']:.1f} % ({f'epoch {epochs} of {epochs}: ' if epochs > 1 else ''}"
                         f"{run['eval_time_s']:.1f} of {run['epoch_time_s']:.1f} s)",
                         "≤ 5 %", _ok(run["eval_fraction"] <= 0.05)))

@@ -89,6 +89,9 @@ def test_evaluation_profile(tmp_path: Path) -> None:
     assert "top 30 by self_cpu_time_total" in text
     for op in ("enumerate(DataLoader)", "Optimizer.step", "aten::conv"):
         assert op in text, op
+    from bench import run_all  # the profiler inflates the fraction: the table row says so
+
+    assert "val images, under torch.profiler)" in run_all.table(tmp_path)
 
 
 def test_set_overrides_nest_and_parse_as_yaml() -> None:
