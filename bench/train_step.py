@@ -45,6 +45,7 @@ class StepRates(NamedTuple):
     first_pass: dict[str, float]  # the untimed warm-up pass of each variant
     timed: dict[str, list[float]]  # one entry per repetition
     padded_shapes: int  # distinct H x W of the padded batch tensors the model saw
+    size_divisible: int  # the padding multiple the model's transform used
 
 
 def bare_epoch(model: torch.nn.Module, batches: list[common.Batch], optimizer: torch.optim.Optimizer,
@@ -117,7 +118,7 @@ def measure(config: StudyConfig, batches: list[common.Batch], pretrained: dict[s
         order = variants[rep % len(variants):] + variants[: rep % len(variants)]
         for variant in order:
             rates[variant].append(run(variant))
-    return StepRates(first_pass, rates, len(padded_shapes(model.transform, batches)))
+    return StepRates(first_pass, rates, len(padded_shapes(model.transform, batches)), model.transform.size_divisible)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -147,15 +148,15 @@ def main(argv: list[str] | None = None) -> dict:
             data = common.batches(train_store, config.train.batch_size, args.steps)
             pretrained = common.pseudo_pretrained(config, data[:2]) if args.init == "pretrained" else None
             with common.GpuSampler(args.device) as gpu:
-                first_pass, rates, shapes = measure(config, data, pretrained, reps=args.reps,
-                                                    size_divisible=args.size_divisible)
+                first_pass, rates, shapes, multiple = measure(config, data, pretrained, reps=args.reps,
+                                                              size_divisible=args.size_divisible)
             ratios = [p / b for p, b in zip(rates["project"], rates["bare"])]
             ratios_noclip = [p / b for p, b in zip(rates["project_noclip"], rates["bare"])]
             row = {
                 "arch": config.model.arch, "amp": amp, "batch_size": config.train.batch_size,
                 "image_hw": list(data[0][0][0].shape[1:]), "steps": len(data), "reps": args.reps,
                 "padded_shapes": shapes,
-                "size_divisible": args.size_divisible or 32,
+                "size_divisible": multiple,
                 "first_pass_images_per_s": {v: round(r, 4) for v, r in first_pass.items()},
                 "images_per_s": {v: common.stats(r) for v, r in rates.items()},
                 "ratio_project_vs_bare": common.stats(ratios),
