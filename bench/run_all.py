@@ -24,7 +24,7 @@ if __package__ in (None, ""):
 
 from bench.common import REPO, RESULTS
 
-BENCHMARKS = ("train_step", "data_pipeline", "evaluation", "tune_overhead", "asha_savings", "memory")
+BENCHMARKS = ("train_step", "data_pipeline", "evaluation", "tune_overhead", "asha_savings", "asha_budget", "memory")
 # Shared arguments each benchmark understands; asha_savings picks its own (synthetic, tiny) data.
 SHARED = ("--data", "--device", "--amp", "--threads")
 
@@ -112,8 +112,21 @@ def rows(r: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str]]:
         out.append((f"5. ASHA vs FIFO trial-epochs ({a['searcher']}, {horizon}, synthetic)",
                     f"{s['asha']['trial_epochs']} vs {s['fifo']['trial_epochs']} ({100 * a['epoch_fraction_asha_vs_fifo']:.0f} %)",
                     "≤ 40 %", _ok(a["epoch_fraction_asha_vs_fifo"] <= 0.4)))
+        expected = _simulated(r, a)
+        if expected:
+            out[-1] = (out[-1][0], f"{out[-1][1]}; simulated {expected}", *out[-1][2:])
         out.append((f"5. best val mAP, ASHA vs FIFO ({horizon})", f"{s['asha']['best_final']} vs {s['fifo']['best_final']} "
                     f"(seed noise σ {a['noise']['stdev']})", "within noise", _ok(a["within_noise"])))
+    for b in _variants(r, "asha_budget"):
+        for setting in dict.fromkeys(row["setting"] for row in b["simulated"]):
+            runs = [row for row in b["simulated"] if row["setting"] == setting]
+            first = runs[0]
+            label = (f"{setting}: {first['trials']} trials × {first['epochs']} epochs, grace {first['grace_period']}, "
+                     f"rf {first['reduction_factor']:g}, {first['max_concurrent']} at a time")
+            cells = "; ".join(f"noise {row['noise']:g}: {_fraction(row)}, best trial finishes in "
+                              f"{100 * row['best_runs_to_the_end']:.0f} %" for row in runs)
+            out.append((f"5. ASHA ÷ FIFO trial-epochs, simulated ({label}; {first['sweeps']} sweeps)", cells,
+                        "≤ 40 %", _ok(first["fraction_of_fifo"]["mean"] <= 0.4)))
     for m in _variants(r, "memory"):
         for row in m.get("models", []):
             cuda = f", CUDA peak {row['cuda_max_allocated_mb']:.0f} MB" if "cuda_max_allocated_mb" in row else ""
@@ -129,6 +142,23 @@ def rows(r: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str]]:
                         f"first trial {peaks[0] / 1024:.2f} GB, last {peaks[-1] / 1024:.2f} GB, "
                         f"highest {max(peaks) / 1024:.2f} GB", "—", "—"))
     return out
+
+
+def _fraction(row: dict[str, Any]) -> str:
+    f = row["fraction_of_fifo"]
+    return f"{100 * f['mean']:.1f} ± {100 * f['stdev']:.1f} % (p10–p90 {100 * f['p10']:.0f}–{100 * f['p90']:.0f} %)"
+
+
+def _simulated(r: dict[str, dict[str, Any]], savings: dict[str, Any]) -> str | None:
+    """What asha_budget's simulation expects (no noise) at the settings of an asha_savings run, if it ran them."""
+    settings = (savings["trials"], savings["epochs"], savings["asha"]["grace_period"],
+                savings["asha"]["reduction_factor"], int(savings["args"]["concurrency"]))
+    for b in _variants(r, "asha_budget"):
+        for row in b["simulated"]:
+            if row["noise"] == 0 and settings == (row["trials"], row["epochs"], row["grace_period"],
+                                                  row["reduction_factor"], row["max_concurrent"]):
+                return _fraction(row)
+    return None
 
 
 def _on(result: dict[str, Any]) -> str:

@@ -132,6 +132,12 @@ def test_asha_savings(tmp_path: Path) -> None:
     assert result["sweeps"]["asha"]["failed"] == result["sweeps"]["fifo"]["failed"] == 0
 
 
+def test_asha_budget(tmp_path: Path) -> None:
+    result = _run("asha_budget", tmp_path, "--sweeps", "2", "--only", "params", "--noise", "0.5")
+    (row,) = result["simulated"]
+    assert row["setting"] == "params.yaml" and row["sweeps"] == 2 and row["noise"] == 0.5
+
+
 def test_table(tmp_path: Path) -> None:
     from bench import run_all
 
@@ -159,3 +165,30 @@ def test_table(tmp_path: Path) -> None:
     text = run_all.table(tmp_path)
     assert "(mobilenet_v3_large_fpn, AMP, padded to ×128, on Some GPU, 320×427)" in text
     assert "first pass over 7 batch shapes 0.50 img/s" in text and text.count("first pass") == 1
+
+
+def test_table_reads_asha_savings_against_the_simulation_at_its_settings(tmp_path: Path) -> None:
+    from bench import run_all
+
+    machine = {"cpu": "x", "cores": 2, "torch": "2", "device": "cpu", "loadavg_at_start": 0.5, "torch_threads": 1}
+    sweep = {"best_final": 0.02}
+    (tmp_path / "asha_savings.json").write_text(json.dumps({
+        "benchmark": "asha_savings", "machine": machine, "args": {"concurrency": "2"}, "searcher": "hyperopt",
+        "trials": 20, "epochs": 10, "asha": {"grace_period": 2, "reduction_factor": 3},
+        "sweeps": {"asha": {**sweep, "trial_epochs": 92}, "fifo": {**sweep, "trial_epochs": 200}},
+        "epoch_fraction_asha_vs_fifo": 0.46, "noise": {"stdev": 0.01}, "within_noise": True}))
+    assert "92 vs 200 (46 %) |" in run_all.table(tmp_path)  # nothing simulated yet
+
+    def simulated(concurrent: int, noise: float, mean: float) -> dict:
+        return {"setting": f"s{concurrent}", "trials": 20, "epochs": 10, "grace_period": 2, "reduction_factor": 3.0,
+                "max_concurrent": concurrent, "noise": noise, "sweeps": 400, "best_runs_to_the_end": 0.75,
+                "fraction_of_fifo": {"mean": mean, "stdev": 0.079, "p10": 0.38, "p90": 0.56}}
+
+    (tmp_path / "asha_budget.json").write_text(json.dumps({"benchmark": "asha_budget", "machine": machine, "simulated": [
+        simulated(1, 0.0, 0.465), simulated(2, 1.0, 0.449), simulated(2, 0.0, 0.467)]}))
+    text = run_all.table(tmp_path)
+    # Only the noiseless simulation at the run's own concurrency is its reference.
+    assert "92 vs 200 (46 %); simulated 46.7 ± 7.9 % (p10–p90 38–56 %) |" in text
+    assert "| 5. ASHA ÷ FIFO trial-epochs, simulated (s2: 20 trials × 10 epochs, grace 2, rf 3, 2 at a time; 400 sweeps) " \
+           "| noise 1: 44.9 ± 7.9 % (p10–p90 38–56 %), best trial finishes in 75 %; noise 0: 46.7" in text
+    assert text.count("| 5. ASHA ÷ FIFO") == 2
