@@ -31,7 +31,7 @@ import yaml
 from ray.tune.schedulers import TrialScheduler
 
 from bench import common
-from pedtune.config import StudyConfig, validate
+from pedtune.config import ConfigError, StudyConfig, load_config, validate
 from pedtune.tune.searchers import build_scheduler
 
 # Settings compared with the params file's own (applied on top of it): the asha_savings runs' (with
@@ -124,6 +124,7 @@ def budget(config: StudyConfig, sweeps: int, noise: float, seed: int) -> dict[st
 
 def settings(params: Path, overrides: list[str]) -> list[tuple[str, StudyConfig]]:
     """(label, config) for the params file itself and each variant, all with the ASHA scheduler."""
+    load_config(params)  # names a missing, unparsable or invalid file before anything is changed in it
     raw = common.merge(yaml.safe_load(params.read_text()), common.overrides(overrides))
     raw = common.merge(raw, {"tune": {"scheduler": "asha"}})
     out = [(params.name, validate(raw, source=str(params)))]
@@ -149,9 +150,12 @@ def main(argv: list[str] | None = None) -> dict:
         p.error("--sweeps must be at least 2")
     if any(v < 0 for v in args.noise):
         p.error("--noise must be >= 0")
+    try:
+        chosen = settings(args.params, args.overrides)
+    except ConfigError as error:
+        p.error(str(error))
     common.setup(args)
     rows = []
-    chosen = settings(args.params, args.overrides)
     for label, config in chosen[:1] if args.only else chosen:
         for noise in args.noise:
             row = {"setting": label, **budget(config, args.sweeps, noise, args.seed)}

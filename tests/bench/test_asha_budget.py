@@ -64,4 +64,11 @@ def test_bad_arguments_exit_naming_them(tmp_path: Path, capsys: pytest.CaptureFi
     with pytest.raises(SystemExit) as exit_info:
         asha_budget.main(["--sweeps", "1", "--json", str(out)])
     assert exit_info.value.code == 2 and "--sweeps must be at least 2" in capsys.readouterr().err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(common.QUICK_PROFILE.read_text().replace("grace_period: 1", "grace_period: 0"))
+    for params, message in ((tmp_path / "none.yaml", "none.yaml not found"),
+                            (bad, "tune.asha.grace_period: Input should be greater than 0")):
+        with pytest.raises(SystemExit) as exit_info:
+            asha_budget.main(["--params", str(params), "--json", str(out)])
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
     assert not out.exists()
