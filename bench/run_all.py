@@ -1,7 +1,7 @@
 """Run every benchmark (each in its own process), write ``bench/results/<name>.json`` and print
 the markdown table for the README's performance section.
 
-    python -m bench.run_all                         # all six, CPU defaults (about 15-20 min on 2 cores)
+    python -m bench.run_all                         # all seven, CPU defaults (about 35 min on 2 idle cores)
     python -m bench.run_all --only train_step evaluation --wait-quiet 1.3
     python -m bench.run_all --table-only            # re-print the table from bench/results/*.json
     python -m bench.run_all --device cuda           # on a GPU machine (AMP off and on)
