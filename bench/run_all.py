@@ -108,7 +108,7 @@ def rows(r: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str]]:
     for a in _variants(r, "asha_savings"):
         s = a["sweeps"]
         horizon = f"{a['trials']} trials × {a['epochs']} epochs, grace {a['asha']['grace_period']}, " \
-                  f"rf {a['asha']['reduction_factor']:g}"
+                  f"rf {a['asha']['reduction_factor']:g}{_overridden(a, 'tune.seed')}"
         out.append((f"5. ASHA vs FIFO trial-epochs ({a['searcher']}, {horizon}, synthetic)",
                     f"{s['asha']['trial_epochs']} vs {s['fifo']['trial_epochs']} ({100 * a['epoch_fraction_asha_vs_fifo']:.0f} %)",
                     "≤ 40 %", _ok(a["epoch_fraction_asha_vs_fifo"] <= 0.4)))

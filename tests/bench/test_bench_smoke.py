@@ -192,3 +192,8 @@ def test_table_reads_asha_savings_against_the_simulation_at_its_settings(tmp_pat
     assert "| 5. ASHA ÷ FIFO trial-epochs, simulated (s2: 20 trials × 10 epochs, grace 2, rf 3, 2 at a time; 400 sweeps) " \
            "| noise 1: 44.9 ± 7.9 % (p10–p90 38–56 %), best trial finishes in 75 %; noise 0: 46.7" in text
     assert text.count("| 5. ASHA ÷ FIFO") == 2
+    # A run with another searcher seed says so.
+    seeded = json.loads((tmp_path / "asha_savings.json").read_text())
+    seeded["args"]["overrides"] = "['tune.seed=1']"
+    (tmp_path / "asha_savings_seed1.json").write_text(json.dumps(seeded))
+    assert "(hyperopt, 20 trials × 10 epochs, grace 2, rf 3, tune.seed=1, synthetic)" in run_all.table(tmp_path)
