@@ -109,24 +109,24 @@ def rows(r: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str]]:
         s = a["sweeps"]
         horizon = f"{a['trials']} trials × {a['epochs']} epochs, grace {a['asha']['grace_period']}, " \
                   f"rf {a['asha']['reduction_factor']:g}{_overridden(a, 'tune.seed')}"
-        out.append((f"5. ASHA vs FIFO trial-epochs ({a['searcher']}, {horizon}, synthetic)",
-                    f"{s['asha']['trial_epochs']} vs {s['fifo']['trial_epochs']} ({100 * a['epoch_fraction_asha_vs_fifo']:.0f} %)",
-                    "≤ 40 %", _ok(a["epoch_fraction_asha_vs_fifo"] <= 0.4)))
         expected = _simulated(r, a)
-        if expected:
-            out[-1] = (out[-1][0], f"{out[-1][1]}; simulated {expected}", *out[-1][2:])
+        out.append((f"5. ASHA vs FIFO trial-epochs ({a['searcher']}, {horizon}, synthetic)",
+                    f"{s['asha']['trial_epochs']} vs {s['fifo']['trial_epochs']} ({100 * a['epoch_fraction_asha_vs_fifo']:.0f} %)"
+                    + (f"; simulated {expected}" if expected else ""),
+                    "≤ 40 %", _ok(a["epoch_fraction_asha_vs_fifo"] <= 0.4)))
         out.append((f"5. best val mAP, ASHA vs FIFO ({horizon})", f"{s['asha']['best_final']} vs {s['fifo']['best_final']} "
                     f"(seed noise σ {a['noise']['stdev']})", "within noise", _ok(a["within_noise"])))
     for b in _variants(r, "asha_budget"):
         for setting in dict.fromkeys(row["setting"] for row in b["simulated"]):
             runs = [row for row in b["simulated"] if row["setting"] == setting]
             first = runs[0]
+            judged = next((row for row in runs if row["noise"] == 0), first)  # met: the noiseless expectation
             label = (f"{setting}: {first['trials']} trials × {first['epochs']} epochs, grace {first['grace_period']}, "
                      f"rf {first['reduction_factor']:g}, {first['max_concurrent']} at a time")
             cells = "; ".join(f"noise {row['noise']:g}: {_fraction(row)}, best trial finishes in "
                               f"{100 * row['best_runs_to_the_end']:.0f} %" for row in runs)
             out.append((f"5. ASHA ÷ FIFO trial-epochs, simulated ({label}; {first['sweeps']} sweeps)", cells,
-                        "≤ 40 %", _ok(first["fraction_of_fifo"]["mean"] <= 0.4)))
+                        "≤ 40 %", _ok(judged["fraction_of_fifo"]["mean"] <= 0.4)))
     for m in _variants(r, "memory"):
         for row in m.get("models", []):
             cuda = f", CUDA peak {row['cuda_max_allocated_mb']:.0f} MB" if "cuda_max_allocated_mb" in row else ""
@@ -155,8 +155,9 @@ def _simulated(r: dict[str, dict[str, Any]], savings: dict[str, Any]) -> str | N
                 savings["asha"]["reduction_factor"], int(savings["args"]["concurrency"]))
     for b in _variants(r, "asha_budget"):
         for row in b["simulated"]:
-            if row["noise"] == 0 and settings == (row["trials"], row["epochs"], row["grace_period"],
-                                                  row["reduction_factor"], row["max_concurrent"]):
+            # asha_savings runs with max_t = epochs (the trial's length).
+            if row["noise"] == 0 and row["max_t"] == row["epochs"] and settings == (
+                    row["trials"], row["epochs"], row["grace_period"], row["reduction_factor"], row["max_concurrent"]):
                 return _fraction(row)
     return None
 
