@@ -27,7 +27,6 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
-import yaml
 from ray.tune.schedulers import TrialScheduler
 
 from bench import common
@@ -110,22 +109,22 @@ def budget(config: StudyConfig, sweeps: int, noise: float, seed: int) -> dict[st
         outcome = simulate_sweep(config, rng.standard_normal(n), noise, rng)
         fractions.append(sum(outcome.epochs) / (n * config.train.epochs))
         kept += outcome.best_finished
-    q = np.quantile(fractions, [0.1, 0.9])
+    mean, q = statistics.mean(fractions), np.quantile(fractions, [0.1, 0.9])
     return {
         "trials": n, "epochs": config.train.epochs, "max_t": max_t,
         "grace_period": config.tune.asha.grace_period, "reduction_factor": config.tune.asha.reduction_factor,
         "max_concurrent": config.tune.max_concurrent, "noise": noise, "sweeps": sweeps,
-        "fraction_of_fifo": {"mean": round(statistics.mean(fractions), 4), "stdev": round(statistics.stdev(fractions), 4),
+        "fraction_of_fifo": {"mean": round(mean, 4), "stdev": round(statistics.stdev(fractions), 4),
                              "p10": round(float(q[0]), 4), "p90": round(float(q[1]), 4)},
-        "trial_epochs_mean": round(statistics.mean(fractions) * n * config.train.epochs, 1),
+        "trial_epochs_mean": round(mean * n * config.train.epochs, 1),
         "best_runs_to_the_end": round(kept / sweeps, 3),
     }
 
 
 def settings(params: Path, overrides: list[str]) -> list[tuple[str, StudyConfig]]:
     """(label, config) for the params file itself and each variant, all with the ASHA scheduler."""
-    load_config(params)  # names a missing, unparsable or invalid file before anything is changed in it
-    raw = common.merge(yaml.safe_load(params.read_text()), common.overrides(overrides))
+    # load_config names a missing, unparsable or invalid file; its dump is the file with defaults filled in.
+    raw = common.merge(load_config(params).model_dump(mode="json"), common.overrides(overrides))
     raw = common.merge(raw, {"tune": {"scheduler": "asha"}})
     out = [(params.name, validate(raw, source=str(params)))]
     for label, changes in VARIANTS:
