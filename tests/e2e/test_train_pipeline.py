@@ -44,10 +44,24 @@ def test_dvc_repro_trains_logs_and_is_then_up_to_date(study: Path):
     artifacts = {a.path for a in client.list_artifacts(mlrun.info.run_id)}
     assert {"train.json", "history.csv", "model.pt"} <= artifacts
 
-    # A changed training param re-runs train only; the data stages stay cached.
-    params = (study / "params.yaml").read_text().replace("lr: 0.005", "lr: 0.01", 1)
-    (study / "params.yaml").write_text(params)
-    diff = run(["dvc", "params", "diff"], study).stdout
-    assert "train.lr" in diff and "0.01" in diff
-    status = run(["dvc", "status", "train"], study).stdout
-    assert "train:" in status and "fetch:" not in status and "split:" not in status
+    # An experiment on one training param (README's `dvc exp run -S`) re-runs train only, and
+    # DVC's experiment, params and metrics views compare it with the committed baseline.
+    run(["git", "add", "-A"], study)
+    run(["git", "-c", "user.email=ci@pedtune", "-c", "user.name=ci", "commit", "-qm", "baseline"], study)
+    ran = run(["dvc", "exp", "run", "train", "-S", "train.lr=0.01"], study).stdout
+    assert "Running stage 'train'" in ran
+    assert not any(f"Running stage '{stage}'" in ran for stage in ("fetch", "weights", "split"))
+    params_diff = json.loads(run(["dvc", "params", "diff", "--json"], study).stdout)
+    lr_change = params_diff["params.yaml"]["train.lr"]
+    assert (lr_change["old"], lr_change["new"]) == (0.005, 0.01)
+    metrics_diff = json.loads(run(["dvc", "metrics", "diff", "--all", "--json"], study).stdout)
+    assert {"bbox_mAP", "segm_mAP", "wall_time_s"} <= set(metrics_diff["metrics/train.json"])
+    experiments = [
+        exp for entry in json.loads(run(["dvc", "exp", "show", "--json"], study).stdout)
+        for exp in entry.get("experiments") or [] if exp.get("name")
+    ]
+    assert len(experiments) == 1, experiments
+    (revision,) = experiments[0]["revs"]
+    data = revision["data"]
+    assert data["params"]["params.yaml"]["data"]["train"]["lr"] == 0.01
+    assert data["metrics"]["metrics/train.json"]["data"]["epochs"] == 2
