@@ -26,6 +26,14 @@ def test_whole_study_reproduces_and_reruns_only_what_a_change_affects(study: Pat
     assert "initial" in report and "tuned" in report
     assert list((study / "results/evaluate/pictures").glob("*.png"))
 
+    # README's `dvc metrics show` and `dvc plots show` find every file dvc.yaml declares.
+    metrics = json.loads(run(["dvc", "metrics", "show", "--json"], study).stdout)
+    shown = {path for rev in metrics.values() for path, entry in rev["data"].items() if "error" not in entry}
+    assert shown == {"metrics/train.json", "metrics/tune.json", "metrics/evaluate.json"}, metrics
+    plots = json.loads(run(["dvc", "plots", "show", "--json"], study).stdout)
+    assert not plots.get("errors"), plots["errors"]
+    assert all(plots["data"][name] for name in plots["data"]), [n for n, d in plots["data"].items() if not d]
+
     # best_params.yaml is a drop-in for the train: section.
     params = yaml.safe_load((study / "params.yaml").read_text())
     params["train"] = yaml.safe_load((study / "results/tune/best_params.yaml").read_text())
