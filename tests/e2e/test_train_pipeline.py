@@ -65,3 +65,9 @@ def test_dvc_repro_trains_logs_and_is_then_up_to_date(study: Path):
     data = revision["data"]
     assert data["params"]["params.yaml"]["data"]["train"]["lr"] == 0.01
     assert data["metrics"]["metrics/train.json"]["data"]["epochs"] == 2
+
+    # An experiment DVC runs in a temporary copy of the repository (--temp, or queued) logs its
+    # MLflow run to this repository's store, not to the copy's, which DVC deletes.
+    run(["dvc", "exp", "run", "--temp", "train", "-S", "train.lr=0.02"], study)
+    lrs = sorted(r.data.params["train.lr"] for r in client.search_runs([experiment.experiment_id]))
+    assert lrs == ["0.005", "0.01", "0.02"]

@@ -6,6 +6,7 @@ the tuning driver and the evaluation can each manage parent and child runs side 
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -34,11 +35,22 @@ class Store:
     experiment_name: str
 
 
+def from_root(path: str) -> Path:
+    """A relative store path made absolute from the repository the stage runs for.
+
+    That is DVC's ``DVC_ROOT`` when DVC runs the stage, else the working directory.
+    ``dvc exp run --temp`` and queued experiments run in a temporary copy of the repository,
+    where DVC_ROOT still names the original: their runs join its store instead of vanishing
+    with the copy.
+    """
+    return (Path(os.environ.get("DVC_ROOT") or ".") / path).resolve()
+
+
 def resolve_tracking_uri(uri: str) -> str:
     """Make a relative ``sqlite:///path`` absolute (Ray workers may run in another cwd)."""
     prefix = "sqlite:///"
     if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
-        path = Path(uri[len(prefix) :]).resolve()
+        path = from_root(uri[len(prefix) :])
         path.parent.mkdir(parents=True, exist_ok=True)
         return prefix + str(path)
     return uri
@@ -54,7 +66,7 @@ def open_store(cfg: MlflowConfig) -> Store:
         if experiment is None:
             location = cfg.artifact_location
             if location and "://" not in location:
-                location = Path(location).resolve().as_uri()
+                location = from_root(location).as_uri()
             experiment_id = client.create_experiment(cfg.experiment, artifact_location=location or None)
         else:
             experiment_id = experiment.experiment_id
