@@ -11,11 +11,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock
 from mlflow.entities import Metric, Param, RunStatus
 from mlflow.tracking import MlflowClient
 
@@ -56,20 +57,34 @@ def resolve_tracking_uri(uri: str) -> str:
     return uri
 
 
+def _opening_lock(uri: str) -> AbstractContextManager[Any]:
+    """One process at a time opens a local SQLite store.
+
+    MLflow creates and migrates the database's tables when a client first opens it, and two
+    processes doing that at once (queued DVC experiments started together) leave the file
+    half-migrated for good; two creating the experiment at once would also clash.
+    """
+    prefix = "sqlite:///"
+    if uri.startswith(prefix):
+        return FileLock(uri[len(prefix) :].split("?")[0] + ".lock")
+    return nullcontext()
+
+
 def open_store(cfg: MlflowConfig) -> Store:
     """Connect (within ``connect_timeout_s`` for a server) and get or create the experiment."""
     check_reachable(cfg)
     uri = resolve_tracking_uri(cfg.tracking_uri)
-    client = MlflowClient(tracking_uri=uri)
     try:
-        experiment = client.get_experiment_by_name(cfg.experiment)
-        if experiment is None:
-            location = cfg.artifact_location
-            if location and "://" not in location:
-                location = from_root(location).as_uri()
-            experiment_id = client.create_experiment(cfg.experiment, artifact_location=location or None)
-        else:
-            experiment_id = experiment.experiment_id
+        with _opening_lock(uri):
+            client = MlflowClient(tracking_uri=uri)
+            experiment = client.get_experiment_by_name(cfg.experiment)
+            if experiment is None:
+                location = cfg.artifact_location
+                if location and "://" not in location:
+                    location = from_root(location).as_uri()
+                experiment_id = client.create_experiment(cfg.experiment, artifact_location=location or None)
+            else:
+                experiment_id = experiment.experiment_id
     except Exception as error:  # the store's own errors vary by backend
         raise TrackingError(f"cannot use MLflow store {uri}: {error}") from None
     return Store(client, uri, experiment_id, cfg.experiment)
