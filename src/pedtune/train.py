@@ -18,7 +18,7 @@ from pedtune.data.split import read_split
 from pedtune.engine.train import EpochResult, fit
 from pedtune.io import atomic_path, write_json, write_text
 from pedtune.model.weights import load_weights
-from pedtune.tracking.store import git_commit, log_metrics, log_params, open_store as open_mlflow, tracked_run
+from pedtune.tracking.store import log_metrics, log_params, open_store as open_mlflow, source_tags, tracked_run
 
 HISTORY_FIELDS = ("epoch", "train_loss", "lr", "bbox_mAP", "bbox_AP50", "bbox_AP75", "segm_mAP", "segm_AP50",
                   "segm_AP75", "epoch_time_s")
@@ -65,7 +65,7 @@ def run_train(config: StudyConfig) -> dict[str, float]:
     size = (config.model.min_size, config.model.max_size)
     train_store = open_store(paths.DATA_ROOT, split.train, *size, config.data.cache, "train split")
     val_store = open_store(paths.DATA_ROOT, split.val, *size, config.data.cache, "val split")
-    tags = {"stage": "train", "git_commit": git_commit(), "dataset_hash": data_hash}
+    tags = {"stage": "train", **source_tags(), "dataset_hash": data_hash}
     with tracked_run(store, "train", tags) as run_id:
         log_params(store, run_id, run_params(config))
         result = fit(config, train_store, val_store, pretrained, on_epoch_end=mlflow_epoch_hook(store, run_id))

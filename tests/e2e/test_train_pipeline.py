@@ -68,6 +68,10 @@ def test_dvc_repro_trains_logs_and_is_then_up_to_date(study: Path):
 
     # An experiment DVC runs in a temporary copy of the repository (--temp, or queued) logs its
     # MLflow run to this repository's store, not to the copy's, which DVC deletes.
-    run(["dvc", "exp", "run", "--temp", "train", "-S", "train.lr=0.02"], study)
-    lrs = sorted(r.data.params["train.lr"] for r in client.search_runs([experiment.experiment_id]))
-    assert lrs == ["0.005", "0.01", "0.02"]
+    # Each run names the DVC experiment it belongs to (none for `dvc repro`).
+    run(["dvc", "exp", "run", "--temp", "--name", "lr-002", "train", "-S", "train.lr=0.02"], study)
+    by_lr = {r.data.params["train.lr"]: r.data.tags for r in client.search_runs([experiment.experiment_id])}
+    assert sorted(by_lr) == ["0.005", "0.01", "0.02"]
+    assert "dvc_experiment" not in by_lr["0.005"]
+    assert by_lr["0.01"]["dvc_experiment"] == experiments[0]["name"]
+    assert by_lr["0.02"]["dvc_experiment"] == "lr-002"

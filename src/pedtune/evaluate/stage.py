@@ -35,7 +35,7 @@ from pedtune.evaluate.report import (
 from pedtune.evaluate.runs import INITIAL, TUNED, RunInputs, RunResult, RunSpec, plan_runs, shared_result
 from pedtune.io import atomic_path, write_json, write_text
 from pedtune.model.weights import load_weights
-from pedtune.tracking.store import Store, git_commit, log_metrics, log_params, open_store as open_mlflow, tracked_run
+from pedtune.tracking.store import Store, log_metrics, log_params, open_store as open_mlflow, source_tags, tracked_run
 from pedtune.train import run_params
 
 
@@ -124,8 +124,9 @@ def run_evaluate(config: StudyConfig) -> dict[str, Any]:
     run_configs = {(spec.name, spec.seed): spec.config for spec in specs}
     execution = describe_execution(config.tune, len(specs))
 
-    commit = git_commit()
-    tags = {"stage": "evaluate", "git_commit": commit, "dataset_hash": data_hash}
+    source = source_tags()
+    commit = source["git_commit"]
+    tags = {"stage": "evaluate", **source, "dataset_hash": data_hash}
     with tracked_run(store, "evaluate", tags) as parent_id:
         log_params(store, parent_id, parent_params(config))
 

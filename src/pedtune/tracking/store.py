@@ -103,6 +103,14 @@ def git_commit() -> str:
     return commit + ("-dirty" if dirty else "")
 
 
+def source_tags() -> dict[str, str]:
+    """What produced a run: the git commit, and the experiment's name when DVC runs one."""
+    tags = {"git_commit": git_commit()}
+    if experiment := os.environ.get("DVC_EXP_NAME"):  # set by `dvc exp run`, not by `dvc repro`
+        tags["dvc_experiment"] = experiment
+    return tags
+
+
 def log_params(store: Store, run_id: str, params: Mapping[str, Any]) -> None:
     items = [Param(key, str(value)) for key, value in params.items()]
     for start in range(0, len(items), 100):

@@ -31,7 +31,7 @@ from pedtune.engine.train import fit
 from pedtune.errors import PedtuneError
 from pedtune.io import write_json
 from pedtune.model.weights import load_weights
-from pedtune.tracking.store import Store, git_commit, log_metrics, open_store as open_mlflow
+from pedtune.tracking.store import Store, log_metrics, open_store as open_mlflow, source_tags
 from pedtune.train import run_params
 from pedtune.tune.identity import sweep_id
 from pedtune.tune.outputs import CURVES_CSV, summary_table, tune_metrics, write_outputs
@@ -80,7 +80,7 @@ def parent_tags(config: StudyConfig, dataset_hash: str) -> dict[str, str]:
     return {
         "searcher": config.tune.searcher,
         "scheduler": config.tune.scheduler,
-        "git_commit": git_commit(),
+        **source_tags(),
         "dataset_hash": dataset_hash,
     }
 
