@@ -24,6 +24,7 @@ from pedtune.config.schema import MlflowConfig
 from pedtune.errors import TrackingError
 from pedtune.tracking.server import check_reachable
 
+SQLITE = "sqlite:///"  # a local store's URI: this prefix, then the database file's path
 MAX_BATCH = 1000  # MLflow's log_batch limit on metrics per call
 TAG_PARENT = "mlflow.parentRunId"
 
@@ -49,11 +50,10 @@ def from_root(path: str) -> Path:
 
 def resolve_tracking_uri(uri: str) -> str:
     """Make a relative ``sqlite:///path`` absolute (Ray workers may run in another cwd)."""
-    prefix = "sqlite:///"
-    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
-        path = from_root(uri[len(prefix) :])
+    if uri.startswith(SQLITE) and not uri.startswith(SQLITE + "/"):
+        path = from_root(uri[len(SQLITE) :])
         path.parent.mkdir(parents=True, exist_ok=True)
-        return prefix + str(path)
+        return SQLITE + str(path)
     return uri
 
 
@@ -64,9 +64,8 @@ def _opening_lock(uri: str) -> AbstractContextManager[Any]:
     processes doing that at once (queued DVC experiments started together) leave the file
     half-migrated for good; two creating the experiment at once would also clash.
     """
-    prefix = "sqlite:///"
-    if uri.startswith(prefix):
-        return FileLock(uri[len(prefix) :].split("?")[0] + ".lock")
+    if uri.startswith(SQLITE):
+        return FileLock(uri[len(SQLITE) :].split("?")[0] + ".lock")
     return nullcontext()
 
 
