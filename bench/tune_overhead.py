@@ -46,9 +46,14 @@ from pedtune.model.factory import build_model
 def process_started() -> float:
     """When this process started, on ``time.time()``'s clock, to a clock tick.
 
-    Not psutil's ``create_time``: it adds the start tick to the boot time, which Linux gives
-    in whole seconds, so it lies up to a second before the true start.
+    Not psutil's ``create_time`` where Linux's /proc is there: it adds the start tick to the boot
+    time, which Linux gives in whole seconds, so it lies up to a second before the true start.
+    Elsewhere (macOS) psutil's is the clock there is.
     """
+    if not Path("/proc/self/stat").exists():
+        import psutil
+
+        return psutil.Process().create_time()
     after_name = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
     start_s = int(after_name[19]) / os.sysconf("SC_CLK_TCK")  # field 22, starttime: ticks since boot
     return time.time() - (time.clock_gettime(time.CLOCK_BOOTTIME) - start_s)
