@@ -34,7 +34,7 @@ import torch
 from bench import common
 from pedtune.config import StudyConfig
 from pedtune.data.dataset import SampleStore
-from pedtune.engine.train import EpochHook
+from pedtune.engine.train import EpochHook, TrainedHook
 
 
 class SmallHeadsFit:
@@ -45,7 +45,7 @@ class SmallHeadsFit:
 
     def __call__(self, config: StudyConfig, train_store: SampleStore, eval_store: SampleStore,
                  pretrained: Mapping[str, torch.Tensor] | None = None, on_epoch_end: EpochHook | None = None,
-                 resume: Mapping[str, Any] | None = None) -> Any:
+                 resume: Mapping[str, Any] | None = None, on_epoch_trained: TrainedHook | None = None) -> Any:
         from pedtune.engine import train as engine
         from pedtune.model import factory
 
@@ -59,7 +59,7 @@ class SmallHeadsFit:
         original, engine.build_model = engine.build_model, build
         try:
             with contextlib.redirect_stderr(io.StringIO()):
-                return engine.fit(config, train_store, eval_store, pretrained, on_epoch_end, resume)
+                return engine.fit(config, train_store, eval_store, pretrained, on_epoch_end, resume, on_epoch_trained)
         finally:
             engine.build_model = original
 

@@ -42,7 +42,7 @@ import torch
 from bench import common
 from pedtune.config import StudyConfig
 from pedtune.data.dataset import SampleStore
-from pedtune.engine.train import EpochHook, EpochResult, fit
+from pedtune.engine.train import EpochHook, EpochResult, TrainedHook, fit
 
 MARKER = "BENCH_MEMORY "
 
@@ -59,11 +59,11 @@ class RssLoggingFit:
 
     def __call__(self, config: StudyConfig, train_store: SampleStore, eval_store: SampleStore,
                  pretrained: Mapping[str, torch.Tensor] | None = None, on_epoch_end: EpochHook | None = None,
-                 resume: Mapping[str, Any] | None = None) -> None:
+                 resume: Mapping[str, Any] | None = None, on_epoch_trained: TrainedHook | None = None) -> None:
         start = rss_mb()
         # ru_maxrss never resets, so the trial's own peak is sampled.
         with common.Sampler(rss_mb, 0.05) as sampler, contextlib.redirect_stderr(io.StringIO()):
-            fit(config, train_store, eval_store, pretrained, on_epoch_end, resume)
+            fit(config, train_store, eval_store, pretrained, on_epoch_end, resume, on_epoch_trained)
         end = rss_mb()
         row = {"pid": os.getpid(), "batch_size": config.train.batch_size, "rss_start_mb": round(start, 1),
                "peak_mb": round(max(start, end, *sampler.samples), 1), "rss_end_mb": round(end, 1), "t": time.time()}

@@ -92,15 +92,18 @@ def rows(r: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str]]:
                                   for n, s in sets.items()),
                         "agree to 1e-4", _ok(all(s["agree_1e-4"] for s in sets.values()))))
     for t in _variants(r, "tune_overhead"):
-        for state in dict.fromkeys(run["state"] for run in t["runs"]):
-            runs = [x for x in t["runs"] if x["state"] == state]
+        for state, share in dict.fromkeys((run["state"], run.get("eval_share", 0)) for run in t["runs"]):
+            runs = [x for x in t["runs"] if (x["state"], x.get("eval_share", 0)) == (state, share)]
             # The median run (the later of two) for each figure, with that run's breakdown beside it.
             by_ratio = sorted(runs, key=lambda x: x["ratio_wall_vs_ideal"])[len(runs) // 2]
             by_start = sorted(runs, key=lambda x: x["init_to_first_trial_s"])[len(runs) // 2]
             ratio, first = by_ratio["ratio_wall_vs_ideal"], by_start["init_to_first_trial_s"]
             every = t.get("checkpoint_every", 1)
+            # Result files from before checkpoints were written during evaluation have no eval_share.
+            written = "" if "eval_share" not in runs[0] else \
+                f", written during the last {100 * share:g} % of an epoch (evaluation)" if share else ", written after the epoch"
             label = f"{t['trials']} trials × {t['epochs']} epochs × {t['epoch_s']:g} s, {t['concurrency']} at a time, " \
-                    f"{runs[0]['checkpoint_mb']:g} MB checkpoints" + (f" every {every} epochs" if every != 1 else "")
+                    f"{runs[0]['checkpoint_mb']:g} MB checkpoints" + (f" every {every} epochs" if every != 1 else "") + written
             out.append((f"4. sweep wall ÷ ideal ({label})", f"{ratio:.3f}× (per-trial overhead "
                         f"{by_ratio['overhead_per_trial_s']:.1f} s)", "≤ 1.1×", _ok(ratio <= 1.1)))
             out.append((f"4. ray.init → first trial running ({state} checkpoints)", f"{first:.1f} s "

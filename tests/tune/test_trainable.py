@@ -13,7 +13,7 @@ from pedtune import paths
 from pedtune.data.dataset import open_store
 from pedtune.data.split import read_split
 from pedtune.engine.train import EpochResult, fit
-from pedtune.tune.trainable import CHECKPOINT_FILE, load_state, save_state
+from pedtune.tune.trainable import load_state, save_state
 
 pytestmark = pytest.mark.slow
 
@@ -33,7 +33,7 @@ def test_a_run_resumed_from_a_saved_epoch_continues_as_if_never_stopped(study: P
             save_state(state(), folder)
 
     uninterrupted = fit(config, train, val, on_epoch_end=keep_first_epoch)
-    state = load_state(folder / CHECKPOINT_FILE)
+    state = load_state(folder)
     assert state["epoch"] == 1 and len(state["history"]) == 1
 
     resumed = fit(config, train, val, resume=state)

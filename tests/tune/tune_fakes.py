@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from pedtune.config import StudyConfig
-from pedtune.engine.train import EpochHook, EpochResult
+from pedtune.engine.train import EpochHook, EpochResult, TrainedHook
 from pedtune.errors import NonFiniteLossError
 
 DELAY_ENV = "PEDTUNE_FAKE_EPOCH_S"
@@ -34,6 +34,7 @@ def fake_fit(
     pretrained: Mapping[str, torch.Tensor] | None = None,
     on_epoch_end: EpochHook | None = None,
     resume: Mapping[str, Any] | None = None,
+    on_epoch_trained: TrainedHook | None = None,
 ) -> None:
     cfg = config.train
     history = [dict(h) for h in resume["history"]] if resume else []
@@ -44,13 +45,16 @@ def fake_fit(
             raise NonFiniteLossError(epoch, 1, {"loss_mask": math.nan})
         if cfg.lr == WORKER_DIES_LR:
             os._exit(137)  # the worker process dies, as when the kernel kills it for memory
+        weights = {"weight": torch.full((2,), float(epoch))}
+        if on_epoch_trained is not None:
+            on_epoch_trained(epoch, lambda epoch=epoch: {"epoch": epoch, "model": weights})
         score = fake_score(cfg.lr, epoch, cfg.epochs)
         metrics = {"bbox_mAP": score, "segm_mAP": score / 2, "train_loss": 1 / epoch,
                    "resumed_from": float(resume["epoch"]) if resume else 0.0}
         history.append(metrics)
 
         def state(epoch: int = epoch) -> dict[str, Any]:
-            return {"epoch": epoch, "history": history, "model": {"weight": torch.full((2,), float(epoch))}}
+            return {"epoch": epoch, "history": history, "model": weights}
 
         if on_epoch_end is not None:
             on_epoch_end(EpochResult(epoch, metrics), state)

@@ -119,10 +119,24 @@ def tiny_config(raw_params):
 def test_fit_reports_every_epoch_and_resumes_exactly(tiny_config, synthetic_store: SampleStore, monkeypatch):
     releases = []
     monkeypatch.setattr(engine, "release_freed_heap", lambda: releases.append(True))
-    states = []
+    states, trained, order = [], [], []
+    evaluate = engine.evaluate
+    monkeypatch.setattr(engine, "evaluate", lambda *args: order.append("evaluate") or evaluate(*args))
     straight = engine.fit(tiny_config, synthetic_store, synthetic_store,
-                          on_epoch_end=lambda result, state: states.append((result, copy.deepcopy(state()))))
+                          on_epoch_end=lambda result, state: order.append("end") or states.append(
+                              (result, copy.deepcopy(state()))),
+                          on_epoch_trained=lambda epoch, state: order.append("trained") or trained.append(
+                              (epoch, copy.deepcopy(state()))))
+    assert order == ["trained", "evaluate", "end"] * 2
     assert [result.epoch for result, _ in states] == [1, 2]
+    assert [epoch for epoch, _ in trained] == [1, 2]
+    # Evaluating an epoch changes none of the state a checkpoint written meanwhile holds.
+    for (_, before), (_, after) in zip(trained, states, strict=True):
+        assert set(after) - set(before) == {"history"}
+        torch.testing.assert_close(before["model"], after["model"], rtol=0, atol=0)
+        torch.testing.assert_close(before["optimizer"], after["optimizer"], rtol=0, atol=0)
+        assert (before["epoch"], before["scheduler"], before["scaler"]) == (
+            after["epoch"], after["scheduler"], after["scaler"])
     assert {"train_loss", "lr", "bbox_mAP", "segm_mAP", "bbox_AP50", "segm_AP75"} <= set(states[0][0].metrics)
     checkpoint = {**states[0][1], "history": list(states[0][1]["history"][:1])}
     resumed = engine.fit(tiny_config, synthetic_store, synthetic_store, resume=checkpoint)

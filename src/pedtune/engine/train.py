@@ -54,6 +54,11 @@ class EpochResult:
 # state (for a checkpoint); building the state only when asked keeps epochs cheap. The state
 # references the live tensors: save or copy it before the hook returns.
 EpochHook = Callable[[EpochResult, Callable[[], dict[str, Any]]], None]
+# Called when an epoch's training is done, before it is evaluated, with the epoch and a function
+# that returns the training state without the history (the same tensors as the EpochHook's).
+# Nothing changes them until that epoch's EpochHook returns, so a checkpoint can be written
+# while the epoch is evaluated instead of after it.
+TrainedHook = Callable[[int, Callable[[], dict[str, Any]]], None]
 
 
 @dataclass
@@ -226,10 +231,12 @@ def fit(
     pretrained: Mapping[str, torch.Tensor] | None = None,
     on_epoch_end: EpochHook | None = None,
     resume: Mapping[str, Any] | None = None,
+    on_epoch_trained: TrainedHook | None = None,
 ) -> FitResult:
     """Train ``config.train`` on ``train_store``; after each epoch score COCO AP on ``eval_store``.
 
     ``resume`` is a state returned through ``on_epoch_end``: training continues after its epoch.
+    ``on_epoch_trained`` is called between an epoch's training and its evaluation.
     Raises :class:`NonFiniteLossError` when the loss diverges.
     """
     cfg = config.train
@@ -266,6 +273,18 @@ def fit(
         lr = optimizer.param_groups[0]["lr"]
         losses = train_one_epoch(model, train_loader, optimizer, scheduler, scaler, cfg, device, epoch)
         train_time = time.perf_counter() - epoch_start
+
+        def training_state(epoch: int = epoch) -> dict[str, Any]:
+            return {
+                "epoch": epoch,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict(),
+            }
+
+        if on_epoch_trained is not None:
+            on_epoch_trained(epoch, training_state)
         scores = evaluate(model, eval_loader, truth, device)
         metrics = {
             **{f"train_{k}": v for k, v in losses.items()},
@@ -282,15 +301,8 @@ def fit(
             flush=True,
         )
 
-        def state(epoch: int = epoch) -> dict[str, Any]:
-            return {
-                "epoch": epoch,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(),
-                "history": history,
-            }
+        def state(training_state: Callable[[], dict[str, Any]] = training_state) -> dict[str, Any]:
+            return {**training_state(), "history": history}
 
         if on_epoch_end is not None:
             on_epoch_end(EpochResult(epoch, metrics), state)
