@@ -99,9 +99,10 @@ def rows(r: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str]]:
             by_start = sorted(runs, key=lambda x: x["init_to_first_trial_s"])[len(runs) // 2]
             ratio, first = by_ratio["ratio_wall_vs_ideal"], by_start["init_to_first_trial_s"]
             every = t.get("checkpoint_every", 1)
-            # Result files from before checkpoints were written during evaluation have no eval_share.
-            written = "" if "eval_share" not in runs[0] else \
-                f", written during the last {100 * share:g} % of an epoch (evaluation)" if share else ", written after the epoch"
+            # Result files from before checkpoints were written during evaluation have no eval_share (0).
+            written = "" if not runs[0]["checkpoint_mb"] else \
+                f", written during the last {100 * share:g} % of the epoch (its evaluation)" if share else \
+                ", written after the epoch"
             label = f"{t['trials']} trials × {t['epochs']} epochs × {t['epoch_s']:g} s, {t['concurrency']} at a time, " \
                     f"{runs[0]['checkpoint_mb']:g} MB checkpoints" + (f" every {every} epochs" if every != 1 else "") + written
             out.append((f"4. sweep wall ÷ ideal ({label})", f"{ratio:.3f}× (per-trial overhead "
