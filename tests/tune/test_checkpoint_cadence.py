@@ -1,5 +1,6 @@
 """How a trial hands Tune checkpoints: every ``tune.checkpoint_every``-th epoch (metrics every epoch),
-written while the epoch is evaluated, and nothing left behind when writing or fitting fails."""
+written while the epoch is evaluated, nothing left behind when writing or fitting fails; and how a
+restored trial reads them back."""
 
 from __future__ import annotations
 
@@ -126,3 +127,31 @@ def test_a_fit_failing_while_its_checkpoint_is_written_leaves_nothing(monkeypatc
     with pytest.raises(RuntimeError, match="evaluation failed"):
         _trial(monkeypatch, staging, fails_evaluating)
     assert list(staging.iterdir()) == [] and _writer_threads() == []
+
+
+class RestoringTune:
+    """Stands in for ``ray.tune`` inside a trial that Tune restores from ``folder``."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def get_checkpoint(self) -> tune.Checkpoint:
+        return tune.Checkpoint(str(self.folder))
+
+
+def test_a_restored_trial_reads_the_state_and_history_of_its_checkpoint(monkeypatch, tmp_path: Path):
+    history = [{"bbox_mAP": 0.1}, {"bbox_mAP": 0.2}]
+    trainable.save_state({"epoch": 2, "model": {"weight": torch.ones(3)}, "history": history}, tmp_path)
+    monkeypatch.setattr(trainable, "tune", RestoringTune(tmp_path))
+    state = trainable.restored_state()
+    assert state["epoch"] == 2 and state["history"] == history
+    assert torch.equal(state["model"]["weight"], torch.ones(3))
+
+
+def test_a_checkpoint_from_before_the_history_file_still_restores(monkeypatch, tmp_path: Path):
+    # An interrupted sweep resumed after upgrading: its state.pt holds the history itself.
+    history = [{"bbox_mAP": 0.1}]
+    torch.save({"epoch": 1, "model": {}, "history": history}, tmp_path / trainable.CHECKPOINT_FILE)
+    monkeypatch.setattr(trainable, "tune", RestoringTune(tmp_path))
+    state = trainable.restored_state()
+    assert state["epoch"] == 1 and state["history"] == history

@@ -20,6 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
+import pyarrow.fs
 import torch
 from ray import tune
 
@@ -141,7 +142,10 @@ def restored_state() -> dict[str, Any] | None:
     # Read in place: as_directory() would first copy a checkpoint on a non-LocalFileSystem.
     with checkpoint.filesystem.open_input_file(f"{checkpoint.path}/{CHECKPOINT_FILE}") as file:
         state = _load(file)
-    with checkpoint.filesystem.open_input_file(f"{checkpoint.path}/{HISTORY_FILE}") as file:
+    history = f"{checkpoint.path}/{HISTORY_FILE}"
+    if checkpoint.filesystem.get_file_info(history).type == pyarrow.fs.FileType.NotFound:
+        return state  # written before the history had a file of its own: state.pt holds it
+    with checkpoint.filesystem.open_input_file(history) as file:
         return {**state, "history": _load(file)}
 
 
