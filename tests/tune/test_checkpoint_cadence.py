@@ -94,7 +94,7 @@ def test_the_training_state_is_written_while_the_epoch_is_evaluated(monkeypatch,
         while True:
             with contextlib.suppress(Exception):
                 (written,) = staging.glob(f"*/{trainable.CHECKPOINT_FILE}")
-                if trainable._load(written)["epoch"] == 1:
+                if trainable.load_state(written.parent)["epoch"] == 1:
                     break
             assert time.monotonic() < deadline, "the checkpoint was not written before the report"
             time.sleep(0.01)

@@ -61,14 +61,21 @@ def save_state(state: Mapping[str, Any], folder: Path) -> None:
     torch.save(history, folder / HISTORY_FILE)
 
 
-def _load(file: Path | BinaryIO) -> Any:
+def _load(file: BinaryIO) -> Any:
     # weights_only: a checkpoint is tensors and plain containers, never arbitrary objects.
     return torch.load(file, map_location="cpu", weights_only=True)
 
 
-def load_state(folder: Path) -> dict[str, Any]:
-    """The full state saved in a checkpoint folder (``fit``'s ``resume``)."""
-    return {**_load(folder / CHECKPOINT_FILE), "history": _load(folder / HISTORY_FILE)}
+def load_state(folder: str | Path, filesystem: pyarrow.fs.FileSystem | None = None) -> dict[str, Any]:
+    """The full state saved in a checkpoint folder (``fit``'s ``resume``), read in place from its filesystem."""
+    filesystem = filesystem or pyarrow.fs.LocalFileSystem()
+    with filesystem.open_input_file(f"{folder}/{CHECKPOINT_FILE}") as file:
+        state = _load(file)
+    history = f"{folder}/{HISTORY_FILE}"
+    if filesystem.get_file_info(history).type == pyarrow.fs.FileType.NotFound:
+        return state  # written before the history had a file of its own: state.pt holds it
+    with filesystem.open_input_file(history) as file:
+        return {**state, "history": _load(file)}
 
 
 class EpochReporter:
@@ -140,13 +147,7 @@ def restored_state() -> dict[str, Any] | None:
     if checkpoint is None:
         return None
     # Read in place: as_directory() would first copy a checkpoint on a non-LocalFileSystem.
-    with checkpoint.filesystem.open_input_file(f"{checkpoint.path}/{CHECKPOINT_FILE}") as file:
-        state = _load(file)
-    history = f"{checkpoint.path}/{HISTORY_FILE}"
-    if checkpoint.filesystem.get_file_info(history).type == pyarrow.fs.FileType.NotFound:
-        return state  # written before the history had a file of its own: state.pt holds it
-    with checkpoint.filesystem.open_input_file(history) as file:
-        return {**state, "history": _load(file)}
+    return load_state(checkpoint.path, checkpoint.filesystem)
 
 
 def train_trial(
