@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import BaseModel, TypeAdapter
 
 from pedtune.config import ConfigError, load_config, validate, with_train_overrides
 from pedtune.config.schema import StudyConfig
@@ -34,6 +35,23 @@ def test_shipped_params_and_profile_are_valid_and_have_the_same_keys(raw):
         return out
 
     assert keys(raw) == keys(quick_raw)
+
+
+def _defaults_differing_from(model: type[BaseModel], shipped: dict, prefix: str = "") -> list[str]:
+    differing = []
+    for name, field in model.model_fields.items():
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            differing += _defaults_differing_from(field.annotation, shipped[name], f"{prefix}{name}.")
+        elif not field.is_required():
+            default = TypeAdapter(field.annotation).dump_python(field.get_default(call_default_factory=True))
+            if default != shipped[name]:
+                differing.append(f"{prefix}{name}: schema {default!r}, params.yaml {shipped[name]!r}")
+    return differing
+
+
+def test_schema_defaults_are_the_shipped_params():
+    # README documents params.yaml's values as the defaults: a key left out must mean the same.
+    assert _defaults_differing_from(StudyConfig, load_config(REPO / "params.yaml").model_dump()) == []
 
 
 def _set(raw: dict, dotted: str, value) -> dict:
@@ -69,12 +87,20 @@ def _set(raw: dict, dotted: str, value) -> dict:
         ("evaluate.seeds", [1], "at least 2 seeds"),
         ("data.source", "zip", "local_path"),
         ("model.min_size", 2000, "max_size"),
+        ("model.trainable_backbone_layers", 6, "exceeds the 5 backbone stages of maskrcnn_resnet50_fpn"),
     ],
 )
 def test_each_bad_value_fails_with_a_message_naming_it(raw, dotted, value, expected):
     with pytest.raises(ConfigError) as error:
         validate(_set(raw, dotted, value))
     assert expected in str(error.value)
+
+
+def test_the_light_backbone_has_six_trainable_stages(raw):
+    light = _set(raw, "model.arch", "maskrcnn_mobilenet_v3_large_fpn")
+    assert validate(_set(light, "model.trainable_backbone_layers", 6)).model.trainable_backbone_layers == 6
+    with pytest.raises(ConfigError, match="exceeds the 6 backbone stages"):
+        validate(_set(light, "model.trainable_backbone_layers", 7))
 
 
 def test_missing_section_is_named(raw):

@@ -10,7 +10,7 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from pedtune.config import validate
-from pedtune.config.schema import ModelConfig
+from pedtune.config.schema import BACKBONE_STAGES, ModelConfig
 from pedtune.data.dataset import SampleStore
 from pedtune.engine import train as engine
 from pedtune.errors import NonFiniteLossError, WeightsError
@@ -27,6 +27,23 @@ def test_each_arch_builds_with_two_classes(arch):
     assert model.roi_heads.box_predictor.cls_score.out_features == 2
     assert model.roi_heads.mask_predictor.mask_fcn_logits.out_channels == 2
     assert model.transform.min_size == (64,) and model.transform.max_size == 96
+
+
+@pytest.mark.parametrize("arch", ["maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2", LIGHT])
+def test_random_weights_train_every_backbone_parameter(arch):
+    # trainable_backbone_layers applies to pretrained weights only: nothing random stays frozen.
+    model = build_model(ModelConfig(arch=arch, weights="none", min_size=64, max_size=96, trainable_backbone_layers=0))
+    assert [n for n, p in model.backbone.named_parameters() if not p.requires_grad] == []
+
+
+@pytest.mark.parametrize("arch", ["maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2", LIGHT])
+def test_all_stages_trainable_with_pretrained_weights(arch):
+    cfg = ModelConfig(arch=arch, weights="coco", min_size=64, max_size=96,
+                      trainable_backbone_layers=BACKBONE_STAGES[arch])
+    stand_in = {k: v for k, v in build_model(cfg.model_copy(update={"weights": "none"})).state_dict().items()
+                if k.startswith("backbone.body.")}
+    model = build_model(cfg, stand_in)
+    assert [n for n, p in model.backbone.body.named_parameters() if not p.requires_grad] == []
 
 
 def test_coco_weights_of_the_light_model_load_everything_but_the_new_heads():

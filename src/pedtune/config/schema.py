@@ -1,7 +1,9 @@
 """The typed shape of ``params.yaml``.
 
 Every section forbids unknown keys so that a typo (``learning_rate`` for ``lr``) fails
-before any work starts instead of being silently ignored.
+before any work starts instead of being silently ignored. A default here is the value the
+shipped ``params.yaml`` gives (tests/unit/test_config.py checks), so a key left out of the
+file means what README's tables say.
 """
 
 from __future__ import annotations
@@ -19,6 +21,13 @@ PENN_FUDAN_IMAGES = 170
 Arch = Literal["maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2", "maskrcnn_mobilenet_v3_large_fpn"]
 CocoBackend = Literal["pycocotools", "faster_coco_eval"]
 WeightsChoice = Literal["coco", "imagenet_backbone", "none"]
+# Backbone stages torchvision counts for ``trainable_layers`` (conv1 + 4 ResNet stages; the
+# MobileNetV3 stem, its 4 down-sampling stages and its last conv): the most that can be trained.
+BACKBONE_STAGES: dict[str, int] = {
+    "maskrcnn_resnet50_fpn": 5,
+    "maskrcnn_resnet50_fpn_v2": 5,
+    "maskrcnn_mobilenet_v3_large_fpn": 6,
+}
 PositiveInt = Annotated[int, Field(gt=0)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -65,7 +74,7 @@ class DataConfig(Section):
     synthetic: SyntheticConfig = SyntheticConfig()
     split: SplitConfig = SplitConfig()
     cache: bool = True
-    num_workers: NonNegativeInt = 0
+    num_workers: NonNegativeInt = 2
 
     @model_validator(mode="after")
     def _local_path_for_local_sources(self) -> "DataConfig":
@@ -79,7 +88,7 @@ class ModelConfig(Section):
     weights: WeightsChoice = "coco"
     min_size: Annotated[int, Field(ge=32)] = 800
     max_size: Annotated[int, Field(ge=32)] = 1333
-    trainable_backbone_layers: Annotated[int, Field(ge=0, le=6)] = 3
+    trainable_backbone_layers: NonNegativeInt = 3  # at most BACKBONE_STAGES[arch]
     detections_per_img: PositiveInt = 100
     rpn_test_proposals: PositiveInt = 1000  # RPN proposals per image at inference (torchvision: 1000)
 
@@ -87,6 +96,14 @@ class ModelConfig(Section):
     def _sizes_ordered(self) -> "ModelConfig":
         if self.max_size < self.min_size:
             raise ValueError(f"max_size ({self.max_size}) must be >= min_size ({self.min_size})")
+        return self
+
+    @model_validator(mode="after")
+    def _trainable_layers_exist(self) -> "ModelConfig":
+        stages = BACKBONE_STAGES[self.arch]
+        if self.trainable_backbone_layers > stages:
+            raise ValueError(f"trainable_backbone_layers ({self.trainable_backbone_layers}) exceeds the "
+                             f"{stages} backbone stages of {self.arch}")
         return self
 
 
@@ -101,7 +118,7 @@ class TrainConfig(Section):
     weight_decay: Annotated[float, Field(ge=0.0)] = 0.0005
     lr_schedule: Literal["cosine", "step", "multistep", "constant"] = "cosine"
     lr_step_size: PositiveInt = 3
-    lr_milestones: list[PositiveInt] = [8, 11]
+    lr_milestones: list[PositiveInt] = [6, 8]
     lr_gamma: Annotated[float, Field(gt=0.0, le=1.0)] = 0.1
     warmup_iters: NonNegativeInt = 100
     warmup_factor: Annotated[float, Field(gt=0.0, le=1.0)] = 0.001
@@ -170,15 +187,15 @@ class AshaConfig(Section):
 
 
 class ResourcesConfig(Section):
-    cpu: Annotated[float, Field(gt=0)] = 1.0
-    gpu: Annotated[float, Field(ge=0)] = 0.0
+    cpu: Annotated[float, Field(gt=0)] = 4.0
+    gpu: Annotated[float, Field(ge=0)] = 1.0
 
 
 class TuneConfig(Section):
     searcher: Literal["hyperopt", "optuna", "random"] = "hyperopt"
     seed: int = 0
     num_samples: PositiveInt = 20
-    max_concurrent: PositiveInt = 2
+    max_concurrent: PositiveInt = 1
     n_initial_points: NonNegativeInt | None = None
     scheduler: Literal["asha", "fifo"] = "asha"
     asha: AshaConfig = AshaConfig()
@@ -188,6 +205,7 @@ class TuneConfig(Section):
         default_factory=lambda: [
             Distribution(param="train.lr", type="qloguniform", lower=1e-4, upper=1e-1, q=1e-4),
             Distribution(param="train.batch_size", type="choice", values=[2, 4, 8]),
+            Distribution(param="train.weight_decay", type="loguniform", lower=1e-5, upper=1e-3),
         ]
     )
     resources_per_trial: ResourcesConfig = ResourcesConfig()

@@ -17,7 +17,7 @@ from torchvision.models.detection.roi_heads import paste_masks_in_image
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from pedtune.config.schema import ModelConfig
+from pedtune.config.schema import BACKBONE_STAGES, ModelConfig
 from pedtune.errors import WeightsError
 
 NUM_CLASSES = 2
@@ -78,7 +78,8 @@ def build_model(cfg: ModelConfig, pretrained: Mapping[str, torch.Tensor] | None 
     # Frozen batch norm with pretrained weights, as torchvision does: batches of 2 images
     # give batch statistics too noisy to update running estimates with.
     norm_layer = FrozenBatchNorm2d if is_pretrained else nn.BatchNorm2d
-    trainable = cfg.trainable_backbone_layers if is_pretrained else 5
+    # Random weights are trained everywhere: a frozen randomly initialised stem helps no one.
+    trainable = cfg.trainable_backbone_layers if is_pretrained else BACKBONE_STAGES[cfg.arch]
     common = {
         "min_size": cfg.min_size,
         "max_size": cfg.max_size,
@@ -105,7 +106,7 @@ def build_model(cfg: ModelConfig, pretrained: Mapping[str, torch.Tensor] | None 
             weights=None,
             fpn=True,
             norm_layer=norm_layer,
-            trainable_layers=min(trainable, 6),
+            trainable_layers=trainable,
         )
         # Its FPN yields 3 feature maps, so the anchor generator needs 3 size/ratio tuples.
         anchors = AnchorGenerator(((32, 64, 128, 256, 512),) * 3, ((0.5, 1.0, 2.0),) * 3)
