@@ -13,10 +13,10 @@ from ray.tune.search.hyperopt import HyperOptSearch
 from ray.tune.search.optuna import OptunaSearch
 
 from pedtune.config import ConfigError, validate
-from pedtune.config.schema import Distribution
+from pedtune.config.schema import Distribution, quantize
 from pedtune.tune.identity import sweep_id
 from pedtune.tune.searchers import build_search_alg, n_initial_points
-from pedtune.tune.space import check_space, decode_sample, initial_point, param_space, quantize
+from pedtune.tune.space import decode_sample, initial_point, param_space
 
 LR = Distribution(param="train.lr", type="qloguniform", lower=1e-4, upper=0.1, q=1e-4)
 BATCH = Distribution(param="train.batch_size", type="choice", values=[2, 4, 8])
@@ -67,7 +67,6 @@ def test_param_space_uses_ray_domains_under_dotted_names():
 def test_the_initial_point_is_the_train_section():
     config = _config({"train": {"lr": 0.02, "batch_size": 8}})
     assert initial_point(config) == {"train.lr": 0.02, "train.batch_size": 8, "train.weight_decay": 0.0005}
-    check_space(config)
 
 
 @pytest.mark.parametrize(
@@ -76,15 +75,16 @@ def test_the_initial_point_is_the_train_section():
      ({"weight_decay": 0.01}, "is outside [1e-05, 0.001]")],
 )
 def test_an_initial_config_outside_the_space_is_a_config_error(train: dict, message: str):
-    with pytest.raises(ConfigError, match="initial value") as error:
-        check_space(_config({"train": train}))
+    # Read with the file, so every stage (and `pedtune check`) refuses it before any work.
+    with pytest.raises(ConfigError, match="tune.search_space does not fit: the initial value") as error:
+        _config({"train": train})
     assert message in str(error.value)
 
 
 def test_quantized_bounds_off_the_q_grid_are_a_config_error():
     lr = {"param": "train.lr", "type": "qloguniform", "lower": 0.00015, "upper": 0.1, "q": 0.0001}
-    with pytest.raises(ConfigError, match="lower 0.00015 is not a multiple of q=0.0001"):
-        check_space(_config({"tune": {"search_space": [lr]}}))
+    with pytest.raises(ConfigError, match=r"tune.search_space.0: train.lr: lower 0.00015 is not a multiple of q=0.0001"):
+        _config({"tune": {"search_space": [lr]}})
 
 
 @pytest.mark.parametrize(

@@ -129,11 +129,18 @@ def test_train_overrides_are_validated(raw):
         with_train_overrides(config, {"model.arch": "x"})
 
 
-def test_cli_rejects_bad_params_before_any_work(tmp_path, raw):
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(_set(raw, "train.batch_size", 0)))
+@pytest.mark.parametrize(
+    ("stage", "batch_size", "message"),
+    [("train", 0, "train.batch_size"),
+     # Valid for the train section, but not a point of the search space the tune stage starts from.
+     ("check", 3, "the initial value train.batch_size=3 (train section) is not one of [2, 4, 8]"),
+     ("train", 3, "the initial value train.batch_size=3")],
+)
+def test_cli_rejects_bad_params_before_any_work(tmp_path, raw, stage, batch_size, message):
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(_set(raw, "train.batch_size", batch_size)))
     result = subprocess.run(
-        [sys.executable, "-m", "pedtune", "train"], cwd=tmp_path, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "pedtune", stage], cwd=tmp_path, capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 2
-    assert "train.batch_size" in result.stderr
+    assert message in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]  # no outputs, no mlruns

@@ -9,8 +9,10 @@ file means what README's tables say.
 from __future__ import annotations
 
 import math
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 PENN_FUDAN_URL = "https://www.cis.upenn.edu/~jshi/ped_html/PennFudanPed.zip"
@@ -145,6 +147,25 @@ class MlflowConfig(Section):
     connect_timeout_s: Annotated[float, Field(gt=0)] = 10.0
 
 
+QUANTIZED = ("qloguniform", "quniform")
+
+
+def quantize(value: float, lower: float, upper: float, q: float) -> float:
+    """The grid point ``tune.qloguniform``/``tune.quniform`` would give for ``value``.
+
+    Rounds to the nearest multiple of ``q`` (``np.round(x / q) * q``, as Ray does), clipped
+    to the bounds (multiples of ``q`` themselves), then to ``q``'s decimals so the value
+    reads as written (0.005, not 0.005000000000000001).
+    """
+    on_grid = float(np.clip(np.round(value / q) * q, lower, upper))
+    decimals = max(0, -Decimal(str(q)).normalize().as_tuple().exponent)
+    return round(on_grid, decimals)
+
+
+def _on_grid(bound: float, q: float) -> bool:
+    return math.isclose(bound / q, round(bound / q))
+
+
 class Distribution(Section):
     """One entry of the search space, e.g. ``{param: train.lr, type: qloguniform, ...}``."""
 
@@ -171,7 +192,24 @@ class Distribution(Section):
             raise ValueError(f"{self.param}: {self.type} needs 'q'")
         if self.type == "randint" and (self.lower != int(self.lower) or self.upper != int(self.upper)):
             raise ValueError(f"{self.param}: randint bounds must be integers")
+        if self.type in QUANTIZED:
+            # Ray rejects them deep inside the sweep, after the stages before it have run.
+            for name, bound in (("lower", self.lower), ("upper", self.upper)):
+                if not _on_grid(bound, self.q):  # type: ignore[arg-type]
+                    raise ValueError(f"{self.param}: {name} {bound:g} is not a multiple of q={self.q:g} (Ray requires it)")
         return self
+
+    def outside_reason(self, value: Any) -> str | None:
+        """Why ``value`` is not a point of this distribution (None if it is one)."""
+        if self.type == "choice":
+            return None if value in (self.values or []) else f"is not one of {self.values}"
+        lower, upper = float(self.lower), float(self.upper)  # type: ignore[arg-type]
+        inside = lower <= value < upper if self.type == "randint" else lower <= value <= upper
+        if not inside:
+            return f"is outside [{lower:g}, {upper:g}{')' if self.type == 'randint' else ']'}"
+        if self.type in QUANTIZED and quantize(value, lower, upper, self.q) != value:  # type: ignore[arg-type]
+            return f"is not a multiple of q={self.q:g}"
+        return None
 
 
 class AshaConfig(Section):
@@ -272,6 +310,21 @@ class StudyConfig(Section):
             raise ValueError(
                 f"tune.asha.grace_period ({asha.grace_period}) must be <= train.epochs ({self.train.epochs})"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _train_section_in_search_space(self) -> "StudyConfig":
+        # Every sweep starts from the train: section. HyperOpt rejects an initial choice outside
+        # `values` deep inside the sweep, and an off-grid value would be trained as another
+        # number than the train stage used: fail when the file is read, before any stage runs.
+        problems = []
+        for dist in self.tune.search_space:
+            value = getattr(self.train, dist.param.partition(".")[2])
+            reason = dist.outside_reason(value)
+            if reason:
+                problems.append(f"the initial value {dist.param}={value!r} (train section) {reason}")
+        if problems:
+            raise ValueError("tune.search_space does not fit: " + "; ".join(problems))
         return self
 
     @property

@@ -37,7 +37,7 @@ from pedtune.tune.identity import sweep_id
 from pedtune.tune.outputs import CURVES_CSV, summary_table, tune_metrics, write_outputs
 from pedtune.tune.results import TrialRecord, best_trial, collect_trials, sweep_finished, trial_dirname
 from pedtune.tune.searchers import build_scheduler, build_search_alg, n_initial_points
-from pedtune.tune.space import check_space, param_space
+from pedtune.tune.space import param_space
 from pedtune.tune.storage import checkpoint_staging, linking_filesystem
 from pedtune.tune.trainable import FitFn, train_trial
 from pedtune.tune.tracking import SweepLoggerCallback, mark_stale_trial_runs, reconcile_trial_runs, sweep_run
@@ -229,7 +229,6 @@ def run_tune(config: StudyConfig, fit_fn: FitFn = fit) -> dict[str, Any]:
     ``fit_fn`` is the training function each trial calls; tests swap in a cheap one.
     Returns the content of ``metrics/tune.json``.
     """
-    check_space(config)
     store = open_mlflow(config.mlflow)  # before Ray and the data: a bad URI fails in seconds
     split, dataset_hash = read_split(paths.SPLIT_FILE)
     inputs = _trial_inputs(config, split, fit_fn)

@@ -9,19 +9,15 @@ the same kind of values.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
-from decimal import Decimal
 from typing import Any
 
 import numpy as np
 from ray import tune
 from ray.tune.search.sample import Domain
 
-from pedtune.config import ConfigError, StudyConfig
-from pedtune.config.schema import Distribution, TrainConfig
-
-QUANTIZED = ("qloguniform", "quniform")
+from pedtune.config import StudyConfig
+from pedtune.config.schema import QUANTIZED, Distribution, TrainConfig, quantize
 
 
 def train_key(param: str) -> str:
@@ -50,22 +46,6 @@ def param_space(space: list[Distribution]) -> dict[str, Domain]:
     return {dist.param: ray_domain(dist) for dist in space}
 
 
-def quantize(value: float, lower: float, upper: float, q: float) -> float:
-    """The grid point ``tune.qloguniform``/``tune.quniform`` would give for ``value``.
-
-    Rounds to the nearest multiple of ``q`` (``np.round(x / q) * q``, as Ray does), clipped
-    to the bounds (multiples of ``q`` themselves), then to ``q``'s decimals so the value
-    reads as written (0.005, not 0.005000000000000001).
-    """
-    on_grid = float(np.clip(np.round(value / q) * q, lower, upper))
-    decimals = max(0, -Decimal(str(q)).normalize().as_tuple().exponent)
-    return round(on_grid, decimals)
-
-
-def _on_grid(bound: float, q: float) -> bool:
-    return math.isclose(bound / q, round(bound / q))
-
-
 def _plain(value: Any) -> Any:
     """numpy scalars (HyperOpt) -> Python scalars, so pydantic, YAML and MLflow see plain values."""
     return value.item() if isinstance(value, np.generic) else value
@@ -92,44 +72,3 @@ def decode_sample(sample: Mapping[str, Any], space: list[Distribution]) -> dict[
 def initial_point(config: StudyConfig) -> dict[str, Any]:
     """The ``train:`` section's values of the searched params: every sweep's first trial."""
     return {dist.param: getattr(config.train, train_key(dist.param)) for dist in config.tune.search_space}
-
-
-def _outside_reason(dist: Distribution, value: Any) -> str | None:
-    if dist.type == "choice":
-        return None if value in (dist.values or []) else f"is not one of {dist.values}"
-    lower, upper = float(dist.lower), float(dist.upper)  # type: ignore[arg-type]
-    inside = lower <= value < upper if dist.type == "randint" else lower <= value <= upper
-    if not inside:
-        return f"is outside [{lower:g}, {upper:g}{')' if dist.type == 'randint' else ']'}"
-    if dist.type in QUANTIZED and typed_value(dist, value) != value:
-        return f"is not a multiple of q={dist.q:g}"
-    return None
-
-
-def _bounds_problems(dist: Distribution) -> list[str]:
-    if dist.type not in QUANTIZED:
-        return []
-    return [
-        f"  tune.search_space {dist.param}: {name} {bound:g} is not a multiple of q={dist.q:g} (Ray requires it)"
-        for name, bound in (("lower", dist.lower), ("upper", dist.upper))
-        if not _on_grid(float(bound), float(dist.q))  # type: ignore[arg-type]
-    ]
-
-
-def check_space(config: StudyConfig) -> None:
-    """Fail before any work on a space Ray would reject, or that cannot start from the train section.
-
-    Ray rejects quantized bounds off the ``q`` grid, and HyperOpt an initial choice outside
-    ``values``, both deep inside the sweep; an off-grid initial value would be trained as a
-    different number than the train stage used.
-    """
-    problems = []
-    for dist in config.tune.search_space:
-        bounds = _bounds_problems(dist)
-        problems += bounds
-        value = getattr(config.train, train_key(dist.param))
-        reason = None if bounds else _outside_reason(dist, value)
-        if reason:
-            problems.append(f"  tune.search_space {dist.param}: the initial value {value!r} (train section) {reason}")
-    if problems:
-        raise ConfigError("invalid params.yaml: tune.search_space does not fit\n" + "\n".join(problems))
