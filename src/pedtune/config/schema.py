@@ -199,6 +199,11 @@ class Distribution(Section):
                     raise ValueError(f"{self.param}: {name} {bound:g} is not a multiple of q={self.q:g} (Ray requires it)")
         return self
 
+    @property
+    def train_key(self) -> str:
+        """``"train.lr"`` -> ``"lr"`` (TuneConfig admits only ``train.*`` params)."""
+        return self.param.partition(".")[2]
+
     def outside_reason(self, value: Any) -> str | None:
         """Why ``value`` is not a point of this distribution (None if it is one)."""
         if self.type == "choice":
@@ -319,7 +324,7 @@ class StudyConfig(Section):
         # number than the train stage used: fail when the file is read, before any stage runs.
         problems = []
         for dist in self.tune.search_space:
-            value = getattr(self.train, dist.param.partition(".")[2])
+            value = getattr(self.train, dist.train_key)
             reason = dist.outside_reason(value)
             if reason:
                 problems.append(f"the initial value {dist.param}={value!r} (train section) {reason}")

@@ -20,11 +20,6 @@ from pedtune.config import StudyConfig
 from pedtune.config.schema import QUANTIZED, Distribution, TrainConfig, quantize
 
 
-def train_key(param: str) -> str:
-    """``"train.lr"`` -> ``"lr"`` (the schema guarantees every param is ``train.*``)."""
-    return param.partition(".")[2]
-
-
 def ray_domain(dist: Distribution) -> Domain:
     """The Ray Tune domain of one entry; ``randint``'s upper bound is exclusive, as in Ray."""
     if dist.type == "choice":
@@ -56,7 +51,7 @@ def typed_value(dist: Distribution, value: Any) -> Any:
     value = _plain(value)
     if dist.type in QUANTIZED:
         value = quantize(float(value), float(dist.lower), float(dist.upper), float(dist.q))  # type: ignore[arg-type]
-    annotation = TrainConfig.model_fields[train_key(dist.param)].annotation
+    annotation = TrainConfig.model_fields[dist.train_key].annotation
     if annotation is int and isinstance(value, float):
         return int(round(value))
     if annotation is float and isinstance(value, int) and not isinstance(value, bool):
@@ -71,4 +66,4 @@ def decode_sample(sample: Mapping[str, Any], space: list[Distribution]) -> dict[
 
 def initial_point(config: StudyConfig) -> dict[str, Any]:
     """The ``train:`` section's values of the searched params: every sweep's first trial."""
-    return {dist.param: getattr(config.train, train_key(dist.param)) for dist in config.tune.search_space}
+    return {dist.param: getattr(config.train, dist.train_key) for dist in config.tune.search_space}
