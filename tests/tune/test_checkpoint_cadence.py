@@ -14,6 +14,7 @@ import pytest
 import torch
 import yaml
 from ray import tune
+from tune_fakes import save_state
 
 from pedtune.config import validate
 from pedtune.engine.train import EpochResult
@@ -141,7 +142,7 @@ class RestoringTune:
 
 def test_a_restored_trial_reads_the_state_and_history_of_its_checkpoint(monkeypatch, tmp_path: Path):
     history = [{"bbox_mAP": 0.1}, {"bbox_mAP": 0.2}]
-    trainable.save_state({"epoch": 2, "model": {"weight": torch.ones(3)}, "history": history}, tmp_path)
+    save_state({"epoch": 2, "model": {"weight": torch.ones(3)}, "history": history}, tmp_path)
     monkeypatch.setattr(trainable, "tune", RestoringTune(tmp_path))
     state = trainable.restored_state()
     assert state["epoch"] == 2 and state["history"] == history

@@ -7,13 +7,14 @@ from typing import Any
 
 import pytest
 import torch
+from tune_fakes import save_state
 from tune_study import build_study
 
 from pedtune import paths
 from pedtune.data.dataset import open_store
 from pedtune.data.split import read_split
 from pedtune.engine.train import EpochResult, fit
-from pedtune.tune.trainable import load_state, save_state
+from pedtune.tune.trainable import load_state
 
 pytestmark = pytest.mark.slow
 

@@ -11,6 +11,7 @@ import math
 import os
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -18,9 +19,19 @@ import torch
 from pedtune.config import StudyConfig
 from pedtune.engine.train import EpochHook, EpochResult, TrainedHook
 from pedtune.errors import NonFiniteLossError
+from pedtune.tune.trainable import CHECKPOINT_FILE, HISTORY_FILE
 
 DELAY_ENV = "PEDTUNE_FAKE_EPOCH_S"
 WORKER_DIES_LR = 0.5
+
+
+def save_state(state: Mapping[str, Any], folder: Path) -> None:
+    """Write a full state (as ``fit`` hands its ``on_epoch_end`` hook) as a trial's checkpoint folder
+    holds it, in one go (a trial writes the two files at different moments: EpochReporter)."""
+    training_state = dict(state)
+    history = training_state.pop("history")
+    torch.save(training_state, folder / CHECKPOINT_FILE)
+    torch.save(history, folder / HISTORY_FILE)
 
 
 def fake_score(lr: float, epoch: int, epochs: int) -> float:

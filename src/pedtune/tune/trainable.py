@@ -53,14 +53,6 @@ class FitFn(Protocol):
     ) -> Any: ...
 
 
-def save_state(state: Mapping[str, Any], folder: Path) -> None:
-    """Write a full state (as ``fit`` hands its ``on_epoch_end`` hook) into a checkpoint folder."""
-    training_state = dict(state)
-    history = training_state.pop("history")
-    torch.save(training_state, folder / CHECKPOINT_FILE)
-    torch.save(history, folder / HISTORY_FILE)
-
-
 def _load(file: BinaryIO) -> Any:
     # weights_only: a checkpoint is tensors and plain containers, never arbitrary objects.
     return torch.load(file, map_location="cpu", weights_only=True)
