@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> dict:
                  "gpu": 1 / args.concurrency if args.device == "cuda" else 0}
     base = {
         "model": {"weights": "none", "detections_per_img": 20},
-        "train": {"epochs": args.epochs, "warmup_iters": 5},
+        "train": {"epochs": args.epochs, "warmup_epochs": 0.25},
         "tune": {"num_samples": args.trials, "max_concurrent": args.concurrency, "searcher": args.searcher,
                  "seed": 0, "resources_per_trial": resources,
                  "asha": {"grace_period": args.grace, "reduction_factor": args.reduction}},
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> dict:
         if args.pretrain_epochs:
             start = common.timer()
             warm = common.study_config(args, common.merge(base, {"train": {
-                "epochs": args.pretrain_epochs, "lr": 0.02, "lr_schedule": "constant", "warmup_iters": 10}}))
+                "epochs": args.pretrain_epochs, "lr": 0.02, "lr_schedule": "constant", "warmup_epochs": 0.5}}))
             warm_fit = fit_fn(warm, *stores)
             pretrained = {k: v.detach().clone() for k, v in warm_fit.model.state_dict().items()}
             out["pretrain"] = {"epochs": args.pretrain_epochs, "final": round(warm_fit.final[config.tune.metric], 4),

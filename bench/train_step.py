@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> dict:
                 "model": {"arch": common.ARCHS[args.arch]},
                 # Constant lr: every variant's weights follow the same path (see the module doc);
                 # small, so no variant (two have no clipping) diverges from random weights.
-                "train": {"amp": amp, "warmup_iters": 0, "lr_schedule": "constant", "lr": 1e-4},
+                "train": {"amp": amp, "warmup_epochs": 0, "lr_schedule": "constant", "lr": 1e-4},
             })
             train_store, _ = common.stores(root, config)
             data = common.batches(train_store, config.train.batch_size, args.steps)

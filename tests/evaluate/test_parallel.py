@@ -47,7 +47,7 @@ def tiny_config() -> StudyConfig:
     raw["model"].update(
         arch="maskrcnn_mobilenet_v3_large_fpn", weights="none", min_size=48, max_size=64, detections_per_img=10
     )
-    raw["train"].update(epochs=1, warmup_iters=1, device="cpu")
+    raw["train"].update(epochs=1, warmup_epochs=0.5, device="cpu")
     raw["data"].update(num_workers=0)
     raw["tune"]["asha"].update(grace_period=1)
     raw["tune"]["resources_per_trial"].update(cpu=1, gpu=0)

@@ -36,7 +36,7 @@ def study(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> StudyConfig:
     raw["model"].update(
         arch="maskrcnn_mobilenet_v3_large_fpn", weights="none", min_size=64, max_size=96, detections_per_img=10
     )
-    raw["train"].update(epochs=1, warmup_iters=2, device="cpu")
+    raw["train"].update(epochs=1, warmup_epochs=0.5, device="cpu")
     raw["data"].update(source="synthetic", num_workers=0)
     raw["mlflow"].update(tracking_uri=f"sqlite:///{tmp_path}/mlruns/mlflow.db")
     raw["evaluate"].update(seeds=[0, 1], num_pictures=2)

@@ -72,6 +72,8 @@ def _set(raw: dict, dotted: str, value) -> dict:
         ("train.batch_size", 0, "train.batch_size"),
         ("train.lr", "fast", "train.lr"),
         ("train.learning_rate", 0.1, "train.learning_rate: unknown key"),
+        ("train.warmup_iters", 100, "train.warmup_iters: unknown key, replaced by train.warmup_epochs"),
+        ("train.warmup_epochs", -0.5, "train.warmup_epochs"),
         ("data.split.train", 0.9, "must sum to 1"),
         ("model.arch", "yolo", "model.arch"),
         ("model.weights", "imagenet", "model.weights"),

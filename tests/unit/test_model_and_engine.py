@@ -127,7 +127,7 @@ def test_weights_file_round_trip_and_mismatch(tmp_path):
 @pytest.fixture
 def tiny_config(raw_params):
     raw_params["model"].update(arch=LIGHT, weights="none", min_size=48, max_size=64, detections_per_img=10)
-    raw_params["train"].update(epochs=2, batch_size=2, warmup_iters=2, device="cpu", lr=0.005)
+    raw_params["train"].update(epochs=2, batch_size=2, warmup_epochs=0.5, device="cpu", lr=0.005)
     raw_params["data"].update(num_workers=0)
     raw_params["tune"]["asha"].update(grace_period=1)
     return validate(raw_params)

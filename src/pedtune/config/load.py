@@ -17,13 +17,20 @@ class ConfigError(PedtuneError, ValueError):
     """params.yaml is missing, unparsable or holds an invalid value; the message names the key."""
 
 
+# Keys an older params.yaml may still hold, and what took their place.
+RENAMED_KEYS = {
+    "train.warmup_iters": "train.warmup_epochs (the warm-up is counted in epochs, the same share "
+                          "of training at every batch size)",
+}
+
+
 def _describe(error: ValidationError, prefix: str = "") -> str:
     lines = []
     for item in error.errors():
         key = prefix + ".".join(str(part) for part in item["loc"]) or "<top level>"
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
-            message = "unknown key"
+            message = f"unknown key, replaced by {RENAMED_KEYS[key]}" if key in RENAMED_KEYS else "unknown key"
         elif item["type"] == "missing":
             message = "missing (required)"
         lines.append(f"  {key}: {message}")

@@ -122,7 +122,7 @@ class TrainConfig(Section):
     lr_step_size: PositiveInt = 3
     lr_milestones: list[PositiveInt] = [6, 8]
     lr_gamma: Annotated[float, Field(gt=0.0, le=1.0)] = 0.1
-    warmup_iters: NonNegativeInt = 100
+    warmup_epochs: Annotated[float, Field(ge=0.0)] = 1.0  # linear warm-up length; capped at the run's length
     warmup_factor: Annotated[float, Field(gt=0.0, le=1.0)] = 0.001
     grad_clip_norm: Annotated[float, Field(ge=0.0)] = 10.0
     hflip_prob: Fraction = 0.5
