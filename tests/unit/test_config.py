@@ -129,6 +129,9 @@ def test_train_overrides_are_validated(raw):
         with_train_overrides(config, {"train.batch_size": 0})
     with pytest.raises(ConfigError, match="not a train"):
         with_train_overrides(config, {"model.arch": "x"})
+    # e.g. a best_params.yaml written before the warm-up was counted in epochs
+    with pytest.raises(ConfigError, match="not a train.* parameter \\(replaced by train.warmup_epochs"):
+        with_train_overrides(config, {"train.warmup_iters": 100})
 
 
 @pytest.mark.parametrize(

@@ -50,6 +50,23 @@ def test_multistep_milestones_count_epochs_from_the_start_of_training():
     assert lrs[29] == pytest.approx(LR * 0.1) and lrs[30] == pytest.approx(LR * 0.01)
 
 
+@pytest.mark.parametrize("warmup_epochs", [0, 1.0, 2.0])
+def test_step_decays_every_lr_step_size_epochs_from_the_start_of_training(warmup_epochs):
+    # A StepLR period shortened by the warm-up decayed at epochs 3, 5, 7, 9 (warm-up 1) and
+    # every step once the period fell inside the warm-up (warm-up 3).
+    cfg = TrainConfig(epochs=10, lr=LR, warmup_epochs=warmup_epochs, lr_schedule="step", lr_step_size=3, lr_gamma=0.1)
+    lrs = _lrs(cfg, steps_per_epoch=10)
+    after_warmup = [lrs[epoch * 10] for epoch in range(3, 10)]
+    assert after_warmup == pytest.approx([LR * 0.1] * 3 + [LR * 0.01] * 3 + [LR * 0.001], rel=1e-9)
+
+
+def test_step_with_a_period_inside_the_warmup_decays_once_per_period():
+    cfg = TrainConfig(epochs=4, lr=LR, warmup_epochs=2.0, lr_schedule="step", lr_step_size=1, lr_gamma=0.5)
+    lrs = _lrs(cfg, steps_per_epoch=10)
+    # Decays due at epochs 1 and 2 fall inside the warm-up and take effect right after it.
+    assert [lrs[e * 10 + 1] for e in (2, 3)] == pytest.approx([LR * 0.25, LR * 0.125], rel=1e-9)
+
+
 def test_no_warmup_starts_at_the_full_rate():
     lrs = _lrs(TrainConfig(epochs=2, lr=LR, warmup_epochs=0, lr_schedule="constant"), steps_per_epoch=5)
     assert lrs == pytest.approx([LR] * 11)

@@ -65,7 +65,8 @@ def with_train_overrides(config: StudyConfig, overrides: Mapping[str, Any]) -> S
     for dotted, value in overrides.items():
         section, _, key = dotted.partition(".")
         if section != "train" or key not in TrainConfig.model_fields:
-            raise ConfigError(f"override '{dotted}' is not a train.* parameter")
+            renamed = f" (replaced by {RENAMED_KEYS[dotted]})" if dotted in RENAMED_KEYS else ""
+            raise ConfigError(f"override '{dotted}' is not a train.* parameter{renamed}")
         train[key] = value
     try:
         validated = TrainConfig.model_validate(train)

@@ -25,7 +25,6 @@ from torch.optim.lr_scheduler import (
     LRScheduler,
     MultiStepLR,
     SequentialLR,
-    StepLR,
 )
 from torch.utils.data import DataLoader
 
@@ -111,10 +110,15 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_pe
     after = max(total - warmup, 1)
     if cfg.lr_schedule == "cosine":
         main: LRScheduler = CosineAnnealingLR(optimizer, T_max=after)
-    elif cfg.lr_schedule == "step":
-        main = StepLR(optimizer, step_size=max(cfg.lr_step_size * steps_per_epoch - warmup, 1), gamma=cfg.lr_gamma)
-    elif cfg.lr_schedule == "multistep":
-        milestones = sorted({max(m * steps_per_epoch - warmup, 1) for m in cfg.lr_milestones})
+    elif cfg.lr_schedule in ("step", "multistep"):
+        decay_epochs = (range(cfg.lr_step_size, cfg.epochs + 1, cfg.lr_step_size) if cfg.lr_schedule == "step"
+                        else cfg.lr_milestones)
+        # Decays fall on epochs counted from the start of training, but the main schedule counts
+        # its steps from the end of the warm-up. (A StepLR period shortened by the warm-up put
+        # every decay after the first one early, and decayed every step when the period fell
+        # within the warm-up.) Decays due inside the warm-up all apply right after it (a list,
+        # not a set: MultiStepLR applies a repeated milestone once per occurrence).
+        milestones = sorted(max(m * steps_per_epoch - warmup, 1) for m in decay_epochs)
         main = MultiStepLR(optimizer, milestones=milestones, gamma=cfg.lr_gamma)
     else:
         main = LambdaLR(optimizer, _constant)
@@ -227,7 +231,12 @@ def _loader(store: SampleStore, batch_size: int, num_workers: int, hflip_prob: f
         shuffle=shuffle_seed is not None,
         generator=generator,
         num_workers=num_workers,
-        persistent_workers=num_workers > 0,
+        # A shuffled loader starts its workers afresh every epoch: they are then seeded from the
+        # generator that fit re-seeds per epoch, so an epoch's order and flips depend only on the
+        # seed and the epoch, and a resumed run continues exactly. (Persistent workers keep the
+        # RNG state of epochs a resumed run never ran; forking them is cheap, the cache is
+        # inherited.)
+        persistent_workers=num_workers > 0 and shuffle_seed is None,
         collate_fn=collate,
     )
 
