@@ -196,6 +196,22 @@ def test_safe_extract_refuses_unsafe_members(tmp_path: Path, member: str, symlin
     assert list(dest.rglob("*")) == []  # checked before writing anything
 
 
+def test_safe_extract_names_an_encrypted_member(tmp_path: Path) -> None:
+    zip_path = tmp_path / "locked.zip"
+    with zipfile.ZipFile(zip_path, "w") as zf:
+        zf.writestr("PennFudanPed/PNGImages/a.png", b"x" * 10)
+    # Set the "encrypted" flag as a password-protected zip does (zipfile cannot write one): in
+    # the member's local header (offset 6) and its central directory entry (offset 8).
+    data = bytearray(zip_path.read_bytes())
+    data[6] |= 0x1
+    data[data.find(b"PK\x01\x02") + 8] |= 0x1
+    zip_path.write_bytes(bytes(data))
+    dest = tmp_path / "extract"
+    with pytest.raises(DataError, match="member 'PennFudanPed/PNGImages/a.png' is encrypted"):
+        safe_extract(zip_path, dest)
+    assert list(dest.rglob("*")) == []  # checked before writing anything
+
+
 def test_fetch_refuses_evil_zip(tmp_path: Path, synthetic_root: Path, out_dir: Path) -> None:
     zip_path = make_zip(synthetic_root, tmp_path / "archives" / "evil.zip")
     with zipfile.ZipFile(zip_path, "a") as zf:

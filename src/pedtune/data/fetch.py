@@ -217,6 +217,9 @@ def safe_extract(zip_path: Path, dest_dir: Path) -> None:
                 reason = _unsafe_reason(info, dest)
                 if reason:
                     raise DataError(f"{zip_path}: refusing member '{info.filename}': it {reason}")
+                if info.flag_bits & 0x1:  # zipfile reads these only with a password
+                    raise DataError(f"{zip_path}: member '{info.filename}' is encrypted; extract the archive "
+                                    "yourself and use data.source: dir")
             for info in members:
                 _extract_member(zf, info, dest)
     except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
