@@ -53,7 +53,7 @@ def test_multistep_milestones_count_epochs_from_the_start_of_training():
 @pytest.mark.parametrize("warmup_epochs", [0, 1.0, 2.0])
 def test_step_decays_every_lr_step_size_epochs_from_the_start_of_training(warmup_epochs):
     # A StepLR period shortened by the warm-up decayed at epochs 3, 5, 7, 9 (warm-up 1) and
-    # every step once the period fell inside the warm-up (warm-up 3).
+    # every epoch from epoch 3 (warm-up 2); a period inside the warm-up: the next test.
     cfg = TrainConfig(epochs=10, lr=LR, warmup_epochs=warmup_epochs, lr_schedule="step", lr_step_size=3, lr_gamma=0.1)
     lrs = _lrs(cfg, steps_per_epoch=10)
     after_warmup = [lrs[epoch * 10] for epoch in range(3, 10)]
