@@ -53,7 +53,7 @@ def _evaluate(config: StudyConfig) -> None:
 
 
 def _check(config: StudyConfig) -> None:
-    print("params.yaml is valid", file=sys.stderr)
+    """Nothing to do: ``main`` has validated the file by loading it."""
 
 
 STAGES: dict[str, tuple[Callable[[StudyConfig], None], str]] = {
@@ -93,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.stage in LOGGING_STAGES:
             check_reachable(config.mlflow)
         STAGES[args.stage][0](config)
+        if args.stage == "check":
+            print(f"{args.params} is valid", file=sys.stderr)
     except ConfigError as error:
         print(f"pedtune {args.stage}: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT

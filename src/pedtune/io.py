@@ -24,7 +24,11 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
             backup = target.with_name(f".{target.name}.old")
             shutil.rmtree(backup, ignore_errors=True)
             os.replace(target, backup)
-            os.replace(tmp, target)
+            try:
+                os.replace(tmp, target)
+            except BaseException:
+                os.replace(backup, target)  # the previous folder stays, as if nothing had been written
+                raise
             shutil.rmtree(backup, ignore_errors=True)
         else:
             os.replace(tmp, target)
@@ -34,7 +38,10 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
 
 def write_text(target: str | Path, text: str) -> None:
     with atomic_path(target) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+        with tmp.open("w", encoding="utf-8") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())  # a crash right after the rename must not leave an empty file
 
 
 def write_json(target: str | Path, data: Any) -> None:

@@ -15,7 +15,7 @@ from pedtune import paths
 from pedtune.config import StudyConfig, flatten
 from pedtune.data.dataset import open_store
 from pedtune.data.split import read_split
-from pedtune.engine.train import EpochResult, fit
+from pedtune.engine.train import EpochResult, fit, resolve_device
 from pedtune.io import atomic_path, write_json, write_text
 from pedtune.model.weights import load_weights
 from pedtune.tracking.store import log_metrics, log_params, open_store as open_mlflow, source_tags, tracked_run
@@ -59,6 +59,7 @@ def mlflow_epoch_hook(store, run_id: str) -> Callable[[EpochResult, Callable], N
 
 
 def run_train(config: StudyConfig) -> dict[str, float]:
+    resolve_device(config.train.device)  # before the MLflow run and the data: no GPU fails at once
     store = open_mlflow(config.mlflow)  # before any training: a bad URI must not cost an hour
     split, data_hash = read_split(paths.SPLIT_FILE)
     pretrained = load_weights(paths.PRETRAINED, config.model)

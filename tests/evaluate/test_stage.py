@@ -39,7 +39,7 @@ def study(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> StudyConfig:
     raw["train"].update(epochs=1, warmup_epochs=0.5, device="cpu")
     raw["data"].update(source="synthetic", num_workers=0)
     raw["mlflow"].update(tracking_uri=f"sqlite:///{tmp_path}/mlruns/mlflow.db")
-    raw["evaluate"].update(seeds=[0, 1], num_pictures=2)
+    raw["evaluate"].update(seeds=[1, 2], num_pictures=2)
     raw["tune"]["resources_per_trial"].update(cpu=1)
     raw["tune"]["asha"].update(grace_period=1)  # a trial may not be shorter than ASHA's grace period
     config = validate(raw)
@@ -80,7 +80,7 @@ def test_stage_compares_both_configs_without_training_on_the_test_split(study: S
     metrics = run_evaluate(study)
 
     split, _ = read_split(paths.SPLIT_FILE)
-    assert sorted((lr, seed) for lr, seed, _, _ in seen) == [(0.005, 0), (0.005, 1), (0.01, 0), (0.01, 1)]
+    assert sorted((lr, seed) for lr, seed, _, _ in seen) == [(0.005, 1), (0.005, 2), (0.01, 1), (0.01, 2)]
     for _, _, trained_on, scored_each_epoch in seen:
         assert trained_on == split.train and scored_each_epoch == split.val
         assert not set(trained_on) & set(split.test) and not set(scored_each_epoch) & set(split.test)
@@ -96,7 +96,7 @@ def test_stage_compares_both_configs_without_training_on_the_test_split(study: S
         assert delta["ci_low"] <= delta["mean"] <= delta["ci_high"]
         assert delta["verdict"] in (IMPROVEMENT, WORSE, NO_DIFFERENCE)
     assert metrics["verdict"] == metrics["delta"]["bbox_mAP"]["verdict"] and metrics["verdict_metric"] == "bbox_mAP"
-    assert metrics["seeds"] == [0, 1] and metrics["epochs"] == {"initial": 1, "tuned": 1}
+    assert metrics["seeds"] == [1, 2] and metrics["epochs"] == {"initial": 1, "tuned": 1}
     assert (metrics["confidence"], metrics["train_on"]) == (0.95, "train") and metrics["wall_time_s"] > 0
 
     # the report
@@ -120,7 +120,7 @@ def test_stage_compares_both_configs_without_training_on_the_test_split(study: S
     # per-seed CSV (dvc plots), per-seed plot and the pictures
     with files.PER_SEED_CSV.open(encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
-    pairs = [("initial", "0"), ("initial", "1"), ("tuned", "0"), ("tuned", "1")]
+    pairs = [("initial", "1"), ("initial", "2"), ("tuned", "1"), ("tuned", "2")]
     assert [(row["config"], row["seed"]) for row in rows] == pairs
     assert all(row[metric] for row in rows for metric in METRIC_NAMES)
     _assert_png(files.PER_SEED_PLOT)
@@ -164,7 +164,7 @@ def test_stage_trains_each_seed_once_when_the_search_kept_the_initial_config(stu
 
     metrics = run_evaluate(study)
 
-    assert sorted(seeds_trained) == [0, 1] and metrics["runs_trained"] == 2
+    assert sorted(seeds_trained) == [1, 2] and metrics["runs_trained"] == 2
     for delta in metrics["delta"].values():
         assert (delta["mean"], delta["ci_low"], delta["ci_high"], delta["verdict"]) == (0, 0, 0, NO_DIFFERENCE)
     assert metrics["initial"] == metrics["tuned"]
@@ -172,11 +172,11 @@ def test_stage_trains_each_seed_once_when_the_search_kept_the_initial_config(stu
     assert "Δ is 0 by construction" in report and "| evaluation: training runs | 2 (1 config (tuned = initial)" in report
     with files.PER_SEED_CSV.open(encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
-    assert [(row["config"], row["seed"]) for row in rows] == [("initial", "0"), ("initial", "1"), ("tuned", "0"), ("tuned", "1")]
+    assert [(row["config"], row["seed"]) for row in rows] == [("initial", "1"), ("initial", "2"), ("tuned", "1"), ("tuned", "2")]
     assert len(list(files.PICTURES.glob("*.png"))) == 2
 
     client = MlflowClient(study.mlflow.tracking_uri)
     experiment = client.get_experiment_by_name(study.mlflow.experiment)
     children = [r for r in client.search_runs([experiment.experiment_id]) if "mlflow.parentRunId" in r.data.tags]
     same_as = {(r.data.tags["config"], r.data.tags["seed"]): r.data.tags.get("same_run_as") for r in children}
-    assert same_as == {("initial", "0"): None, ("initial", "1"): None, ("tuned", "0"): "initial-seed0", ("tuned", "1"): "initial-seed1"}
+    assert same_as == {("initial", "1"): None, ("initial", "2"): None, ("tuned", "1"): "initial-seed1", ("tuned", "2"): "initial-seed2"}

@@ -12,8 +12,9 @@ from tune_study import study_params
 
 from pedtune.config import validate
 from pedtune.tune.outputs import best_params_yaml, curves_csv, summary_table, trials_csv, tune_metrics
-from pedtune.tune.plots import asha_rungs
+from pedtune.tune.plots import PLOTS, asha_rungs, write_plots
 from pedtune.tune.results import COMPLETED, ERROR, STOPPED_EARLY, TrialRecord, best_trial
+from pedtune.tune.space import decode_sample
 from pedtune.tune.tracking import trial_metrics
 
 PARAMS = ["train.lr", "train.batch_size"]
@@ -85,6 +86,8 @@ def test_the_summary_marks_the_initial_and_the_best_configuration():
     assert lines[0].split()[:4] == ["#", "trial_id", "status", "epochs"]
     assert lines[2].endswith("initial") and lines[4].endswith("BEST")
     assert "ERROR" in lines[3]
+    # A sweep whose trials all failed points at this table for their errors.
+    assert lines[3].endswith("NonFiniteLossError: non-finite loss at epoch 1")
 
 
 def test_only_the_trials_own_metrics_reach_mlflow():
@@ -104,3 +107,26 @@ def test_asha_rungs_are_where_trials_can_be_stopped():
     assert asha_rungs(config) == [1, 3]
     fifo = validate(study_params(Path("/nonexistent"), {"tune": {"scheduler": "fifo"}}))
     assert asha_rungs(fifo) == []
+
+
+def test_fractional_asha_rungs_are_drawn_at_the_epoch_ray_judges_them():
+    # Ray compares a trial at its first epoch at or past a milestone: 2, 5, 12.5 -> 2, 5, 13.
+    asha = {"grace_period": 2, "reduction_factor": 2.5}
+    config = validate(study_params(Path("/nonexistent"), {"train": {"epochs": 20}, "tune": {"asha": asha}}))
+    assert asha_rungs(config) == [2, 5, 13]
+    slow = {"grace_period": 1, "reduction_factor": 1.5}  # 1, 1.5, 2.25, 3.4, 5.1, 7.6
+    config = validate(study_params(Path("/nonexistent"), {"train": {"epochs": 10}, "tune": {"asha": slow}}))
+    assert asha_rungs(config) == [1, 2, 3, 4, 6, 8]
+
+
+def test_a_choice_of_ints_on_a_float_field_is_plotted(tmp_path):
+    # The trial trains the field's type (10.0), the choice lists 10: both must meet on one tick.
+    space = [{"param": "train.grad_clip_norm", "type": "choice", "values": [0, 10]}]
+    config = validate(study_params(Path("/nonexistent"), {"tune": {"search_space": space}}))
+    overrides = [decode_sample({"train.grad_clip_norm": value}, config.tune.search_space) for value in (10, 0)]
+    assert overrides == [{"train.grad_clip_norm": 10.0}, {"train.grad_clip_norm": 0.0}]
+    records = [TrialRecord(trial_id=f"t{i}", overrides=o, status=COMPLETED, is_initial=i == 0, metric="bbox_mAP",
+                           history=({"epoch": 1, "bbox_mAP": 0.1 * (i + 1)},), time_s=1.0, error="")
+               for i, o in enumerate(overrides)]
+    write_plots(records, config, tmp_path, best_trial(records))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(PLOTS)

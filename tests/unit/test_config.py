@@ -87,6 +87,20 @@ def _set(raw: dict, dotted: str, value) -> dict:
         ("tune.search_space", [{"param": "model.arch", "type": "choice", "values": ["a"]}], "not a train.*"),
         ("tune.search_space", [{"param": "train.lr", "type": "qloguniform", "lower": 0.1, "upper": 1}], "needs 'q'"),
         ("evaluate.seeds", [1], "at least 2 seeds"),
+        ("data.split.seed", -1, "data.split.seed: Input should be greater than or equal to 0"),
+        ("tune.seed", 2**32, "tune.seed: Input should be less than 4294967296"),
+        ("evaluate.seeds", [1, -2], "evaluate.seeds.1: Input should be greater than or equal to 0"),
+        # Values a trial can draw that its train field rejects: every such trial would fail.
+        ("tune.search_space", [{"param": "train.batch_size", "type": "choice", "values": [2, 0, 4]}],
+         "train.batch_size=0 can be drawn but is not a valid value: Input should be greater than 0"),
+        ("tune.search_space", [{"param": "train.lr", "type": "loguniform", "lower": 0.001, "upper": 100}],
+         "train.lr=100.0 can be drawn but is not a valid value"),
+        ("tune.search_space", [{"param": "train.optimizer", "type": "choice", "values": ["sgd", "adam"]}],
+         "train.optimizer='adam' can be drawn"),
+        ("tune.search_space", [{"param": "train.lr_milestones", "type": "choice", "values": [[6, 8], [4, 8]]}],
+         "choice values must be numbers, strings or booleans, not [6, 8]"),
+        # train.seed is 0: a run at seed 0 would repeat the trials, the selected one included
+        ("evaluate.seeds", [2, 0, 1], "contains train.seed (0), the seed every tuning trial trains with"),
         ("data.source", "zip", "local_path"),
         ("model.min_size", 2000, "max_size"),
         ("model.trainable_backbone_layers", 6, "exceeds the 5 backbone stages of maskrcnn_resnet50_fpn"),
@@ -103,6 +117,14 @@ def test_the_light_backbone_has_six_trainable_stages(raw):
     assert validate(_set(light, "model.trainable_backbone_layers", 6)).model.trainable_backbone_layers == 6
     with pytest.raises(ConfigError, match="exceeds the 6 backbone stages"):
         validate(_set(light, "model.trainable_backbone_layers", 7))
+
+
+def test_evaluation_seeds_only_need_to_avoid_the_search_seed(raw):
+    assert validate(_set(_set(raw, "train.seed", 7), "evaluate.seeds", [0, 1])).evaluate.seeds == [0, 1]
+    with pytest.raises(ConfigError, match=r"contains train.seed \(7\).*e\.g\. evaluate.seeds: \[0, 1, 2\]"):
+        validate(_set(_set(raw, "train.seed", 7), "evaluate.seeds", [0, 7, 1]))
+    with pytest.raises(ConfigError, match=r"e\.g\. evaluate.seeds: \[1, 2\]"):
+        validate(_set(raw, "evaluate.seeds", [0, 1]))
 
 
 def test_missing_section_is_named(raw):
@@ -149,3 +171,31 @@ def test_cli_rejects_bad_params_before_any_work(tmp_path, raw, stage, batch_size
     assert result.returncode == 2
     assert message in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]  # no outputs, no mlruns
+
+
+def test_an_unreadable_params_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"cannot be read: Is a directory"):
+        load_config(tmp_path)
+    latin1 = tmp_path / "params.yaml"
+    latin1.write_bytes("# Gr\u00f6\u00dfe\ntrain: {}\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"params.yaml is not UTF-8 text \(invalid start byte at byte 4\)"):
+        load_config(latin1)
+
+
+def test_check_names_the_file_it_validated(capsys):
+    from pedtune.cli import main
+
+    assert main(["--params", str(REPO / "profiles" / "cpu-quick.yaml"), "check"]) == 0
+    assert capsys.readouterr().err == f"{REPO / 'profiles' / 'cpu-quick.yaml'} is valid\n"
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+@pytest.mark.parametrize("stage", ["train", "evaluate"])
+def test_device_cuda_without_a_gpu_stops_before_any_work(tmp_path, raw, stage):
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(_set(raw, "train.device", "cuda")))
+    result = subprocess.run(
+        [sys.executable, "-m", "pedtune", stage], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 2
+    assert "train.device is 'cuda' but no CUDA device is available here" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]  # no MLflow store, no outputs

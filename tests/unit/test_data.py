@@ -2,8 +2,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torchvision.ops import masks_to_boxes
 
 from pedtune.config.schema import SplitConfig
@@ -65,6 +67,23 @@ def test_split_is_deterministic_disjoint_complete_and_stratified():
     assert make_split(STEMS, cfg.model_copy(update={"seed": 8})) != first
 
 
+@pytest.mark.parametrize(
+    ("stems", "counts"),
+    [
+        # Names that do not end in digits: each was a collection of one, and all went to train.
+        ([f"cam{c}_{i:04d}_rgb" for c in range(4) for i in range(50)], (140, 30, 30)),
+        # Ten small collections, rounded one by one, gave 30/10/10.
+        ([f"site{chr(97 + c)}{i:03d}" for c in range(10) for i in range(5)], (34, 8, 8)),
+        # The smallest synthetic dataset params.yaml admits (data.synthetic.num_images >= 3).
+        (["FudanPed00001", "PennPed00001", "FudanPed00002"], (1, 1, 1)),
+    ],
+)
+def test_datasets_of_other_shapes_get_the_configured_fractions(stems, counts):
+    split = make_split(stems, SplitConfig())
+    assert (len(split.train), len(split.val), len(split.test)) == counts
+    assert sorted(split.train + split.val + split.test) == sorted(stems)
+
+
 def test_split_file_round_trip_and_errors(tmp_path: Path):
     cfg = SplitConfig()
     split = make_split(STEMS, cfg)
@@ -77,3 +96,52 @@ def test_split_file_round_trip_and_errors(tmp_path: Path):
         read_split(tmp_path / "bad.json")
     with pytest.raises(DataError, match="too few"):
         make_split(STEMS[:2], cfg)
+
+
+def _write_pair(root: Path, image: np.ndarray, mask: Image.Image, stem: str = "X00001") -> str:
+    (root / "PNGImages").mkdir(parents=True, exist_ok=True)
+    (root / "PedMasks").mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image).save(root / "PNGImages" / f"{stem}.png")
+    mask.save(root / "PedMasks" / f"{stem}_mask.png")
+    return stem
+
+
+def _centroid(weights: torch.Tensor) -> tuple[float, float]:
+    ys, xs = torch.meshgrid(*(torch.arange(n, dtype=torch.float32) for n in weights.shape), indexing="ij")
+    total = weights.sum()
+    return float((weights * ys).sum() / total), float((weights * xs).sum() / total)
+
+
+@pytest.mark.parametrize("min_size", [24, 40, 100])
+def test_resized_masks_stay_centred_on_their_image_content(tmp_path: Path, min_size: int):
+    # A white square and its mask: after the resize both must sit at the same place. The legacy
+    # nearest resize of masks put them 0.37-0.6 px right of and below the antialiased image.
+    image = np.zeros((64, 64, 3), np.uint8)
+    image[21:41, 13:33] = 255
+    mask = np.zeros((64, 64), np.uint8)
+    mask[21:41, 13:33] = 1
+    stem = _write_pair(tmp_path, image, Image.fromarray(mask))
+    sample = load_sample(tmp_path, stem, min_size=min_size, max_size=1000)
+    image_y, image_x = _centroid(sample.image.float().mean(0))
+    mask_y, mask_x = _centroid(sample.masks[0].float())
+    assert abs(mask_y - image_y) < 0.2 and abs(mask_x - image_x) < 0.2
+
+
+def test_a_palette_mask_is_read_as_instance_ids(tmp_path: Path):
+    # Index 0 (background) is white and indices 1 and 2 are equally bright colours: read as
+    # brightness, the background would become an instance and the two people one.
+    ids = np.zeros((32, 48), np.uint8)
+    ids[4:20, 4:14], ids[8:30, 20:40] = 1, 2
+    mask = Image.fromarray(ids, mode="P")
+    mask.putpalette([255, 255, 255, 200, 0, 0, 0, 200, 0] + [0] * (256 * 3 - 9))
+    stem = _write_pair(tmp_path, np.zeros((32, 48, 3), np.uint8), mask)
+    sample = load_sample(tmp_path, stem, min_size=32, max_size=48)
+    assert len(sample.masks) == 2
+    assert torch.equal(sample.masks[0], torch.from_numpy(ids == 1))
+    assert torch.equal(sample.masks[1], torch.from_numpy(ids == 2))
+
+
+def test_a_colour_mask_is_rejected_with_its_path(tmp_path: Path):
+    stem = _write_pair(tmp_path, np.zeros((16, 16, 3), np.uint8), Image.new("RGB", (16, 16), (1, 1, 1)))
+    with pytest.raises(DataError, match=r"X00001_mask.png: mask has 3 channels; expected one channel"):
+        load_sample(tmp_path, stem, min_size=16, max_size=16)

@@ -50,6 +50,10 @@ def load_config(path: str | Path = "params.yaml") -> StudyConfig:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path} not found (run from the repository root or pass --params)") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path} is not UTF-8 text ({error.reason} at byte {error.start})") from None
+    except OSError as error:  # a folder, no permission, ...
+        raise ConfigError(f"{path} cannot be read: {error.strerror or error}") from None
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as error:

@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 PENN_FUDAN_URL = "https://www.cis.upenn.edu/~jshi/ped_html/PennFudanPed.zip"
 PENN_FUDAN_MD5 = "5aaa3dee905cef73325923716e38fc6d"
@@ -33,6 +33,8 @@ BACKBONE_STAGES: dict[str, int] = {
 PositiveInt = Annotated[int, Field(gt=0)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+# numpy's generators take no negative seed, HyperOpt and Optuna none from 2**32 up.
+Seed = Annotated[int, Field(ge=0, lt=2**32)]
 
 
 class Section(BaseModel):
@@ -46,14 +48,14 @@ class SyntheticConfig(Section):
     height: Annotated[int, Field(ge=32)] = 96
     width: Annotated[int, Field(ge=32)] = 128
     max_instances: Annotated[int, Field(ge=1, le=254)] = 3
-    seed: int = 0
+    seed: Seed = 0
 
 
 class SplitConfig(Section):
     train: Fraction = 0.7
     val: Fraction = 0.15
     test: Fraction = 0.15
-    seed: int = 42
+    seed: Seed = 42
 
     @model_validator(mode="after")
     def _fractions_sum_to_one(self) -> "SplitConfig":
@@ -127,7 +129,7 @@ class TrainConfig(Section):
     grad_clip_norm: Annotated[float, Field(ge=0.0)] = 10.0
     hflip_prob: Fraction = 0.5
     amp: bool = True
-    seed: int = 0
+    seed: Seed = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     eval_batch_size: PositiveInt = 2
     coco_backend: CocoBackend = "pycocotools"  # which library scores COCO AP (same numbers)
@@ -181,6 +183,10 @@ class Distribution(Section):
         if self.type == "choice":
             if not self.values:
                 raise ValueError(f"{self.param}: choice needs a non-empty 'values' list")
+            # HyperOpt finds no list among its categories (the sweep would fail at its start).
+            listed = [value for value in self.values if not isinstance(value, (bool, int, float, str))]
+            if listed:
+                raise ValueError(f"{self.param}: choice values must be numbers, strings or booleans, not {listed[0]!r}")
             return self
         if self.lower is None or self.upper is None:
             raise ValueError(f"{self.param}: {self.type} needs 'lower' and 'upper'")
@@ -203,6 +209,13 @@ class Distribution(Section):
     def train_key(self) -> str:
         """``"train.lr"`` -> ``"lr"`` (TuneConfig admits only ``train.*`` params)."""
         return self.param.partition(".")[2]
+
+    def extremes(self) -> list[Any]:
+        """The values a trial can be given that are most likely to be invalid for the train field."""
+        if self.type == "choice":
+            return list(self.values or [])
+        lower, upper = float(self.lower), float(self.upper)  # type: ignore[arg-type]
+        return [int(lower), int(upper) - 1] if self.type == "randint" else [lower, upper]
 
     def outside_reason(self, value: Any) -> str | None:
         """Why ``value`` is not a point of this distribution (None if it is one)."""
@@ -236,7 +249,7 @@ class ResourcesConfig(Section):
 
 class TuneConfig(Section):
     searcher: Literal["hyperopt", "optuna", "random"] = "hyperopt"
-    seed: int = 0
+    seed: Seed = 0
     num_samples: PositiveInt = 20
     max_concurrent: PositiveInt = 1
     n_initial_points: NonNegativeInt | None = None
@@ -279,7 +292,7 @@ class TuneConfig(Section):
 
 
 class EvaluateConfig(Section):
-    seeds: list[int] = [0, 1, 2]
+    seeds: list[Seed] = [1, 2, 3]  # not train.seed (0): see StudyConfig._evaluation_seeds_not_the_search_seed
     epochs: PositiveInt | None = None
     train_on: Literal["train", "train+val"] = "train"
     num_pictures: NonNegativeInt = 4
@@ -322,14 +335,40 @@ class StudyConfig(Section):
         # Every sweep starts from the train: section. HyperOpt rejects an initial choice outside
         # `values` deep inside the sweep, and an off-grid value would be trained as another
         # number than the train stage used: fail when the file is read, before any stage runs.
+        # Likewise a value the train field rejects (batch size 0, lr above its bound) would fail
+        # every trial that draws it, after the stages before the sweep have run.
         problems = []
+        train = self.train.model_dump()
         for dist in self.tune.search_space:
             value = getattr(self.train, dist.train_key)
             reason = dist.outside_reason(value)
             if reason:
                 problems.append(f"the initial value {dist.param}={value!r} (train section) {reason}")
+            for extreme in dist.extremes():
+                try:
+                    TrainConfig.model_validate({**train, dist.train_key: extreme})
+                except ValidationError as error:
+                    detail = error.errors()[0]["msg"].removeprefix("Value error, ")
+                    problems.append(f"{dist.param}={extreme!r} can be drawn but is not a valid value: {detail}")
+                    break
         if problems:
             raise ValueError("tune.search_space does not fit: " + "; ".join(problems))
+        return self
+
+    @model_validator(mode="after")
+    def _evaluation_seeds_not_the_search_seed(self) -> "StudyConfig":
+        # Every tuning trial trains with train.seed. An evaluation run at that seed repeats a trial
+        # bit for bit: the tuned config's run is the very run the search picked for its val score,
+        # and a model's val and test scores share its seed's luck, so that pair would lean towards
+        # "tuned is better" (and the initial config's run, when it lost, the other way).
+        seeds = self.evaluate.seeds
+        if self.train.seed in seeds:
+            unused = [seed for seed in range(len(seeds) + 1) if seed != self.train.seed][: len(seeds)]
+            raise ValueError(
+                f"evaluate.seeds {seeds} contains train.seed ({self.train.seed}), the seed every tuning trial "
+                f"trains with: the tuned config's run at that seed would be the very trial the search selected, "
+                f"its luck included; use other seeds, e.g. evaluate.seeds: {unused}"
+            )
         return self
 
     @property

@@ -68,7 +68,13 @@ def scale_for(height: int, width: int, min_size: int, max_size: int) -> float:
 
 def load_sample(root: Path, stem: str, min_size: int, max_size: int) -> Sample:
     image = _decode(image_path(root, stem), ImageReadMode.RGB)
-    instance_map = _decode(mask_path(root, stem), ImageReadMode.GRAY)
+    # UNCHANGED keeps the stored values: a palette ("P") mask's indices are its instance ids,
+    # which GRAY would turn into the brightness of their palette colours.
+    instance_map = _decode(mask_path(root, stem), ImageReadMode.UNCHANGED)
+    if instance_map.shape[0] != 1:
+        raise DataError(
+            f"{mask_path(root, stem)}: mask has {instance_map.shape[0]} channels; expected one channel of instance ids"
+        )
     if image.shape[1:] != instance_map.shape[1:]:
         raise DataError(
             f"{mask_path(root, stem)}: mask size {tuple(instance_map.shape[1:])} "
@@ -81,7 +87,11 @@ def load_sample(root: Path, stem: str, min_size: int, max_size: int) -> Sample:
     scale = scale_for(height, width, min_size, max_size)
     size = [max(1, round(height * scale)), max(1, round(width * scale))]
     image = v2.functional.resize(image, size, antialias=True)
-    masks = v2.functional.resize(tv_tensors.Mask(masks), size).as_subclass(torch.Tensor)
+    # NEAREST_EXACT samples each output pixel's centre, as the antialiased image resize does;
+    # torchvision's default (legacy) NEAREST takes the top-left source pixel, half a pixel off.
+    masks = v2.functional.resize(
+        tv_tensors.Mask(masks), size, interpolation=v2.InterpolationMode.NEAREST_EXACT
+    ).as_subclass(torch.Tensor)
     # An instance only a pixel or two wide can vanish when shrunk; it has no box then.
     masks = masks[masks.flatten(1).any(dim=1)]
     return Sample(stem=stem, image=image.contiguous(), masks=masks.contiguous())

@@ -30,22 +30,37 @@ class Split:
         return getattr(self, name)
 
 
+# Each collection's parts are rounded on their own: below this size that rounding distorts the
+# fractions more than stratifying helps (PennFudanPed's collections hold 74 and 96 images).
+MIN_COLLECTION = 20
+
+
 def _source(stem: str) -> str:
     # "FudanPed00001" -> "FudanPed": the two collections differ in look, so each part gets both.
     return stem.rstrip("0123456789")
 
 
-def make_split(stems: list[str], cfg: SplitConfig) -> Split:
-    """Stratified by collection (Fudan/Penn), seeded: the same stems and cfg give the same split."""
-    rng = np.random.default_rng(cfg.seed)
+def _collections(stems: list[str]) -> dict[str, list[str]]:
+    """Stems by collection; all in one when any collection is small (another naming scheme, say)."""
     groups: dict[str, list[str]] = defaultdict(list)
     for stem in sorted(stems):
         groups[_source(stem)].append(stem)
+    if min(len(members) for members in groups.values()) < MIN_COLLECTION:
+        return {"": sorted(stems)}
+    return groups
+
+
+def make_split(stems: list[str], cfg: SplitConfig) -> Split:
+    """Stratified by collection (Fudan/Penn), seeded: the same stems and cfg give the same split."""
+    if not stems:
+        raise DataError("no images to split")
+    rng = np.random.default_rng(cfg.seed)
+    groups = _collections(stems)
     parts: dict[str, list[str]] = {name: [] for name in PARTS}
     for source in sorted(groups):
         members = [groups[source][i] for i in rng.permutation(len(groups[source]))]
-        n_val = round(len(members) * cfg.val)
-        n_test = round(len(members) * cfg.test)
+        n_val = max(1, round(len(members) * cfg.val))  # every part gets an image, as its fraction is > 0
+        n_test = max(1, round(len(members) * cfg.test))
         parts["test"] += members[:n_test]
         parts["val"] += members[n_test : n_test + n_val]
         parts["train"] += members[n_test + n_val :]

@@ -28,6 +28,7 @@ from torch.optim.lr_scheduler import (
 )
 from torch.utils.data import DataLoader
 
+from pedtune.config.load import ConfigError
 from pedtune.config.schema import StudyConfig, TrainConfig
 from pedtune.data.dataset import DetectionDataset, SampleStore, collate
 from pedtune.engine.coco_eval import (
@@ -75,7 +76,7 @@ def resolve_device(choice: str) -> torch.device:
     if choice == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if choice == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device is 'cuda' but no CUDA device is available")
+        raise ConfigError("train.device is 'cuda' but no CUDA device is available here (use auto or cpu)")
     return torch.device(choice)
 
 

@@ -240,7 +240,7 @@ def _method_note(study: Study) -> str:
         f"Mean ± sample standard deviation over {n} seeds. Δ is the mean of the per-seed differences "
         f"({TUNED} − {INITIAL}, both trained with the same seed); its interval is the Student t-interval "
         f"on those {n} differences ({n - 1} degrees of freedom). Each model is scored after its last "
-        "epoch; nothing is selected on the test split."
+        "epoch; nothing is selected on the test split, and no seed is the search's own, so no run repeats a trial."
     )
     if len(study.trained) < len(study.results):
         note += (

@@ -112,6 +112,7 @@ def parent_params(config: StudyConfig) -> dict[str, Any]:
 def run_evaluate(config: StudyConfig) -> dict[str, Any]:
     started = time.perf_counter()
     # Everything that can fail is checked before the first of many long trainings.
+    resolve_device(config.train.device)  # the pictures at the end are drawn here, whatever runs the seeds
     configs = {INITIAL: config, TUNED: tuned_config(config, read_best_params())}
     # When the search kept the initial configuration, a tuned run would repeat the initial run
     # with the same seed; each seed is trained once and its result serves both columns.

@@ -12,6 +12,7 @@ from matplotlib.ticker import MaxNLocator, NullFormatter
 from pedtune.config import StudyConfig
 from pedtune.config.schema import Distribution
 from pedtune.tune.results import ERROR, STOPPED_EARLY, TrialRecord
+from pedtune.tune.space import typed_value
 
 STATUS_STYLE = {  # status -> (colour, marker, legend label)
     "COMPLETED": ("tab:blue", "o", "completed"),
@@ -52,10 +53,12 @@ def _param_axis(ax: Axes, dist: Distribution, records: list[TrialRecord]) -> lis
     """x positions of the trials on this param's axis (category index for a choice)."""
     values = [r.overrides[dist.param] for r in records]
     if dist.type == "choice":
-        categories = [str(v) for v in dist.values or []]
-        ax.set_xticks(range(len(categories)), categories)
-        ax.set_xlim(-0.5, len(categories) - 0.5)
-        return [float(categories.index(str(v))) for v in values]
+        declared = list(dist.values or [])
+        # A trial holds the train field's type (choice [0, 10] on a float field trains 10.0).
+        typed = [typed_value(dist, v) for v in declared]
+        ax.set_xticks(range(len(declared)), [str(v) for v in declared])
+        ax.set_xlim(-0.5, len(declared) - 0.5)
+        return [float(typed.index(v)) for v in values]
     # The whole declared range, so the plot also shows which parts the searcher explored.
     lower, upper = float(dist.lower), float(dist.upper)  # type: ignore[arg-type]
     if dist.type in ("loguniform", "qloguniform"):
@@ -106,12 +109,17 @@ def plot_best_so_far(records: list[TrialRecord], config: StudyConfig, best: Tria
 
 
 def asha_rungs(config: StudyConfig) -> list[int]:
-    """Epochs at which ASHA compares trials: grace_period * reduction_factor**k below max_t."""
+    """Epochs at which ASHA compares trials: grace_period * reduction_factor**k below max_t.
+
+    Ray judges a trial at its first epoch at or past a milestone, so a fractional one
+    (reduction factor 2.5: 2, 5, 12.5) is drawn at the next whole epoch.
+    """
     if config.tune.scheduler != "asha":
         return []
     rungs, epoch = [], float(config.tune.asha.grace_period)
     while epoch < config.asha_max_t:
-        rungs.append(int(epoch))
+        if math.ceil(epoch) not in rungs:
+            rungs.append(math.ceil(epoch))
         epoch *= config.tune.asha.reduction_factor
     return rungs
 
