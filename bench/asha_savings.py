@@ -32,7 +32,7 @@ import ray.cloudpickle
 import torch
 
 from bench import common
-from pedtune.config import StudyConfig
+from pedtune.config import StudyConfig, with_train_overrides
 from pedtune.data.dataset import SampleStore
 from pedtune.engine.train import EpochHook, TrainedHook
 
@@ -138,7 +138,8 @@ def main(argv: list[str] | None = None) -> dict:
                        f"{out[scheduler]['best_final']} in {out[scheduler]['wall_s']} s")
         finals = []
         for seed in range(args.noise_seeds):
-            cfg = common.study_config(args, common.merge(base, {"train": {"seed": seed}}))
+            # Only the train section is re-validated: a study file rejects evaluate.seeds holding train.seed.
+            cfg = with_train_overrides(common.study_config(args, base), {"train.seed": seed})
             finals.append(fit_fn(cfg, *stores, pretrained).final[cfg.tune.metric])
         noise = statistics.stdev(finals) if len(finals) > 1 else None
     a, f = out["asha"], out["fifo"]

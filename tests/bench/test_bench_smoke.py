@@ -126,10 +126,12 @@ def test_tune_overhead(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_asha_savings(tmp_path: Path) -> None:
-    result = _run("asha_savings", tmp_path, "--trials", "2", "--epochs", "2", "--noise-seeds", "0",
+    # Two noise seeds: their configs set train.seed 1, which a study file's evaluate.seeds holds.
+    result = _run("asha_savings", tmp_path, "--trials", "2", "--epochs", "2", "--noise-seeds", "2",
                   "--pretrain-epochs", "0", "--roi-batch", "16", "--proposals", "20")
     assert result["sweeps"]["fifo"]["trial_epochs"] == 4
     assert result["sweeps"]["asha"]["failed"] == result["sweeps"]["fifo"]["failed"] == 0
+    assert len(result["noise"]["initial_config_finals_over_seeds"]) == 2
 
 
 def test_asha_budget(tmp_path: Path) -> None:

@@ -94,7 +94,7 @@ def _set(raw: dict, dotted: str, value) -> dict:
         ("tune.search_space", [{"param": "train.batch_size", "type": "choice", "values": [2, 0, 4]}],
          "train.batch_size=0 can be drawn but is not a valid value: Input should be greater than 0"),
         ("tune.search_space", [{"param": "train.lr", "type": "loguniform", "lower": 0.001, "upper": 100}],
-         "train.lr=100.0 can be drawn but is not a valid value"),
+         "train.lr=100 can be drawn but is not a valid value"),
         ("tune.search_space", [{"param": "train.optimizer", "type": "choice", "values": ["sgd", "adam"]}],
          "train.optimizer='adam' can be drawn"),
         ("tune.search_space", [{"param": "train.lr_milestones", "type": "choice", "values": [[6, 8], [4, 8]]}],
@@ -125,6 +125,28 @@ def test_evaluation_seeds_only_need_to_avoid_the_search_seed(raw):
         validate(_set(_set(raw, "train.seed", 7), "evaluate.seeds", [0, 7, 1]))
     with pytest.raises(ConfigError, match=r"e\.g\. evaluate.seeds: \[1, 2\]"):
         validate(_set(raw, "evaluate.seeds", [0, 1]))
+
+
+@pytest.mark.parametrize(
+    "dist",
+    [
+        # Trials train round(x) on an int field: 2 ... 8.
+        {"param": "train.batch_size", "type": "uniform", "lower": 1.5, "upper": 8.5},
+        # A continuous draw never is the bound itself, which the field excludes (momentum < 1, lr > 0).
+        {"param": "train.momentum", "type": "uniform", "lower": 0.5, "upper": 1.0},
+        {"param": "train.lr", "type": "uniform", "lower": 0.0, "upper": 0.02},
+    ],
+)
+def test_a_space_whose_every_draw_is_valid_is_accepted(raw, dist):
+    space = [d for d in raw["tune"]["search_space"] if d["param"] != dist["param"]] + [dist]
+    assert validate(_set(raw, "tune.search_space", space)).tune.search_space[-1].param == dist["param"]
+
+
+def test_evaluation_seeds_avoid_a_searched_train_seed(raw):
+    space = raw["tune"]["search_space"] + [{"param": "train.seed", "type": "choice", "values": [0, 2]}]
+    with pytest.raises(ConfigError, match=r"evaluate.seeds \[1, 2, 3\] holds \[2\], which tune.search_space can draw"):
+        validate(_set(raw, "tune.search_space", space))
+    assert validate(_set(_set(raw, "tune.search_space", space), "evaluate.seeds", [1, 3])).evaluate.seeds == [1, 3]
 
 
 def test_missing_section_is_named(raw):

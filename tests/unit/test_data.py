@@ -141,6 +141,15 @@ def test_a_palette_mask_is_read_as_instance_ids(tmp_path: Path):
     assert torch.equal(sample.masks[1], torch.from_numpy(ids == 2))
 
 
+def test_a_grey_and_alpha_mask_is_read_from_its_grey_channel(tmp_path: Path):
+    ids = np.zeros((16, 16), np.uint8)
+    ids[2:8, 2:8], ids[9:15, 5:12] = 1, 2
+    mask = Image.fromarray(np.stack([ids, np.full_like(ids, 255)], axis=-1), mode="LA")
+    stem = _write_pair(tmp_path, np.zeros((16, 16, 3), np.uint8), mask)
+    sample = load_sample(tmp_path, stem, min_size=16, max_size=16)
+    assert [int(m.sum()) for m in sample.masks] == [36, 42]
+
+
 def test_a_colour_mask_is_rejected_with_its_path(tmp_path: Path):
     stem = _write_pair(tmp_path, np.zeros((16, 16, 3), np.uint8), Image.new("RGB", (16, 16), (1, 1, 1)))
     with pytest.raises(DataError, match=r"X00001_mask.png: mask has 3 channels; expected one channel"):

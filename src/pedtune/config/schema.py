@@ -211,11 +211,23 @@ class Distribution(Section):
         return self.param.partition(".")[2]
 
     def extremes(self) -> list[Any]:
-        """The values a trial can be given that are most likely to be invalid for the train field."""
+        """The values a trial can be given that are most likely to be invalid for the train field.
+
+        A continuous draw never lands exactly on a bound (uniform is [lower, upper)), so the
+        points just inside are checked; an int field trains the rounded value, as a trial does.
+        """
         if self.type == "choice":
-            return list(self.values or [])
-        lower, upper = float(self.lower), float(self.upper)  # type: ignore[arg-type]
-        return [int(lower), int(upper) - 1] if self.type == "randint" else [lower, upper]
+            points: list[Any] = list(self.values or [])
+        elif self.type == "randint":
+            points = [int(self.lower), int(self.upper) - 1]  # type: ignore[arg-type]
+        elif self.type in QUANTIZED:
+            points = [float(self.lower), float(self.upper)]  # type: ignore[arg-type]
+        else:
+            lower, upper = float(self.lower), float(self.upper)  # type: ignore[arg-type]
+            points = [math.nextafter(lower, upper), math.nextafter(upper, lower)]
+        if TrainConfig.model_fields[self.train_key].annotation is int:
+            points = [round(p) if isinstance(p, float) else p for p in points]
+        return points
 
     def outside_reason(self, value: Any) -> str | None:
         """Why ``value`` is not a point of this distribution (None if it is one)."""
@@ -349,7 +361,8 @@ class StudyConfig(Section):
                     TrainConfig.model_validate({**train, dist.train_key: extreme})
                 except ValidationError as error:
                     detail = error.errors()[0]["msg"].removeprefix("Value error, ")
-                    problems.append(f"{dist.param}={extreme!r} can be drawn but is not a valid value: {detail}")
+                    shown = f"{extreme:g}" if isinstance(extreme, float) else repr(extreme)  # 100, not 99.99999999999999
+                    problems.append(f"{dist.param}={shown} can be drawn but is not a valid value: {detail}")
                     break
         if problems:
             raise ValueError("tune.search_space does not fit: " + "; ".join(problems))
@@ -362,6 +375,14 @@ class StudyConfig(Section):
         # and a model's val and test scores share its seed's luck, so that pair would lean towards
         # "tuned is better" (and the initial config's run, when it lost, the other way).
         seeds = self.evaluate.seeds
+        for dist in self.tune.search_space:
+            if dist.param == "train.seed":  # the trials train at several seeds: none may be evaluated
+                drawn = [seed for seed in seeds if dist.outside_reason(seed) is None]
+                if drawn:
+                    raise ValueError(
+                        f"evaluate.seeds {seeds} holds {drawn}, which tune.search_space can draw for train.seed: "
+                        f"an evaluation run at such a seed could repeat a trial; use seeds outside the searched ones"
+                    )
         if self.train.seed in seeds:
             unused = [seed for seed in range(len(seeds) + 1) if seed != self.train.seed][: len(seeds)]
             raise ValueError(

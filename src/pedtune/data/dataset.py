@@ -71,6 +71,8 @@ def load_sample(root: Path, stem: str, min_size: int, max_size: int) -> Sample:
     # UNCHANGED keeps the stored values: a palette ("P") mask's indices are its instance ids,
     # which GRAY would turn into the brightness of their palette colours.
     instance_map = _decode(mask_path(root, stem), ImageReadMode.UNCHANGED)
+    if instance_map.shape[0] == 2:  # grey + alpha: the ids are the grey channel
+        instance_map = instance_map[:1]
     if instance_map.shape[0] != 1:
         raise DataError(
             f"{mask_path(root, stem)}: mask has {instance_map.shape[0]} channels; expected one channel of instance ids"
