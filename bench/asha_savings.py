@@ -136,10 +136,10 @@ def main(argv: list[str] | None = None) -> dict:
             out[scheduler] = sweep(cfg, stores, pretrained, fit_fn, Path(tmp))
             common.log(f"{scheduler}: {out[scheduler]['trial_epochs']} trial-epochs, best val {cfg.tune.metric} "
                        f"{out[scheduler]['best_final']} in {out[scheduler]['wall_s']} s")
-        finals = []
+        finals, initial = [], common.study_config(args, base)
         for seed in range(args.noise_seeds):
             # Only the train section is re-validated: a study file rejects evaluate.seeds holding train.seed.
-            cfg = with_train_overrides(common.study_config(args, base), {"train.seed": seed})
+            cfg = with_train_overrides(initial, {"train.seed": seed})
             finals.append(fit_fn(cfg, *stores, pretrained).final[cfg.tune.metric])
         noise = statistics.stdev(finals) if len(finals) > 1 else None
     a, f = out["asha"], out["fifo"]

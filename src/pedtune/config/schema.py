@@ -210,11 +210,22 @@ class Distribution(Section):
         """``"train.lr"`` -> ``"lr"`` (TuneConfig admits only ``train.*`` params)."""
         return self.param.partition(".")[2]
 
+    def train_value(self, value: Any) -> Any:
+        """A drawn value as a trial trains it: on the ``q`` grid and of the train field's type."""
+        if self.type in QUANTIZED:
+            value = quantize(float(value), float(self.lower), float(self.upper), float(self.q))  # type: ignore[arg-type]
+        annotation = TrainConfig.model_fields[self.train_key].annotation
+        if annotation is int and isinstance(value, float):
+            return int(round(value))
+        if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        return value
+
     def extremes(self) -> list[Any]:
-        """The values a trial can be given that are most likely to be invalid for the train field.
+        """The values a trial can train that are most likely to be invalid for the train field.
 
         A continuous draw never lands exactly on a bound (uniform is [lower, upper)), so the
-        points just inside are checked; an int field trains the rounded value, as a trial does.
+        points just inside are checked, as the trial would train them (rounded on an int field).
         """
         if self.type == "choice":
             points: list[Any] = list(self.values or [])
@@ -225,9 +236,7 @@ class Distribution(Section):
         else:
             lower, upper = float(self.lower), float(self.upper)  # type: ignore[arg-type]
             points = [math.nextafter(lower, upper), math.nextafter(upper, lower)]
-        if TrainConfig.model_fields[self.train_key].annotation is int:
-            points = [round(p) if isinstance(p, float) else p for p in points]
-        return points
+        return [self.train_value(point) for point in points]
 
     def outside_reason(self, value: Any) -> str | None:
         """Why ``value`` is not a point of this distribution (None if it is one)."""

@@ -104,8 +104,9 @@ def summary_table(records: list[TrialRecord], best: TrialRecord | None, params: 
     rows = [header]
     for number, record in enumerate(records, start=1):
         notes = [label for label, hit in (("initial", record.is_initial), ("BEST", record is best)) if hit]
-        if record.error:  # its first line; trials.csv holds the whole message
-            first = record.error.strip().splitlines()[0] if record.error.strip() else ""
+        error_lines = record.error.strip().splitlines()
+        if error_lines:  # the first line; trials.csv holds the whole message
+            first = error_lines[0]
             notes.append(first if len(first) <= 100 else first[:99] + "…")
         rows.append(
             [str(number), record.trial_id, record.status, str(record.epochs), _number(record.final),

@@ -17,7 +17,7 @@ from ray import tune
 from ray.tune.search.sample import Domain
 
 from pedtune.config import StudyConfig
-from pedtune.config.schema import QUANTIZED, Distribution, TrainConfig, quantize
+from pedtune.config.schema import Distribution
 
 
 def ray_domain(dist: Distribution) -> Domain:
@@ -48,15 +48,7 @@ def _plain(value: Any) -> Any:
 
 def typed_value(dist: Distribution, value: Any) -> Any:
     """One proposed value as the trial uses it: on the ``q`` grid and of the train field's type."""
-    value = _plain(value)
-    if dist.type in QUANTIZED:
-        value = quantize(float(value), float(dist.lower), float(dist.upper), float(dist.q))  # type: ignore[arg-type]
-    annotation = TrainConfig.model_fields[dist.train_key].annotation
-    if annotation is int and isinstance(value, float):
-        return int(round(value))
-    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    return value
+    return dist.train_value(_plain(value))
 
 
 def decode_sample(sample: Mapping[str, Any], space: list[Distribution]) -> dict[str, Any]:
