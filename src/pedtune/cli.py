@@ -75,8 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
     for name, (_, help_text) in STAGES.items():
         sub.add_parser(name, help=help_text, description=help_text)
-    readme = sub.add_parser("readme-results", help="rewrite README.md's Results section from the evaluate report")
-    readme.add_argument("--readme", default="README.md")
+    readme_help = "rewrite README.md's Results section from the evaluate report"
+    readme = sub.add_parser("readme-results", help=readme_help, description=readme_help)
+    readme.add_argument("--readme", default="README.md", help="the README to rewrite (default: %(default)s)")
     readme.add_argument("--report", default=str(REPORT), help="the evaluate report (another study folder's, say)")
     return parser
 

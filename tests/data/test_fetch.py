@@ -350,6 +350,32 @@ def test_url_cache_in_work_dir(
     assert "using cached archive" in capsys.readouterr().err
 
 
+def test_a_download_with_the_wrong_md5_creates_nothing_and_is_not_cached(
+    synthetic_zip: Path, out_dir: Path, tmp_path: Path
+) -> None:
+    cfg = DataConfig(source="url", url=synthetic_zip.as_uri(), md5="f" * 32, size_bytes=None, expected_images=None)
+    cache = tmp_path / "cache"
+    with pytest.raises(DataError, match="md5 mismatch"):
+        fetch_dataset(cfg, out_dir / "ds", work_dir=cache)
+    assert list(out_dir.iterdir()) == []
+    assert not (cache / "PennFudanPed.zip").exists()
+
+
+def test_a_corrupt_cached_archive_is_downloaded_again(
+    synthetic_zip: Path, out_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = DataConfig(source="url", url=synthetic_zip.as_uri(), md5=md5sum(synthetic_zip), size_bytes=None,
+                     expected_images=None)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "PennFudanPed.zip").write_bytes(synthetic_zip.read_bytes()[:-100])  # an interrupted download
+    fetch_dataset(cfg, out_dir / "ds", work_dir=cache)
+    err = capsys.readouterr().err
+    assert "cached archive rejected, downloading again: " in err and "md5 mismatch" in err
+    assert (cache / "PennFudanPed.zip").read_bytes() == synthetic_zip.read_bytes()
+    assert (out_dir / "ds" / "PNGImages").is_dir()
+
+
 def test_unreachable_url_mentions_local_path(out_dir: Path) -> None:
     cfg = DataConfig(source="url", url="http://127.0.0.1:9/x.zip")
     with pytest.raises(DataError, match="local_path") as info:

@@ -7,7 +7,14 @@ import pytest
 import yaml
 
 from pedtune.config import ConfigError, StudyConfig, validate
-from pedtune.evaluate.inputs import TuneResultsError, read_best_params, read_search_cost, run_config, tuned_config
+from pedtune.evaluate.inputs import (
+    TuneResultsError,
+    read_best_params,
+    read_search_cost,
+    run_config,
+    tuned_config,
+    unsearched_differences,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -49,6 +56,18 @@ def test_invalid_tuned_values_fail_validation(config: StudyConfig):
         tuned_config(config, {"learning_rate": 0.1})
     with pytest.raises(ConfigError, match="lr"):
         tuned_config(config, {"lr": -1.0})
+
+
+def test_a_tuned_config_that_differs_where_the_search_does_not_look_is_named(config: StudyConfig):
+    # As the tune stage writes it: params.yaml's train section with the searched keys changed.
+    fresh = tuned_config(config, {**config.train.model_dump(), "lr": 0.02, "seed": 5, "device": "cuda"})
+    assert unsearched_differences(config, fresh) == []
+    # params.yaml changed after the sweep: epochs and hflip_prob come from the older sweep.
+    stale = tuned_config(config, {**config.train.model_dump(), "lr": 0.02, "epochs": 3, "hflip_prob": 0.0})
+    assert unsearched_differences(config, stale) == [
+        f"train.epochs {config.train.epochs} (params.yaml) vs 3 (tuned)",
+        f"train.hflip_prob {config.train.hflip_prob} (params.yaml) vs 0.0 (tuned)",
+    ]
 
 
 def test_run_config_sets_the_seed_and_optionally_the_epochs(config: StudyConfig):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ import yaml
 
 from pedtune.config import validate, with_train_overrides
 from pedtune.engine.coco_eval import METRIC_NAMES
+from pedtune.evaluate.pictures import save_per_seed_plot
 from pedtune.evaluate.report import Study, compare, metrics_json, per_seed_csv, report_markdown
 from pedtune.evaluate.runs import INITIAL, TUNED, RunResult
 
@@ -23,6 +25,11 @@ SCORES = {0: (0.50, 0.58), 1: (0.40, 0.49), 2: (0.45, 0.52)}
 def _result(name: str, seed: int, bbox: float) -> RunResult:
     test = {metric: bbox for metric in METRIC_NAMES} | {"segm_mAP": bbox / 2}
     return RunResult(name, seed, [{"bbox_mAP": bbox}], test, wall_time_s=90.0, device="cpu", state_dict=None)
+
+
+def _diverged(name: str, seed: int) -> RunResult:
+    return RunResult(name, seed, [{"bbox_mAP": 0.1}] * 2, {}, wall_time_s=20.0, device="cpu", state_dict=None,
+                     diverged="non-finite loss at epoch 3, step 2")
 
 
 @pytest.fixture
@@ -81,3 +88,49 @@ def test_per_seed_csv_is_sorted_by_config_then_seed(results: list[RunResult]):
     first_two = [(r["config"], r["seed"], r["run"]) for r in rows[:2]]
     assert first_two == [(INITIAL, "0", "initial seed 0"), (INITIAL, "1", "initial seed 1")]
     assert [float(r["bbox_mAP"]) for r in rows] == [0.5, 0.4, 0.45, 0.58, 0.49, 0.52]
+
+
+def test_an_interval_bound_too_small_for_three_decimals_keeps_its_sign(study: Study):
+    # Differences of 0.001, 0.002, 0.0015: the interval [0.00026, 0.0027] lies above 0, and
+    # the table must not print its lower bound as +0.000 beside that verdict.
+    close = {0: (0.500, 0.501), 1: (0.400, 0.402), 2: (0.450, 0.4515)}
+    results = [_result(name, seed, pair[i]) for seed, pair in close.items() for i, name in enumerate((INITIAL, TUNED))]
+    report = report_markdown(replace(study, comparison=compare(results, [0, 1, 2]), results=results))
+    assert "| +0.002 | [+2.6e-04, +0.003] |" in report
+    assert "**Verdict on bbox mAP (the metric the search optimised): improvement**" in report
+
+
+def test_a_diverged_run_leaves_its_seed_out_of_the_pairs_and_is_reported(study: Study, tmp_path: Path):
+    results = [r for r in study.results if (r.name, r.seed) != (TUNED, 1)] + [_diverged(TUNED, 1)]
+    comparison = compare(results, [0, 1, 2])
+    assert comparison.paired_seeds == [0, 2] and comparison.diverged[TUNED] == {1: "non-finite loss at epoch 3, step 2"}
+    assert comparison.spreads[TUNED]["bbox_mAP"].n == 2 and comparison.spreads[INITIAL]["bbox_mAP"].n == 3
+    assert comparison.differences["bbox_mAP"].n == 2
+    assert comparison.differences["bbox_mAP"].mean == pytest.approx((0.08 + 0.07) / 2)
+    partial = replace(study, comparison=comparison, results=results)
+    report = report_markdown(partial)
+    assert "**Diverged** (non-finite loss, no test score): tuned seed 1 (non-finite loss at epoch 3, step 2)." in report
+    assert "cover the 2 seeds where both configurations finished (0, 2)" in report
+    assert "on those 2 differences (1 degrees of freedom)" in report
+    assert "| evaluation: training runs | 6 (2 configs × 3 seeds), 52 epochs |" in report  # 5 × 10 + 2
+    assert metrics_json(partial)["runs_diverged"] == 1
+    rows = list(csv.DictReader(io.StringIO(per_seed_csv(results))))
+    assert ("tuned", "1") not in {(row["config"], row["seed"]) for row in rows} and len(rows) == 5
+    save_per_seed_plot(tmp_path / "per_seed.png", comparison.scores, ["bbox_mAP", "segm_mAP"])
+    assert (tmp_path / "per_seed.png").stat().st_size > 0
+
+
+def test_fewer_than_two_finished_pairs_leave_the_verdict_undetermined(study: Study):
+    results = [r for r in study.results if r.name == INITIAL or r.seed == 0]
+    results += [_diverged(TUNED, 1), _diverged(TUNED, 2)]
+    comparison = compare(results, [0, 1, 2])
+    assert comparison.paired_seeds == [0]
+    assert comparison.differences["bbox_mAP"] is None and comparison.spreads[TUNED]["bbox_mAP"] is None
+    partial = replace(study, comparison=comparison, results=results)
+    metrics = metrics_json(partial)
+    assert metrics["verdict"] == "undetermined" and metrics["runs_diverged"] == 2
+    assert metrics["delta"]["bbox_mAP"] == {"mean": None, "ci_low": None, "ci_high": None, "verdict": "undetermined"}
+    assert metrics[TUNED]["bbox_mAP"] == {"mean": None, "std": None}
+    report = report_markdown(partial)
+    assert "| bbox mAP | 0.450 ± 0.050 | n/a | n/a | n/a |" in report
+    assert "**Verdict on bbox mAP (the metric the search optimised): undetermined** — fewer than 2 seeds" in report

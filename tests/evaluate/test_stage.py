@@ -19,7 +19,9 @@ from pedtune.data.split import read_split
 from pedtune.data.stage import run_split
 from pedtune.data.synthetic import write_synthetic_dataset
 from pedtune.engine.coco_eval import METRIC_NAMES
-from pedtune.evaluate import files, parallel, runs
+from pedtune.engine.train import EpochResult
+from pedtune.errors import NonFiniteLossError
+from pedtune.evaluate import files, parallel, runs, stage
 from pedtune.evaluate.stage import run_evaluate
 from pedtune.evaluate.stats import IMPROVEMENT, NO_DIFFERENCE, WORSE
 from pedtune.model.weights import save_weights
@@ -76,6 +78,7 @@ def test_stage_compares_both_configs_without_training_on_the_test_split(study: S
     monkeypatch.setattr(runs, "fit", recording_fit)
     # One run at a time, so every training happens in this process and is recorded.
     monkeypatch.setattr(parallel, "local_capacity", lambda resources: 1)
+    monkeypatch.setenv("DVC_EXP_NAME", "exp-evaluate")  # as `dvc exp run` sets it
 
     metrics = run_evaluate(study)
 
@@ -140,7 +143,10 @@ def test_stage_compares_both_configs_without_training_on_the_test_split(study: S
     children = [r for r in all_runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert sorted((r.data.tags["config"], r.data.tags["seed"]) for r in children) == pairs
     assert {r.info.status for r in all_runs} == {"FINISHED"}
+    provenance = {key: parent.data.tags[key] for key in ("git_commit", "dvc_experiment", "dataset_hash")}
+    assert provenance["dvc_experiment"] == "exp-evaluate"
     for child in children:
+        assert {key: child.data.tags.get(key) for key in provenance} == provenance
         assert child.data.params["train.seed"] == child.data.tags["seed"]
         assert child.data.params["train.lr"] == ("0.01" if child.data.tags["config"] == "tuned" else "0.005")
         assert set(METRIC_NAMES) | {f"test_{m}" for m in METRIC_NAMES} <= set(child.data.metrics)
@@ -148,6 +154,7 @@ def test_stage_compares_both_configs_without_training_on_the_test_split(study: S
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"report.md", "per_seed.png", "pictures", "evaluate.json", "per_seed.csv"} <= artifacts
     assert f"| MLflow run | {parent.info.run_id} " in report
+    assert f"| dataset hash | {provenance['dataset_hash']} (of {paths.DATA_ROOT}) |" in report
 
 
 def test_stage_trains_each_seed_once_when_the_search_kept_the_initial_config(study: StudyConfig, monkeypatch):
@@ -161,6 +168,9 @@ def test_stage_trains_each_seed_once_when_the_search_kept_the_initial_config(stu
 
     monkeypatch.setattr(runs, "fit", recording_fit)
     monkeypatch.setattr(parallel, "local_capacity", lambda resources: 1)
+    written = []
+    real_write_outputs = stage.write_outputs
+    monkeypatch.setattr(stage, "write_outputs", lambda *args: written.append(args) or real_write_outputs(*args))
 
     metrics = run_evaluate(study)
 
@@ -180,3 +190,51 @@ def test_stage_trains_each_seed_once_when_the_search_kept_the_initial_config(stu
     children = [r for r in client.search_runs([experiment.experiment_id]) if "mlflow.parentRunId" in r.data.tags]
     same_as = {(r.data.tags["config"], r.data.tags["seed"]): r.data.tags.get("same_run_as") for r in children}
     assert same_as == {("initial", "1"): None, ("initial", "2"): None, ("tuned", "1"): "initial-seed1", ("tuned", "2"): "initial-seed2"}
+
+    # Writing the outputs again, failing part-way (the pictures): the first outputs stay whole.
+    def files_under(folder: Path) -> dict[str, bytes]:
+        return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+    before = files_under(paths.EVALUATE_DIR.parent)
+    monkeypatch.setattr(stage, "report_markdown", lambda study: "a report that must not land\n")
+
+    def failing_pictures(*args, **kwargs):
+        raise RuntimeError("drawing failed")
+
+    monkeypatch.setattr(stage, "write_comparison_pictures", failing_pictures)
+    with pytest.raises(RuntimeError, match="drawing failed"):
+        real_write_outputs(*written[0])
+    assert files_under(paths.EVALUATE_DIR.parent) == before
+
+
+def test_a_run_that_diverges_is_reported_and_the_other_runs_still_count(study: StudyConfig, monkeypatch):
+    real_fit = runs.fit
+
+    def fit_diverging_for_tuned_seed_2(config, *args, **kwargs):
+        if (config.train.lr, config.train.seed) == (TUNED["lr"], 2):
+            kwargs["on_epoch_end"](EpochResult(1, {"bbox_mAP": 0.01, "train_loss": 2.5}), dict)
+            raise NonFiniteLossError(epoch=2, step=2, losses={"loss_mask": float("nan")})
+        return real_fit(config, *args, **kwargs)
+
+    monkeypatch.setattr(runs, "fit", fit_diverging_for_tuned_seed_2)
+    monkeypatch.setattr(parallel, "local_capacity", lambda resources: 1)
+
+    metrics = run_evaluate(study)
+
+    # Two seeds, one of them lost by the tuned config: one pair, so no interval and no verdict.
+    assert (metrics["runs_trained"], metrics["runs_diverged"], metrics["verdict"]) == (4, 1, "undetermined")
+    assert metrics["initial"]["bbox_mAP"]["mean"] is not None and metrics["tuned"]["bbox_mAP"]["mean"] is None
+    report = files.REPORT.read_text(encoding="utf-8")
+    assert "**Diverged** (non-finite loss, no test score): tuned seed 2 (non-finite loss at epoch 2, step 2" in report
+    with files.PER_SEED_CSV.open(encoding="utf-8") as handle:
+        assert [(row["config"], row["seed"]) for row in csv.DictReader(handle)] == [
+            ("initial", "1"), ("initial", "2"), ("tuned", "1")]
+    client = MlflowClient(study.mlflow.tracking_uri)
+    experiment = client.get_experiment_by_name(study.mlflow.experiment)
+    status = {(r.data.tags.get("config"), r.data.tags.get("seed")): (r.info.status, "diverged" in r.data.tags)
+              for r in client.search_runs([experiment.experiment_id])}
+    assert status == {(None, None): ("FINISHED", False), ("initial", "1"): ("FINISHED", False),
+                      ("initial", "2"): ("FINISHED", False), ("tuned", "1"): ("FINISHED", False),
+                      ("tuned", "2"): ("FAILED", True)}
+    (diverged,) = [r for r in client.search_runs([experiment.experiment_id]) if "diverged" in r.data.tags]
+    assert [(m.step, m.value) for m in client.get_metric_history(diverged.info.run_id, "bbox_mAP")] == [(1, 0.01)]

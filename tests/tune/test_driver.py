@@ -16,7 +16,8 @@ from tune_study import build_study, read_csv, sweep_runs
 
 from pedtune import paths
 from pedtune.config import ConfigError
-from pedtune.tune.driver import restorable, run_tune
+from pedtune.data.split import read_split
+from pedtune.tune.driver import _trial_inputs, restorable, run_tune
 
 HERE = Path(__file__).resolve().parent
 LR_CHOICES = {"param": "train.lr", "type": "choice", "values": [0.01, 0.001, 0.1, 2.0]}
@@ -128,9 +129,18 @@ def test_an_interrupted_sweep_resumes_without_duplicate_runs(study: Path, capfd:
     assert len(sweep_runs(study).children) == 4
 
 
+def test_trials_train_on_the_train_split_and_score_on_val(study: Path):
+    config = build_study(study)
+    split, _ = read_split(paths.SPLIT_FILE)
+    inputs = _trial_inputs(config, split, fake_fit)
+    assert list(inputs.train_store.stems) == list(split.train)
+    assert list(inputs.val_store.stems) == list(split.val)
+    assert not set(split.test) & (set(inputs.train_store.stems) | set(inputs.val_store.stems))
+
+
 def test_resources_this_machine_lacks_fail_at_once(study: Path):
-    config = build_study(study, {"tune": {"resources_per_trial": {"cpu": 64, "gpu": 0}}})
-    with pytest.raises(ConfigError, match="asks for 64 CPU"):
+    config = build_study(study, {"tune": {"resources_per_trial": {"cpu": 4096, "gpu": 0}}})
+    with pytest.raises(ConfigError, match="asks for 4096 CPU"):
         run_tune(config, fit_fn=fake_fit)
     assert not ray.is_initialized()
     (parent,) = sweep_runs(study).parents

@@ -47,6 +47,17 @@ def test_the_best_trial_has_the_highest_final_metric_among_those_that_scored():
     assert math.isnan(RECORDS[1].final) and RECORDS[3].best == 0.05
 
 
+def test_a_trial_asha_stopped_does_not_beat_the_trials_that_outscored_it_at_its_rung():
+    # Stopped at epoch 2 because 0.29 < 0.31; the finished trial then dropped to 0.28.
+    finished = _record("done", 0.005, [0.20, 0.31, 0.30, 0.28], initial=True)
+    stopped = _record("stop", 0.02, [0.18, 0.29], status=STOPPED_EARLY)
+    assert best_trial([finished, stopped]).trial_id == "done"
+    # With no finished trial left (it failed at its last epoch), the furthest stopped ones compete.
+    failed = _record("done", 0.005, [0.20, 0.31, 0.30], status=ERROR, error="NonFiniteLossError")
+    further = _record("far", 0.01, [0.10, 0.15, 0.16], status=STOPPED_EARLY)
+    assert best_trial([failed, stopped, further]).trial_id == "far"
+
+
 def test_best_params_is_a_validated_drop_in_train_section():
     config = _config()
     text = best_params_yaml(config, best_trial(RECORDS))

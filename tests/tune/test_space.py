@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from tune_study import study_params
 from ray import tune
 from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
@@ -14,7 +15,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from pedtune.config import ConfigError, validate
 from pedtune.config.schema import Distribution, quantize
-from pedtune.tune.identity import sweep_id
+from pedtune.tune.identity import TRIAL_CODE, sweep_id
 from pedtune.tune.searchers import build_search_alg, n_initial_points
 from pedtune.tune.space import decode_sample, initial_point, param_space
 
@@ -102,11 +103,26 @@ def test_model_based_searchers_are_limited_to_max_concurrent(searcher: str, inne
     assert algorithm.max_concurrent == 2
 
 
+def test_model_based_searchers_get_the_start_up_size():
+    def searcher(name: str):
+        return build_search_alg(_config({"tune": {"searcher": name, "num_samples": 12, "n_initial_points": 5}})).searcher
+
+    assert searcher("hyperopt").algo.keywords["n_startup_jobs"] == 5
+    assert searcher("optuna")._sampler._n_startup_trials == 5
+
+
 def test_random_search_starts_from_the_initial_point():
     config = _config({"tune": {"searcher": "random"}})
     algorithm = build_search_alg(config)
     assert isinstance(algorithm, BasicVariantGenerator)
     assert algorithm._points_to_evaluate == [initial_point(config)]
+
+
+def test_the_sweep_id_hashes_the_code_the_tune_stage_depends_on_but_the_driver():
+    dvc = yaml.safe_load((Path(__file__).resolve().parents[2] / "dvc.yaml").read_text(encoding="utf-8"))
+    code = {dep.removeprefix("src/pedtune/") for dep in dvc["stages"]["tune"]["deps"] if dep.startswith("src/")}
+    # The driver (tune/) may change without restarting a sweep; how a sample is typed may not.
+    assert code - {"tune"} == set(TRIAL_CODE) - {"tune/space.py"}
 
 
 def test_the_sweep_id_changes_with_what_trials_compute_only():

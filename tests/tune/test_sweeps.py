@@ -40,6 +40,7 @@ def sweep(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     root = tmp_path_factory.mktemp(request.param)
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(root)
+        patch.setenv("DVC_EXP_NAME", f"exp-{request.param}")  # as `dvc exp run` sets it
         config = build_study(root, {"tune": {"searcher": request.param}})
         metrics = run_tune(config)
     return Sweep(root, config, metrics, sweep_runs(root))
@@ -53,6 +54,10 @@ def test_one_child_run_per_trial_under_one_parent(sweep: Sweep):
     children = sweep.runs.children
     assert len(children) == len(sweep.rows()) == sweep.config.tune.num_samples == sweep.metrics["num_trials"]
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+    provenance = {key: parent.data.tags[key] for key in ("git_commit", "dvc_experiment", "dataset_hash")}
+    assert provenance["dvc_experiment"] == f"exp-{sweep.config.tune.searcher}"
+    for child in children:  # a filter on the experiment's name finds the trials too
+        assert {key: child.data.tags.get(key) for key in provenance} == provenance
     assert {c.data.tags["trial_id"] for c in children} == {row["trial_id"] for row in sweep.rows()}
     artifacts = {a.path for a in sweep.runs.client.list_artifacts(parent.info.run_id, "tune")}
     assert {"tune/best_params.yaml", "tune/trials.csv", "tune/learning_curves.png", "tune/tune.json"} <= artifacts

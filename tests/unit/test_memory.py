@@ -37,5 +37,8 @@ def test_release_returns_freed_heap_that_glibc_keeps():
 
 
 def test_release_without_glibc_only_collects_garbage(monkeypatch):
+    collections = []
+    monkeypatch.setattr(memory.gc, "collect", lambda: collections.append(True))
     monkeypatch.setattr(memory, "_libc", lambda: None)
     assert memory.release_freed_heap() is False
+    assert collections == [True]

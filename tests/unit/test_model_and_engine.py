@@ -178,6 +178,15 @@ def test_a_run_resumed_with_loader_workers_trains_the_same_epochs(tiny_config, s
         torch.testing.assert_close(resumed.model.state_dict()[name], tensor, rtol=0, atol=1e-6, msg=name)
 
 
+def test_fit_scores_with_the_configured_coco_backend(tiny_config, synthetic_store: SampleStore, monkeypatch):
+    backends = []
+    index = engine.ground_truth
+    monkeypatch.setattr(engine, "ground_truth", lambda store, backend: backends.append(backend) or index(store, backend))
+    train = tiny_config.train.model_copy(update={"coco_backend": "faster_coco_eval", "epochs": 1})
+    result = engine.fit(tiny_config.model_copy(update={"train": train}), synthetic_store, synthetic_store)
+    assert backends == ["faster_coco_eval"] and len(result.history) == 1
+
+
 def test_non_finite_loss_raises_a_specific_error(tiny_config, synthetic_store, monkeypatch):
     def diverging_model(cfg, pretrained=None):
         model = build_model(cfg, pretrained)

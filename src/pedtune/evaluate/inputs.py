@@ -13,10 +13,12 @@ import yaml
 
 from pedtune import paths
 from pedtune.config import StudyConfig, with_train_overrides
+from pedtune.config.schema import TrainConfig
 from pedtune.errors import PedtuneError
 
 BEST_PARAMS = paths.TUNE_DIR / "best_params.yaml"
 SEARCH_COST_KEYS = ("num_trials", "trial_epochs", "wall_time_s")
+PER_RUN_KEYS = ("seed", "device")  # set per run or per machine, never tuned: not compared
 
 
 class TuneResultsError(PedtuneError):
@@ -45,6 +47,21 @@ def tuned_config(config: StudyConfig, best_params: Mapping[str, Any]) -> StudyCo
     # The device belongs to the machine running the evaluation, not to the tuned result.
     overrides["train.device"] = config.train.device
     return with_train_overrides(config, overrides)
+
+
+def unsearched_differences(config: StudyConfig, tuned: StudyConfig) -> list[str]:
+    """The train keys the search does not set on which ``tuned`` still differs from ``config``.
+
+    The tune stage copies every other key from params.yaml, so these arise when params.yaml
+    changed after the sweep (a stage run outside ``dvc repro``) or from a hand-written file:
+    the comparison then measures those changes too.
+    """
+    searched = {dist.param.partition(".")[2] for dist in config.tune.search_space}
+    return [
+        f"train.{key} {getattr(config.train, key)!r} (params.yaml) vs {getattr(tuned.train, key)!r} (tuned)"
+        for key in TrainConfig.model_fields
+        if key not in searched and key not in PER_RUN_KEYS and getattr(config.train, key) != getattr(tuned.train, key)
+    ]
 
 
 def run_config(config: StudyConfig, seed: int, epochs: int | None) -> StudyConfig:

@@ -106,17 +106,25 @@ def write_comparison_pictures(
 def save_per_seed_plot(
     path: Path, scores: Mapping[str, Mapping[int, Mapping[str, float]]], metrics: Sequence[str]
 ) -> None:
-    """One panel per metric: each seed's line joins its score under every config; the mean in black."""
+    """One panel per metric: each seed's line joins its score under every config; the mean in black.
+
+    A seed whose run diverged under a config has no point there (``scores`` lacks it).
+    """
     names = list(scores)
-    seeds = sorted(next(iter(scores.values())))
+    seeds = sorted({seed for runs in scores.values() for seed in runs})
     positions = list(range(len(names)))
     figure = Figure(figsize=(4.0 * len(metrics), 3.5), dpi=DPI, layout="constrained")
     for axes, metric in zip(figure.subplots(1, len(metrics), squeeze=False)[0], metrics):
         for index, seed in enumerate(seeds):
-            values = [scores[name][seed][metric] for name in names]
-            axes.plot(positions, values, marker="o", color=PALETTE[index % len(PALETTE)], label=f"seed {seed}")
-        means = [float(np.mean([scores[name][seed][metric] for seed in seeds])) for name in names]
-        axes.plot(positions, means, marker="D", color="black", linewidth=2.5, label="mean")
+            points = [(x, scores[name][seed][metric]) for x, name in enumerate(names) if seed in scores[name]]
+            axes.plot(*zip(*points), marker="o", color=PALETTE[index % len(PALETTE)], label=f"seed {seed}")
+        means = [
+            (x, float(np.mean([run[metric] for run in scores[name].values()])))
+            for x, name in enumerate(names)
+            if scores[name]
+        ]
+        if means:
+            axes.plot(*zip(*means), marker="D", color="black", linewidth=2.5, label="mean")
         axes.set_xticks(positions, names)
         axes.set_xlim(-0.3, len(names) - 0.7)
         axes.set_ylabel(f"test {metric}")

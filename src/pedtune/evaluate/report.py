@@ -15,10 +15,12 @@ import torch
 from pedtune.config import StudyConfig
 from pedtune.config.schema import TrainConfig
 from pedtune.engine.coco_eval import METRIC_NAMES
+from pedtune.evaluate.inputs import PER_RUN_KEYS
 from pedtune.evaluate.runs import INITIAL, TUNED, RunResult
 from pedtune.evaluate.stats import (
     IMPROVEMENT,
     NO_DIFFERENCE,
+    UNDETERMINED,
     WORSE,
     PairedDifference,
     Spread,
@@ -31,16 +33,27 @@ CONFIGS = (INITIAL, TUNED)
 DELTA_METRICS = ("bbox_mAP", "segm_mAP")  # the differences metrics/evaluate.json tracks
 CONFIDENCE = 0.95
 CI_METHOD = "paired Student t-interval"
-PER_RUN_KEYS = ("seed", "device")  # set per run or per machine, never tuned: not compared
-CI_POSITION = {IMPROVEMENT: "lies above 0", WORSE: "lies below 0", NO_DIFFERENCE: "contains 0"}
+_INTERVAL = f"the {CONFIDENCE:.0%} confidence interval of the paired difference"
+CI_POSITION = {
+    IMPROVEMENT: f"{_INTERVAL} lies above 0",
+    WORSE: f"{_INTERVAL} lies below 0",
+    NO_DIFFERENCE: f"{_INTERVAL} contains 0",
+    UNDETERMINED: "fewer than 2 seeds trained both configurations to the end, so there is no interval",
+}
 
 
 @dataclass(frozen=True)
 class Comparison:
-    seeds: tuple[int, ...]
-    scores: dict[str, dict[int, dict[str, float]]]  # config -> seed -> test metric -> value
-    spreads: dict[str, dict[str, Spread]]  # config -> test metric -> over seeds
-    differences: dict[str, PairedDifference]  # test metric -> tuned - initial, paired by seed
+    seeds: tuple[int, ...]  # evaluate.seeds
+    scores: dict[str, dict[int, dict[str, float]]]  # config -> seed -> test metric -> value (finished runs)
+    diverged: dict[str, dict[int, str]]  # config -> seed -> why, for runs whose loss diverged
+    spreads: dict[str, dict[str, Spread | None]]  # config -> test metric -> over its finished runs (None: < 2)
+    differences: dict[str, PairedDifference | None]  # test metric -> tuned - initial over the paired seeds
+
+    @property
+    def paired_seeds(self) -> list[int]:
+        """The seeds where both configurations finished: the differences are paired over these."""
+        return [seed for seed in self.seeds if all(seed in self.scores[name] for name in CONFIGS)]
 
 
 @dataclass(frozen=True)
@@ -67,24 +80,38 @@ class Study:
 
 
 def compare(results: Iterable[RunResult], seeds: Sequence[int]) -> Comparison:
+    """Spreads over each configuration's finished runs; differences over the seeds where both finished."""
     scores: dict[str, dict[int, dict[str, float]]] = {name: {} for name in CONFIGS}
+    diverged: dict[str, dict[int, str]] = {name: {} for name in CONFIGS}
     for result in results:
-        scores[result.name][result.seed] = result.test
+        if result.diverged is None:
+            scores[result.name][result.seed] = result.test
+        else:
+            diverged[result.name][result.seed] = result.diverged
     for name in CONFIGS:
-        if sorted(scores[name]) != sorted(seeds):
-            raise ValueError(f"{name}: results for seeds {sorted(scores[name])}, expected {sorted(seeds)}")
+        ran = sorted([*scores[name], *diverged[name]])
+        if ran != sorted(seeds):
+            raise ValueError(f"{name}: results for seeds {ran}, expected {sorted(seeds)}")
+    paired = [seed for seed in seeds if all(seed in scores[name] for name in CONFIGS)]
 
-    def column(name: str, metric: str) -> list[float]:
-        return [scores[name][seed][metric] for seed in seeds]
+    def column(name: str, metric: str, chosen: Sequence[int]) -> list[float]:
+        return [scores[name][seed][metric] for seed in chosen]
+
+    def spread_of(name: str, metric: str) -> Spread | None:
+        finished = [seed for seed in seeds if seed in scores[name]]
+        return spread(column(name, metric, finished)) if len(finished) >= 2 else None
+
+    def difference(metric: str) -> PairedDifference | None:
+        if len(paired) < 2:
+            return None
+        return paired_difference(column(TUNED, metric, paired), column(INITIAL, metric, paired), CONFIDENCE)
 
     return Comparison(
         seeds=tuple(seeds),
         scores=scores,
-        spreads={name: {metric: spread(column(name, metric)) for metric in METRIC_NAMES} for name in CONFIGS},
-        differences={
-            metric: paired_difference(column(TUNED, metric), column(INITIAL, metric), CONFIDENCE)
-            for metric in METRIC_NAMES
-        },
+        diverged=diverged,
+        spreads={name: {metric: spread_of(name, metric) for metric in METRIC_NAMES} for name in CONFIGS},
+        differences={metric: difference(metric) for metric in METRIC_NAMES},
     )
 
 
@@ -92,10 +119,7 @@ def metrics_json(study: Study) -> dict[str, Any]:
     comparison = study.comparison
     return {
         **{
-            name: {
-                metric: {"mean": round(s.mean, 6), "std": round(s.std, 6)}
-                for metric, s in comparison.spreads[name].items()
-            }
+            name: {metric: _spread_json(s) for metric, s in comparison.spreads[name].items()}
             for name in CONFIGS
         },
         "delta": {metric: _delta_json(comparison.differences[metric]) for metric in DELTA_METRICS},
@@ -107,11 +131,20 @@ def metrics_json(study: Study) -> dict[str, Any]:
         "epochs": {name: study.configs[name].train.epochs for name in CONFIGS},
         "train_on": study.configs[INITIAL].evaluate.train_on,
         "runs_trained": len(study.trained),
+        "runs_diverged": sum(1 for result in study.trained if result.diverged is not None),
         "wall_time_s": round(study.wall_time_s, 1),
     }
 
 
-def _delta_json(difference: PairedDifference) -> dict[str, Any]:
+def _spread_json(value: Spread | None) -> dict[str, float | None]:
+    if value is None:
+        return {"mean": None, "std": None}
+    return {"mean": round(value.mean, 6), "std": round(value.std, 6)}
+
+
+def _delta_json(difference: PairedDifference | None) -> dict[str, Any]:
+    if difference is None:
+        return {"mean": None, "ci_low": None, "ci_high": None, "verdict": UNDETERMINED}
     return {
         "mean": round(difference.mean, 6),
         "ci_low": round(difference.ci_low, 6),
@@ -121,12 +154,13 @@ def _delta_json(difference: PairedDifference) -> dict[str, Any]:
 
 
 def per_seed_csv(results: Iterable[RunResult]) -> str:
-    """One row per run; ``run`` is a ready-made label for bar charts (dvc plots)."""
+    """One row per run that finished (a diverged run has no test score); ``run`` labels bar charts."""
     out = io.StringIO()
     fields = ("config", "seed", "run", *METRIC_NAMES, "wall_time_s")
     writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
-    for result in sorted(results, key=lambda r: (CONFIGS.index(r.name), r.seed)):
+    finished = [result for result in results if result.diverged is None]
+    for result in sorted(finished, key=lambda r: (CONFIGS.index(r.name), r.seed)):
         writer.writerow(
             {
                 "config": result.name,
@@ -149,7 +183,7 @@ def machine_info(config: StudyConfig, devices: Iterable[str], execution: str) ->
         "runs": execution,
         "params profile": (
             f"model.arch {model.arch}, model.weights {model.weights}, "
-            f"{model.min_size}-{model.max_size} px, data.source {config.data.source}"
+            f"{model.min_size}-{model.max_size} px"
         ),
     }
 
@@ -173,6 +207,7 @@ def report_markdown(study: Study) -> str:
     sections = [
         _headline(study),
         _scores_table(study.comparison),
+        *([_diverged_note(study.comparison)] if any(study.comparison.diverged.values()) else []),
         _verdict_line(study),
         _method_note(study),
         "### Configurations",
@@ -204,6 +239,13 @@ def _headline(study: Study) -> str:
     )
 
 
+def _signed(value: float) -> str:
+    """A difference to 3 decimals, or to 2 significant digits where 3 decimals would read 0.000:
+    the verdict is given on the exact interval, and a bound of +0.0004 must not print as +0.000."""
+    text = f"{value:+.3f}"
+    return f"{value:+.1e}" if value != 0 and float(text) == 0 else text
+
+
 def _plural(count: int, noun: str) -> str:
     return f"{count} {noun}" + ("" if count == 1 else "s")
 
@@ -217,12 +259,30 @@ def _scores_table(comparison: Comparison) -> str:
     for metric in METRIC_NAMES:
         initial, tuned = comparison.spreads[INITIAL][metric], comparison.spreads[TUNED][metric]
         difference = comparison.differences[metric]
+        delta, interval = "n/a", "n/a"
+        if difference is not None:
+            delta = _signed(difference.mean)
+            interval = f"[{_signed(difference.ci_low)}, {_signed(difference.ci_high)}]"
         lines.append(
-            f"| {metric.replace('_', ' ')} | {initial.mean:.3f} ± {initial.std:.3f} | "
-            f"{tuned.mean:.3f} ± {tuned.std:.3f} | {difference.mean:+.3f} | "
-            f"[{difference.ci_low:+.3f}, {difference.ci_high:+.3f}] |"
+            f"| {metric.replace('_', ' ')} | {_mean_std(initial)} | {_mean_std(tuned)} | {delta} | {interval} |"
         )
     return "\n".join(lines)
+
+
+def _mean_std(value: Spread | None) -> str:
+    return "n/a" if value is None else f"{value.mean:.3f} ± {value.std:.3f}"
+
+
+def _diverged_note(comparison: Comparison) -> str:
+    runs = "; ".join(
+        f"{name} seed {seed} ({why})" for name in CONFIGS for seed, why in sorted(comparison.diverged[name].items())
+    )
+    paired = comparison.paired_seeds
+    return (
+        f"**Diverged** (non-finite loss, no test score): {runs}. Each column's mean ± std covers its "
+        f"runs that finished; Δ and its interval cover the {_plural(len(paired), 'seed')} where both "
+        f"configurations finished ({', '.join(str(seed) for seed in paired) or 'none'})."
+    )
 
 
 def _verdict_line(study: Study) -> str:
@@ -230,16 +290,17 @@ def _verdict_line(study: Study) -> str:
     outcome = verdict(study.comparison.differences[metric])
     return (
         f"**Verdict on {metric.replace('_', ' ')} (the metric the search optimised): {outcome}** "
-        f"— the {CONFIDENCE:.0%} confidence interval of the paired difference {CI_POSITION[outcome]}."
+        f"— {CI_POSITION[outcome]}."
     )
 
 
 def _method_note(study: Study) -> str:
     n = len(study.comparison.seeds)
+    pairs = len(study.comparison.paired_seeds)
     note = (
         f"Mean ± sample standard deviation over {n} seeds. Δ is the mean of the per-seed differences "
         f"({TUNED} − {INITIAL}, both trained with the same seed); its interval is the Student t-interval "
-        f"on those {n} differences ({n - 1} degrees of freedom). Each model is scored after its last "
+        f"on those {pairs} differences ({max(pairs - 1, 0)} degrees of freedom). Each model is scored after its last "
         "epoch; nothing is selected on the test split, and no seed is the search's own, so no run repeats a trial."
     )
     if len(study.trained) < len(study.results):
@@ -272,7 +333,7 @@ def _cost_table(study: Study) -> str:
     configs_text = f"{len(CONFIGS)} configs" if len(trained) == len(study.results) else "1 config (tuned = initial)"
     runs_text = (
         f"{len(trained)} ({configs_text} × {len(study.comparison.seeds)} seeds), "
-        f"{sum(study.configs[r.name].train.epochs for r in trained)} epochs"
+        f"{sum(_epochs_trained(study, r) for r in trained)} epochs"
     )
     mean_times = " / ".join(
         _duration(sum(r.wall_time_s for r in runs) / len(runs))
@@ -288,6 +349,11 @@ def _cost_table(study: Study) -> str:
             "evaluation: wall time": _duration(study.wall_time_s),
         }
     )
+
+
+def _epochs_trained(study: Study, result: RunResult) -> int:
+    """A finished run's epochs; a diverged one's completed epochs (the partial one not counted)."""
+    return study.configs[result.name].train.epochs if result.diverged is None else len(result.history)
 
 
 def _key_value_table(rows: Mapping[str, str]) -> str:

@@ -18,7 +18,8 @@ from torch.utils.data import DataLoader, Dataset
 from pedtune.config import StudyConfig
 from pedtune.data.dataset import DetectionDataset, SampleStore, collate
 from pedtune.engine.coco_eval import ground_truth
-from pedtune.engine.train import evaluate, fit
+from pedtune.engine.train import evaluate, fit, resolve_device
+from pedtune.errors import NonFiniteLossError
 from pedtune.evaluate.inputs import run_config
 
 INITIAL, TUNED = "initial", "tuned"
@@ -47,11 +48,12 @@ class RunResult:
     name: str
     seed: int
     history: list[dict[str, float]]  # fit's per-epoch metrics (val scores)
-    test: dict[str, float]  # COCO AP of the final model on the test split
+    test: dict[str, float]  # COCO AP of the final model on the test split; empty if it diverged
     wall_time_s: float  # training and the test scoring
     device: str
     state_dict: dict[str, torch.Tensor] | None  # on the CPU; only when the spec asked for it
     trained_as: str | None = None  # another config's name when this result is that config's run
+    diverged: str | None = None  # the NonFiniteLossError's message when training diverged
 
 
 def shared_result(result: RunResult, name: str) -> RunResult:
@@ -81,8 +83,30 @@ def describe_device(device: torch.device) -> str:
 
 
 def train_and_test(spec: RunSpec, inputs: RunInputs) -> RunResult:
+    """The run's result; a run whose loss diverges is a result too (``diverged``), not an error,
+    so that the other runs' hours of training still reach the report."""
     started = time.perf_counter()
-    result = fit(spec.config, inputs.train, inputs.val, inputs.pretrained)
+    epochs: list[dict[str, float]] = []
+    try:
+        result = fit(
+            spec.config,
+            inputs.train,
+            inputs.val,
+            inputs.pretrained,
+            on_epoch_end=lambda epoch, state: epochs.append(dict(epoch.metrics)),
+        )
+    except NonFiniteLossError as error:
+        print(f"[evaluate] {spec.name} seed {spec.seed}: diverged ({error})", file=sys.stderr, flush=True)
+        return RunResult(
+            name=spec.name,
+            seed=spec.seed,
+            history=epochs,
+            test={},
+            wall_time_s=time.perf_counter() - started,
+            device=describe_device(resolve_device(spec.config.train.device)),
+            state_dict=None,
+            diverged=str(error),
+        )
     device = next(result.model.parameters()).device
     loader = inference_loader(DetectionDataset(inputs.test), spec.config)
     test = evaluate(result.model, loader, ground_truth(inputs.test, spec.config.train.coco_backend), device)

@@ -19,7 +19,7 @@ from pedtune.data.dataset import SampleStore, open_store
 from pedtune.data.split import Split, read_split
 from pedtune.engine.train import resolve_device
 from pedtune.evaluate import files
-from pedtune.evaluate.inputs import read_best_params, read_search_cost, tuned_config
+from pedtune.evaluate.inputs import read_best_params, read_search_cost, tuned_config, unsearched_differences
 from pedtune.evaluate.parallel import describe_execution, execute
 from pedtune.evaluate.pictures import save_per_seed_plot, write_comparison_pictures
 from pedtune.evaluate.report import (
@@ -35,7 +35,15 @@ from pedtune.evaluate.report import (
 from pedtune.evaluate.runs import INITIAL, TUNED, RunInputs, RunResult, RunSpec, plan_runs, shared_result
 from pedtune.io import atomic_path, write_json, write_text
 from pedtune.model.weights import load_weights
-from pedtune.tracking.store import Store, log_metrics, log_params, open_store as open_mlflow, source_tags, tracked_run
+from pedtune.tracking.store import (
+    PROVENANCE_TAGS,
+    Store,
+    log_metrics,
+    log_params,
+    open_store as open_mlflow,
+    source_tags,
+    tracked_run,
+)
 from pedtune.train import run_params
 
 
@@ -54,17 +62,27 @@ def load_inputs(config: StudyConfig, split: Split) -> RunInputs:
     )
 
 
-def log_run(store: Store, parent_id: str, config: StudyConfig, result: RunResult) -> None:
-    """One child run: the run's params, fit's per-epoch (val) metrics, then the test scores."""
-    tags = {"stage": "evaluate", "config": result.name, "seed": str(result.seed), "device": result.device}
+def log_run(
+    store: Store, parent_id: str, config: StudyConfig, result: RunResult, provenance: Mapping[str, str]
+) -> None:
+    """One child run: the run's params, fit's per-epoch (val) metrics, then the test scores.
+
+    ``provenance``: the parent's git commit, DVC experiment and dataset hash, which it shares.
+    """
+    tags = {**provenance, "stage": "evaluate", "config": result.name, "seed": str(result.seed),
+            "device": result.device}
     if result.trained_as is not None:
         tags["same_run_as"] = f"{result.trained_as}-seed{result.seed}"
+    if result.diverged is not None:
+        tags["diverged"] = result.diverged[:5000]  # MLflow's limit on a tag value
     with tracked_run(store, f"{result.name}-seed{result.seed}", tags, parent_run_id=parent_id) as run_id:
         log_params(store, run_id, run_params(config))
         for epoch, metrics in enumerate(result.history, start=1):
             log_metrics(store, run_id, metrics, step=epoch)
         final = {f"test_{name}": value for name, value in result.test.items()}
         log_metrics(store, run_id, {**final, "wall_time_s": result.wall_time_s}, step=len(result.history))
+    if result.diverged is not None:
+        store.client.set_terminated(run_id, status="FAILED")
 
 
 def write_outputs(study: Study, test_store: SampleStore) -> dict[str, Any]:
@@ -114,6 +132,14 @@ def run_evaluate(config: StudyConfig) -> dict[str, Any]:
     # Everything that can fail is checked before the first of many long trainings.
     resolve_device(config.train.device)  # the pictures at the end are drawn here, whatever runs the seeds
     configs = {INITIAL: config, TUNED: tuned_config(config, read_best_params())}
+    differences = unsearched_differences(config, configs[TUNED])
+    if differences:
+        print(
+            f"[evaluate] warning: the tuned config also differs where the search does not look: "
+            f"{'; '.join(differences)}. The comparison measures these too; if params.yaml changed after "
+            "the sweep, run the tune stage again (dvc repro).",
+            file=sys.stderr,
+        )
     # When the search kept the initial configuration, a tuned run would repeat the initial run
     # with the same seed; each seed is trained once and its result serves both columns.
     shared = configs[TUNED].train == configs[INITIAL].train
@@ -128,6 +154,7 @@ def run_evaluate(config: StudyConfig) -> dict[str, Any]:
     source = source_tags()
     commit = source["git_commit"]
     tags = {"stage": "evaluate", **source, "dataset_hash": data_hash}
+    provenance = {key: tags[key] for key in PROVENANCE_TAGS if key in tags}
     with tracked_run(store, "evaluate", tags) as parent_id:
         log_params(store, parent_id, parent_params(config))
 
@@ -136,7 +163,7 @@ def run_evaluate(config: StudyConfig) -> dict[str, Any]:
 
         def log_result(result: RunResult) -> None:
             for reported in stands_for(result):
-                log_run(store, parent_id, run_configs[result.name, result.seed], reported)
+                log_run(store, parent_id, run_configs[result.name, result.seed], reported, provenance)
 
         finished = execute(specs, inputs, config.tune, log_result)
         results = [reported for result in finished for reported in stands_for(result)]
@@ -150,6 +177,8 @@ def run_evaluate(config: StudyConfig) -> dict[str, Any]:
             machine={
                 **machine_info(config, (result.device for result in results), execution),
                 "git commit": commit,
+                # Not data.source: the same images fetched another way are the same study.
+                "dataset hash": f"{data_hash} (of {paths.DATA_ROOT})",
                 "MLflow run": f"{parent_id} (experiment {store.experiment_name})",
             },
             wall_time_s=time.perf_counter() - started,
@@ -171,11 +200,16 @@ def _as_trained(specs: Sequence[RunSpec]) -> Mapping[str, StudyConfig]:
 
 
 def _print_summary(metrics: Mapping[str, Any], run_id: str) -> None:
+    def number(value: float | None, signed: bool = False) -> str:
+        return "n/a" if value is None else f"{value:+.4f}" if signed else f"{value:.4f}"
+
     for metric, delta in metrics["delta"].items():
         print(
-            f"[evaluate] test {metric}: {INITIAL} {metrics[INITIAL][metric]['mean']:.4f}, "
-            f"{TUNED} {metrics[TUNED][metric]['mean']:.4f}, Δ {delta['mean']:+.4f} "
-            f"[{delta['ci_low']:+.4f}, {delta['ci_high']:+.4f}]: {delta['verdict']}",
+            f"[evaluate] test {metric}: {INITIAL} {number(metrics[INITIAL][metric]['mean'])}, "
+            f"{TUNED} {number(metrics[TUNED][metric]['mean'])}, Δ {number(delta['mean'], True)} "
+            f"[{number(delta['ci_low'], True)}, {number(delta['ci_high'], True)}]: {delta['verdict']}",
             file=sys.stderr,
         )
+    if metrics["runs_diverged"]:
+        print(f"[evaluate] {metrics['runs_diverged']} run(s) diverged: see {files.REPORT}", file=sys.stderr)
     print(f"[evaluate] report {files.REPORT}; MLflow run {run_id}", file=sys.stderr)

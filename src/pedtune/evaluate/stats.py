@@ -17,6 +17,7 @@ from scipy import stats
 IMPROVEMENT = "improvement"
 WORSE = "worse"
 NO_DIFFERENCE = "no detectable difference"
+UNDETERMINED = "undetermined"  # no interval: fewer than 2 seeds where both configurations finished
 
 
 @dataclass(frozen=True)
@@ -62,8 +63,10 @@ def paired_difference(after: Sequence[float], before: Sequence[float], confidenc
     )
 
 
-def verdict(difference: PairedDifference) -> str:
+def verdict(difference: PairedDifference | None) -> str:
     """For a higher-is-better metric: does the interval exclude zero, and on which side?"""
+    if difference is None:
+        return UNDETERMINED
     if difference.ci_low > 0.0:
         return IMPROVEMENT
     if difference.ci_high < 0.0:

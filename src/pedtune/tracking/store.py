@@ -102,6 +102,11 @@ def git_commit() -> str:
     return commit + ("-dirty" if dirty else "")
 
 
+# What a stage's parent run records about its inputs, copied onto each of its child runs so that
+# a filter such as `tags.dvc_experiment = "..."` finds the trials and evaluation runs too.
+PROVENANCE_TAGS = ("git_commit", "dvc_experiment", "dataset_hash")
+
+
 def source_tags() -> dict[str, str]:
     """What produced a run: the git commit, and the experiment's name when DVC runs one."""
     tags = {"git_commit": git_commit()}

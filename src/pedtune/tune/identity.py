@@ -16,9 +16,10 @@ import pedtune
 from pedtune.config import StudyConfig
 from pedtune.tune.searchers import n_initial_points
 
-# The code a trial runs, as in the tune stage's deps in dvc.yaml (src/pedtune/tune itself is
-# left out so that a fix to the driver can still resume an interrupted sweep).
-TRIAL_CODE = ("engine", "model", "data/dataset.py")
+# The code that decides what a trial computes: training, model, data and split, and how a
+# drawn sample becomes the trial's typed config (config, tune/space.py). The rest of
+# src/pedtune/tune is left out so that a fix to the driver can still resume a sweep.
+TRIAL_CODE = ("engine", "model", "data/dataset.py", "data/split.py", "config", "tune/space.py")
 
 
 def code_fingerprint() -> str:

@@ -134,6 +134,18 @@ def collect_trials(grid: ResultGrid, config: StudyConfig) -> list[TrialRecord]:
 
 
 def best_trial(records: list[TrialRecord]) -> TrialRecord | None:
-    """The trial with the highest final val metric (the earliest on a tie); None if none scored."""
+    """The trial with the highest final val metric (the earliest on a tie); None if none scored.
+
+    Only trials that ran their whole schedule compete: a trial ASHA stopped was judged at a
+    rung, and its score there is not comparable with others' scores after all epochs (the
+    trials that beat it at that rung may lose a little by the end). If every trial that
+    finished failed, the stopped trials that got furthest compete instead.
+    """
     scored = [r for r in records if r.status != ERROR and math.isfinite(r.final)]
-    return max(scored, key=lambda r: r.final) if scored else None
+    if not scored:
+        return None
+    finished = [r for r in scored if r.status == COMPLETED]
+    if not finished:
+        furthest = max(r.epochs for r in scored)
+        finished = [r for r in scored if r.epochs == furthest]
+    return max(finished, key=lambda r: r.final)

@@ -14,9 +14,10 @@ from pedtune.tune.space import initial_point
 
 
 def n_initial_points(cfg: TuneConfig) -> int:
-    """Random start-up trials before TPE models the results: a third of the budget by default.
+    """Start-up trials before TPE models the results: a third of the budget by default.
 
-    HyperOpt's own default (20) would exceed a small sweep, which then never uses TPE.
+    HyperOpt's own default (20) would exceed a small sweep, which then never uses TPE. Both
+    libraries count the initial config (``points_to_evaluate``) as one of these trials.
     """
     if cfg.n_initial_points is not None:
         return cfg.n_initial_points
