@@ -173,13 +173,18 @@ def test_table_reads_asha_savings_against_the_simulation_at_its_settings(tmp_pat
     from bench import run_all
 
     machine = {"cpu": "x", "cores": 2, "torch": "2", "device": "cpu", "loadavg_at_start": 0.5, "torch_threads": 1}
-    sweep = {"best_final": 0.02}
+    # ASHA's recorded best_final is a trial it stopped after 2 epochs: the table takes the best of
+    # those that ran all 10, as the tune stage does.
+    asha = {"best_final": 0.05, "finals": [0.05, 0.02, 0.01], "epochs": [2, 10, 10], "trial_epochs": 92}
+    fifo = {"best_final": 0.03, "finals": [0.03, 0.01], "epochs": [10, 10], "trial_epochs": 200}
     (tmp_path / "asha_savings.json").write_text(json.dumps({
         "benchmark": "asha_savings", "machine": machine, "args": {"concurrency": "2"}, "searcher": "hyperopt",
         "trials": 20, "epochs": 10, "asha": {"grace_period": 2, "reduction_factor": 3},
-        "sweeps": {"asha": {**sweep, "trial_epochs": 92}, "fifo": {**sweep, "trial_epochs": 200}},
+        "sweeps": {"asha": asha, "fifo": fifo},
         "epoch_fraction_asha_vs_fifo": 0.46, "noise": {"stdev": 0.01}, "within_noise": True}))
-    assert "92 vs 200 (46 %) |" in run_all.table(tmp_path)  # nothing simulated yet
+    text = run_all.table(tmp_path)
+    assert "92 vs 200 (46 %) |" in text  # nothing simulated yet
+    assert "| 0.02 vs 0.03 (seed noise σ 0.01) | within noise | yes |" in text
 
     def simulated(concurrent: int, noise: float, mean: float) -> dict:
         return {"setting": f"s{concurrent}", "trials": 20, "epochs": 10, "max_t": 10, "grace_period": 2, "reduction_factor": 3.0,
