@@ -111,7 +111,9 @@ def test_a_diverged_run_leaves_its_seed_out_of_the_pairs_and_is_reported(study: 
     report = report_markdown(partial)
     assert "**Diverged** (non-finite loss, no test score): tuned seed 1 (non-finite loss at epoch 3, step 2)." in report
     assert "cover the 2 seeds where both configurations finished (0, 2)" in report
+    assert "Mean ± sample standard deviation over each configuration's finished runs." in report
     assert "on those 2 differences (1 degrees of freedom)" in report
+    assert "The pictures show no" not in report  # seed 0, the one drawn, finished under both
     assert "| evaluation: training runs | 6 (2 configs × 3 seeds), 52 epochs |" in report  # 5 × 10 + 2
     assert metrics_json(partial)["runs_diverged"] == 1
     rows = list(csv.DictReader(io.StringIO(per_seed_csv(results))))
@@ -134,3 +136,15 @@ def test_fewer_than_two_finished_pairs_leave_the_verdict_undetermined(study: Stu
     report = report_markdown(partial)
     assert "| bbox mAP | 0.450 ± 0.050 | n/a | n/a | n/a |" in report
     assert "**Verdict on bbox mAP (the metric the search optimised): undetermined** — fewer than 2 seeds" in report
+    assert "Student t-interval" not in report
+
+
+def test_a_diverged_first_seed_is_missing_from_the_pictures_and_the_report_says_so(study: Study, tmp_path: Path):
+    results = [r for r in study.results if r.name == INITIAL] + [_diverged(TUNED, seed) for seed in (0, 1, 2)]
+    comparison = compare(results, [0, 1, 2])
+    report = report_markdown(replace(study, comparison=comparison, results=results))
+    assert "The pictures show no tuned model: its seed 0 run, the one drawn, diverged." in report
+    save_per_seed_plot(tmp_path / "per_seed.png", comparison.scores, ["bbox_mAP"])
+    only_diverged = [_diverged(name, seed) for name in (INITIAL, TUNED) for seed in (0, 1, 2)]
+    save_per_seed_plot(tmp_path / "none.png", compare(only_diverged, [0, 1, 2]).scores, ["bbox_mAP"])
+    assert (tmp_path / "none.png").stat().st_size > 0

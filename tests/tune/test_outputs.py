@@ -12,7 +12,7 @@ from tune_study import study_params
 
 from pedtune.config import validate
 from pedtune.tune.outputs import best_params_yaml, curves_csv, summary_table, trials_csv, tune_metrics
-from pedtune.tune.plots import PLOTS, asha_rungs, write_plots
+from pedtune.tune.plots import PLOTS, asha_rungs, plot_best_so_far, write_plots
 from pedtune.tune.results import COMPLETED, ERROR, STOPPED_EARLY, TrialRecord, best_trial
 from pedtune.tune.space import decode_sample
 from pedtune.tune.tracking import trial_metrics
@@ -56,6 +56,14 @@ def test_a_trial_asha_stopped_does_not_beat_the_trials_that_outscored_it_at_its_
     failed = _record("done", 0.005, [0.20, 0.31, 0.30], status=ERROR, error="NonFiniteLossError")
     further = _record("far", 0.01, [0.10, 0.15, 0.16], status=STOPPED_EARLY)
     assert best_trial([failed, stopped, further]).trial_id == "far"
+
+
+def test_the_best_so_far_line_follows_the_best_trial_rule():
+    records = [_record("a", 0.005, [0.3, 0.62], initial=True), _record("b", 0.02, [0.7], status=STOPPED_EARLY),
+               _record("c", 0.01, [0.4, 0.58]), _record("d", 0.03, [0.5, 0.66])]
+    figure = plot_best_so_far(records, _config(), best_trial(records))
+    (line,) = [line for line in figure.axes[0].get_lines() if line.get_label() == "best so far"]
+    assert list(line.get_ydata()) == [0.62, 0.62, 0.62, 0.66]  # the stopped trial's 0.7 was a rung score
 
 
 def test_best_params_is_a_validated_drop_in_train_section():

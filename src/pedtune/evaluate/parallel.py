@@ -69,7 +69,7 @@ def _execute_on_ray(
     ray.init(address=tune.ray_address or None, include_dashboard=False)
     try:
         resources = tune.resources_per_trial
-        # No retries: a run that fails (e.g. diverges) would fail again with the same seed.
+        # No retries: a run that fails (a crash, not a divergence, which is a result) would fail again.
         task = ray.remote(num_cpus=resources.cpu, num_gpus=resources.gpu, max_retries=0)(train_and_test)
         shared = ray.put(inputs)  # stores and weights cross to the workers once, not per run
         pending = [task.remote(spec, shared) for spec in specs]

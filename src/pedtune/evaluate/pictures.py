@@ -129,5 +129,6 @@ def save_per_seed_plot(
         axes.set_xlim(-0.3, len(names) - 0.7)
         axes.set_ylabel(f"test {metric}")
         axes.grid(alpha=0.3)
-        axes.legend(fontsize=8)
+        if axes.get_lines():  # none when every run diverged
+            axes.legend(fontsize=8)
     figure.savefig(path, format="png")

@@ -278,11 +278,17 @@ def _diverged_note(comparison: Comparison) -> str:
         f"{name} seed {seed} ({why})" for name in CONFIGS for seed, why in sorted(comparison.diverged[name].items())
     )
     paired = comparison.paired_seeds
-    return (
+    note = (
         f"**Diverged** (non-finite loss, no test score): {runs}. Each column's mean ± std covers its "
         f"runs that finished; Δ and its interval cover the {_plural(len(paired), 'seed')} where both "
         f"configurations finished ({', '.join(str(seed) for seed in paired) or 'none'})."
     )
+    # The pictures show each configuration's model from the first seed; a diverged one has none.
+    first = comparison.seeds[0]
+    missing = [name for name in CONFIGS if first in comparison.diverged[name]]
+    if missing:
+        note += f" The pictures show no {' or '.join(missing)} model: its seed {first} run, the one drawn, diverged."
+    return note
 
 
 def _verdict_line(study: Study) -> str:
@@ -295,12 +301,17 @@ def _verdict_line(study: Study) -> str:
 
 
 def _method_note(study: Study) -> str:
-    n = len(study.comparison.seeds)
-    pairs = len(study.comparison.paired_seeds)
+    comparison = study.comparison
+    n, pairs = len(comparison.seeds), len(comparison.paired_seeds)
+    over = f"over {n} seeds" if not any(comparison.diverged.values()) else "over each configuration's finished runs"
+    interval = (
+        f"; its interval is the Student t-interval on those {pairs} differences ({pairs - 1} degrees of freedom)"
+        if pairs >= 2
+        else ""
+    )
     note = (
-        f"Mean ± sample standard deviation over {n} seeds. Δ is the mean of the per-seed differences "
-        f"({TUNED} − {INITIAL}, both trained with the same seed); its interval is the Student t-interval "
-        f"on those {pairs} differences ({max(pairs - 1, 0)} degrees of freedom). Each model is scored after its last "
+        f"Mean ± sample standard deviation {over}. Δ is the mean of the per-seed differences "
+        f"({TUNED} − {INITIAL}, both trained with the same seed){interval}. Each model is scored after its last "
         "epoch; nothing is selected on the test split, and no seed is the search's own, so no run repeats a trial."
     )
     if len(study.trained) < len(study.results):

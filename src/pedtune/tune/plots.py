@@ -11,7 +11,7 @@ from matplotlib.ticker import MaxNLocator, NullFormatter
 
 from pedtune.config import StudyConfig
 from pedtune.config.schema import Distribution
-from pedtune.tune.results import ERROR, STOPPED_EARLY, TrialRecord
+from pedtune.tune.results import ERROR, STOPPED_EARLY, TrialRecord, best_trial
 from pedtune.tune.space import typed_value
 
 STATUS_STYLE = {  # status -> (colour, marker, legend label)
@@ -87,6 +87,10 @@ def plot_metric_vs_params(records: list[TrialRecord], config: StudyConfig, best:
     return figure
 
 
+def _final_of(record: TrialRecord | None) -> float:
+    return math.nan if record is None else record.final
+
+
 def plot_best_so_far(records: list[TrialRecord], config: StudyConfig, best: TrialRecord | None) -> Figure:
     figure = Figure(figsize=(7, 4), layout="constrained")
     ax = figure.subplots()
@@ -94,11 +98,8 @@ def plot_best_so_far(records: list[TrialRecord], config: StudyConfig, best: Tria
     _by_status(ax, list(zip(numbers, records)))
     for number, record in zip(numbers, records):
         _mark_initial_and_best(ax, number, record, best)
-    running, best_so_far = -math.inf, []
-    for record in records:
-        if record.status != ERROR and math.isfinite(record.final):
-            running = max(running, record.final)
-        best_so_far.append(running if math.isfinite(running) else math.nan)
+    # Picked as the stage picks its best trial (best_trial), among the trials proposed so far.
+    best_so_far = [_final_of(best_trial(records[:n])) for n in numbers]
     ax.step(numbers, best_so_far, where="post", color="black", alpha=0.6, label="best so far")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("trial (in the order proposed)")
