@@ -118,7 +118,8 @@ def rows(r: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str]]:
                     f"{s['asha']['trial_epochs']} vs {s['fifo']['trial_epochs']} ({100 * a['epoch_fraction_asha_vs_fifo']:.0f} %)"
                     + (f"; simulated {expected}" if expected else ""),
                     "≤ 40 %", _ok(a["epoch_fraction_asha_vs_fifo"] <= 0.4)))
-        asha, fifo, noise = _best_final(s["asha"], a["epochs"]), _best_final(s["fifo"], a["epochs"]), a["noise"]["stdev"]
+        asha, fifo = (_best_final(s[scheduler], a["epochs"]) for scheduler in ("asha", "fifo"))
+        noise = a["noise"]["stdev"]
         within = None if None in (asha, fifo, noise) else asha - fifo >= -2 * noise
         out.append((f"5. best val mAP, ASHA vs FIFO ({horizon})", f"{asha} vs {fifo} (seed noise σ {noise})",
                     "within noise", _ok(within)))

@@ -47,6 +47,13 @@ def zip_config(zip_path: Path, **overrides: object) -> DataConfig:
     return DataConfig(**values)  # type: ignore[arg-type]
 
 
+def url_config(archive: Path, **overrides: object) -> DataConfig:
+    """A url source served from ``archive`` (file://), with its md5 unless overridden."""
+    fields = {"source": "url", "url": archive.as_uri(), "md5": md5sum(archive), "size_bytes": None,
+              "expected_images": None}
+    return DataConfig(**{**fields, **overrides})
+
+
 def hidden_leftovers(parent: Path) -> list[str]:
     """Temp folders/files fetch_dataset or atomic_path could leave behind (they start with '.')."""
     return sorted(p.name for p in parent.iterdir() if p.name.startswith("."))
@@ -340,8 +347,7 @@ def test_fetch_from_file_url(
 def test_url_cache_in_work_dir(
     synthetic_zip: Path, out_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    cfg = DataConfig(source="url", url=synthetic_zip.as_uri(), md5=md5sum(synthetic_zip), size_bytes=None,
-                     expected_images=None)
+    cfg = url_config(synthetic_zip)
     cache = tmp_path / "cache"
     fetch_dataset(cfg, out_dir / "ds", work_dir=cache)
     assert (cache / "PennFudanPed.zip").is_file()
@@ -353,7 +359,7 @@ def test_url_cache_in_work_dir(
 def test_a_download_with_the_wrong_md5_creates_nothing_and_is_not_cached(
     synthetic_zip: Path, out_dir: Path, tmp_path: Path
 ) -> None:
-    cfg = DataConfig(source="url", url=synthetic_zip.as_uri(), md5="f" * 32, size_bytes=None, expected_images=None)
+    cfg = url_config(synthetic_zip, md5="f" * 32)
     cache = tmp_path / "cache"
     with pytest.raises(DataError, match="md5 mismatch"):
         fetch_dataset(cfg, out_dir / "ds", work_dir=cache)
@@ -364,8 +370,7 @@ def test_a_download_with_the_wrong_md5_creates_nothing_and_is_not_cached(
 def test_a_corrupt_cached_archive_is_downloaded_again(
     synthetic_zip: Path, out_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    cfg = DataConfig(source="url", url=synthetic_zip.as_uri(), md5=md5sum(synthetic_zip), size_bytes=None,
-                     expected_images=None)
+    cfg = url_config(synthetic_zip)
     cache = tmp_path / "cache"
     cache.mkdir()
     (cache / "PennFudanPed.zip").write_bytes(synthetic_zip.read_bytes()[:-100])  # an interrupted download
