@@ -127,14 +127,14 @@ def test_fewer_than_two_finished_pairs_leave_the_verdict_undetermined(study: Stu
     results += [_diverged(TUNED, 1), _diverged(TUNED, 2)]
     comparison = compare(results, [0, 1, 2])
     assert comparison.paired_seeds == [0]
-    assert comparison.differences["bbox_mAP"] is None and comparison.spreads[TUNED]["bbox_mAP"] is None
+    assert comparison.differences["bbox_mAP"] is None and comparison.spreads[TUNED]["bbox_mAP"].n == 1
     partial = replace(study, comparison=comparison, results=results)
     metrics = metrics_json(partial)
     assert metrics["verdict"] == "undetermined" and metrics["runs_diverged"] == 2
     assert metrics["delta"]["bbox_mAP"] == {"mean": None, "ci_low": None, "ci_high": None, "verdict": "undetermined"}
-    assert metrics[TUNED]["bbox_mAP"] == {"mean": None, "std": None}
+    assert metrics[TUNED]["bbox_mAP"] == {"mean": 0.58, "std": None}  # its one finished run
     report = report_markdown(partial)
-    assert "| bbox mAP | 0.450 ± 0.050 | n/a | n/a | n/a |" in report
+    assert "| bbox mAP | 0.450 ± 0.050 | 0.580 (1 run) | n/a | n/a |" in report
     assert "**Verdict on bbox mAP (the metric the search optimised): undetermined** — fewer than 2 seeds" in report
     assert "Student t-interval" not in report
 
@@ -148,3 +148,13 @@ def test_a_diverged_first_seed_is_missing_from_the_pictures_and_the_report_says_
     only_diverged = [_diverged(name, seed) for name in (INITIAL, TUNED) for seed in (0, 1, 2)]
     save_per_seed_plot(tmp_path / "none.png", compare(only_diverged, [0, 1, 2]).scores, ["bbox_mAP"])
     assert (tmp_path / "none.png").stat().st_size > 0
+
+
+def test_equal_differences_at_every_seed_are_flagged_rather_than_read_as_certainty(study: Study):
+    shifted = {0: (0.50, 0.60), 1: (0.40, 0.50), 2: (0.45, 0.55)}  # +0.1 at every seed
+    results = [_result(name, seed, pair[i]) for seed, pair in shifted.items()
+               for i, name in enumerate((INITIAL, TUNED))]
+    report = report_markdown(replace(study, comparison=compare(results, [0, 1, 2]), results=results))
+    assert "improvement** — the 95% confidence interval of the paired difference lies above 0." in report
+    assert "The per-seed differences are all equal, so the interval has no width" in report
+    assert "all equal" not in report_markdown(study)  # differences 0.08, 0.09, 0.07

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import os
 import platform
 from collections.abc import Iterable, Mapping, Sequence
@@ -47,7 +48,7 @@ class Comparison:
     seeds: tuple[int, ...]  # evaluate.seeds
     scores: dict[str, dict[int, dict[str, float]]]  # config -> seed -> test metric -> value (finished runs)
     diverged: dict[str, dict[int, str]]  # config -> seed -> why, for runs whose loss diverged
-    spreads: dict[str, dict[str, Spread | None]]  # config -> test metric -> over its finished runs (None: < 2)
+    spreads: dict[str, dict[str, Spread | None]]  # config -> test metric -> over its finished runs (None: none)
     differences: dict[str, PairedDifference | None]  # test metric -> tuned - initial over the paired seeds
 
     @property
@@ -98,8 +99,10 @@ def compare(results: Iterable[RunResult], seeds: Sequence[int]) -> Comparison:
         return [scores[name][seed][metric] for seed in chosen]
 
     def spread_of(name: str, metric: str) -> Spread | None:
-        finished = [seed for seed in seeds if seed in scores[name]]
-        return spread(column(name, metric, finished)) if len(finished) >= 2 else None
+        values = column(name, metric, [seed for seed in seeds if seed in scores[name]])
+        if len(values) == 1:  # one run finished: its score, with no spread
+            return Spread(mean=values[0], std=math.nan, n=1)
+        return spread(values) if values else None
 
     def difference(metric: str) -> PairedDifference | None:
         if len(paired) < 2:
@@ -139,7 +142,7 @@ def metrics_json(study: Study) -> dict[str, Any]:
 def _spread_json(value: Spread | None) -> dict[str, float | None]:
     if value is None:
         return {"mean": None, "std": None}
-    return {"mean": round(value.mean, 6), "std": round(value.std, 6)}
+    return {"mean": round(value.mean, 6), "std": round(value.std, 6) if value.n > 1 else None}
 
 
 def _delta_json(difference: PairedDifference | None) -> dict[str, Any]:
@@ -270,7 +273,9 @@ def _scores_table(comparison: Comparison) -> str:
 
 
 def _mean_std(value: Spread | None) -> str:
-    return "n/a" if value is None else f"{value.mean:.3f} ± {value.std:.3f}"
+    if value is None:
+        return "n/a"
+    return f"{value.mean:.3f} (1 run)" if value.n == 1 else f"{value.mean:.3f} ± {value.std:.3f}"
 
 
 def _diverged_note(comparison: Comparison) -> str:
@@ -293,11 +298,20 @@ def _diverged_note(comparison: Comparison) -> str:
 
 def _verdict_line(study: Study) -> str:
     metric = study.primary_metric
-    outcome = verdict(study.comparison.differences[metric])
-    return (
+    difference = study.comparison.differences[metric]
+    outcome = verdict(difference)
+    line = (
         f"**Verdict on {metric.replace('_', ' ')} (the metric the search optimised): {outcome}** "
         f"— {CI_POSITION[outcome]}."
     )
+    # Equal differences at every seed give a t-interval of zero width (up to rounding), which
+    # reads as certainty; it only means these few seeds did not show the spread.
+    if difference is not None and difference.mean != 0 and difference.ci_high - difference.ci_low < 1e-9:
+        line += (
+            " The per-seed differences are all equal, so the interval has no width: these seeds "
+            "show no spread of the difference, which more seeds would measure."
+        )
+    return line
 
 
 def _method_note(study: Study) -> str:
