@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import math
 import os
 import subprocess
 import sys
@@ -155,7 +156,7 @@ def _best_final(sweep: dict[str, Any], epochs: int) -> float | None:
     """The sweep's best final score as the tune stage now picks it: among trials that ran all
     ``epochs``. Recomputed from the per-trial finals, since result files written before that rule
     hold a ``best_final`` that may be a trial ASHA stopped (judged at a rung, not at the end)."""
-    finished = [final for final, ran in zip(sweep["finals"], sweep["epochs"]) if ran == epochs and final == final]
+    finished = [final for final, ran in zip(sweep["finals"], sweep["epochs"]) if ran == epochs and math.isfinite(final)]
     return max(finished) if finished else sweep["best_final"]
 
 

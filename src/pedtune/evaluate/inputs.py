@@ -56,7 +56,7 @@ def unsearched_differences(config: StudyConfig, tuned: StudyConfig) -> list[str]
     changed after the sweep (a stage run outside ``dvc repro``) or from a hand-written file:
     the comparison then measures those changes too.
     """
-    searched = {dist.param.partition(".")[2] for dist in config.tune.search_space}
+    searched = {dist.train_key for dist in config.tune.search_space}
     return [
         f"train.{key} {getattr(config.train, key)!r} (params.yaml) vs {getattr(tuned.train, key)!r} (tuned)"
         for key in TrainConfig.model_fields

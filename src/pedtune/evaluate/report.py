@@ -54,7 +54,11 @@ class Comparison:
     @property
     def paired_seeds(self) -> list[int]:
         """The seeds where both configurations finished: the differences are paired over these."""
-        return [seed for seed in self.seeds if all(seed in self.scores[name] for name in CONFIGS)]
+        return _paired_seeds(self.seeds, self.scores)
+
+
+def _paired_seeds(seeds: Sequence[int], scores: Mapping[str, Mapping[int, Any]]) -> list[int]:
+    return [seed for seed in seeds if all(seed in scores[name] for name in CONFIGS)]
 
 
 @dataclass(frozen=True)
@@ -93,7 +97,7 @@ def compare(results: Iterable[RunResult], seeds: Sequence[int]) -> Comparison:
         ran = sorted([*scores[name], *diverged[name]])
         if ran != sorted(seeds):
             raise ValueError(f"{name}: results for seeds {ran}, expected {sorted(seeds)}")
-    paired = [seed for seed in seeds if all(seed in scores[name] for name in CONFIGS)]
+    paired = _paired_seeds(seeds, scores)
 
     def column(name: str, metric: str, chosen: Sequence[int]) -> list[float]:
         return [scores[name][seed][metric] for seed in chosen]
@@ -341,7 +345,7 @@ def _method_note(study: Study) -> str:
 def _hyperparameter_table(study: Study) -> str:
     """The searched train parameters and any other that differs; the rest is shared."""
     initial, tuned = study.configs[INITIAL].train, study.configs[TUNED].train
-    searched = {dist.param.partition(".")[2] for dist in study.configs[INITIAL].tune.search_space}
+    searched = {dist.train_key for dist in study.configs[INITIAL].tune.search_space}
     lines = [f"| train parameter | {INITIAL} | {TUNED} |", "|---|---|---|"]
     for key in TrainConfig.model_fields:
         before, after = getattr(initial, key), getattr(tuned, key)

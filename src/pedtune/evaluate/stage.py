@@ -36,11 +36,11 @@ from pedtune.evaluate.runs import INITIAL, TUNED, RunInputs, RunResult, RunSpec,
 from pedtune.io import atomic_path, write_json, write_text
 from pedtune.model.weights import load_weights
 from pedtune.tracking.store import (
-    PROVENANCE_TAGS,
     Store,
     log_metrics,
     log_params,
     open_store as open_mlflow,
+    provenance,
     source_tags,
     tracked_run,
 )
@@ -63,13 +63,13 @@ def load_inputs(config: StudyConfig, split: Split) -> RunInputs:
 
 
 def log_run(
-    store: Store, parent_id: str, config: StudyConfig, result: RunResult, provenance: Mapping[str, str]
+    store: Store, parent_id: str, config: StudyConfig, result: RunResult, inherited: Mapping[str, str]
 ) -> None:
     """One child run: the run's params, fit's per-epoch (val) metrics, then the test scores.
 
-    ``provenance``: the parent's git commit, DVC experiment and dataset hash, which it shares.
+    ``inherited``: the parent's git commit, DVC experiment and dataset hash, which it shares.
     """
-    tags = {**provenance, "stage": "evaluate", "config": result.name, "seed": str(result.seed),
+    tags = {**inherited, "stage": "evaluate", "config": result.name, "seed": str(result.seed),
             "device": result.device}
     if result.trained_as is not None:
         tags["same_run_as"] = f"{result.trained_as}-seed{result.seed}"
@@ -154,7 +154,7 @@ def run_evaluate(config: StudyConfig) -> dict[str, Any]:
     source = source_tags()
     commit = source["git_commit"]
     tags = {"stage": "evaluate", **source, "dataset_hash": data_hash}
-    provenance = {key: tags[key] for key in PROVENANCE_TAGS if key in tags}
+    inherited = provenance(tags)
     with tracked_run(store, "evaluate", tags) as parent_id:
         log_params(store, parent_id, parent_params(config))
 
@@ -163,7 +163,7 @@ def run_evaluate(config: StudyConfig) -> dict[str, Any]:
 
         def log_result(result: RunResult) -> None:
             for reported in stands_for(result):
-                log_run(store, parent_id, run_configs[result.name, result.seed], reported, provenance)
+                log_run(store, parent_id, run_configs[result.name, result.seed], reported, inherited)
 
         finished = execute(specs, inputs, config.tune, log_result)
         results = [reported for result in finished for reported in stands_for(result)]

@@ -107,6 +107,11 @@ def git_commit() -> str:
 PROVENANCE_TAGS = ("git_commit", "dvc_experiment", "dataset_hash")
 
 
+def provenance(tags: Mapping[str, str]) -> dict[str, str]:
+    """The PROVENANCE_TAGS among a parent run's ``tags``, for its child runs."""
+    return {key: tags[key] for key in PROVENANCE_TAGS if key in tags}
+
+
 def source_tags() -> dict[str, str]:
     """What produced a run: the git commit, and the experiment's name when DVC runs one."""
     tags = {"git_commit": git_commit()}

@@ -18,7 +18,7 @@ from ray.air.integrations.mlflow import MLflowLoggerCallback
 from ray.tune.result import AUTO_RESULT_KEYS, DONE, EXPERIMENT_TAG, SHOULD_CHECKPOINT, TRAINING_ITERATION, TRIAL_ID
 
 from pedtune.config.schema import Distribution
-from pedtune.tracking.store import PROVENANCE_TAGS, TAG_PARENT, Store, ending_run, log_params
+from pedtune.tracking.store import TAG_PARENT, Store, ending_run, log_params, provenance
 from pedtune.tune.results import ERROR, TrialRecord
 from pedtune.tune.space import decode_sample
 
@@ -160,8 +160,7 @@ class SweepLoggerCallback(MLflowLoggerCallback):
             raise RuntimeError(f"no MLflow parent run tagged {TAG_SWEEP}={self.sweep_id}")
         self.parent_run_id = parent_run_id
         parent_tags = self._store.client.get_run(parent_run_id).data.tags
-        provenance = {key: parent_tags[key] for key in PROVENANCE_TAGS if key in parent_tags}
-        self.tags = {**self.tags, **provenance, TAG_PARENT: parent_run_id}
+        self.tags = {**self.tags, **provenance(parent_tags), TAG_PARENT: parent_run_id}
         self._logged_epochs: dict[Trial, int] = {}
 
     def _run_id(self, trial: Trial) -> str:
