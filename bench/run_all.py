@@ -1,7 +1,7 @@
 """Run every benchmark (each in its own process), write ``bench/results/<name>.json`` and print
 the markdown table for the README's performance section.
 
-    python -m bench.run_all                         # all seven, CPU defaults (about 35 min on 2 idle cores)
+    python -m bench.run_all                         # all eight, CPU defaults (about 36 min on 2 idle cores)
     python -m bench.run_all --only train_step evaluation --wait-quiet 1.3
     python -m bench.run_all --table-only            # re-print the table from bench/results/*.json
     python -m bench.run_all --device cuda           # on a GPU machine (AMP off and on)
@@ -25,7 +25,8 @@ if __package__ in (None, ""):
 
 from bench.common import REPO, RESULTS
 
-BENCHMARKS = ("train_step", "data_pipeline", "evaluation", "tune_overhead", "asha_savings", "asha_budget", "memory")
+BENCHMARKS = ("train_step", "data_pipeline", "evaluation", "mask_paste", "tune_overhead", "asha_savings", "asha_budget",
+              "memory")
 # Shared arguments each benchmark understands; asha_savings picks its own (synthetic, tiny) data.
 SHARED = ("--data", "--device", "--amp", "--threads")
 
@@ -92,6 +93,19 @@ def rows(r: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str]]:
                         "; ".join(f"{n}: {s['speedup_faster_vs_pycocotools']:g}× faster, max Δ {s['max_abs_diff']:.0e}"
                                   for n, s in sets.items()),
                         "agree to 1e-4", _ok(all(s["agree_1e-4"] for s in sets.values()))))
+    for m in _variants(r, "mask_paste"):
+        for run in m["runs"]:
+            label = (f"{run['arch'].removeprefix('maskrcnn_')}, {run['images']} val images, "
+                     f"{run['detections']} detections{_on(m)}")
+            seconds = run["seconds"]["torchvision_paste"]
+            total = seconds["predict_s"]["median"] + seconds["to_coco_results_s"]["median"]
+            identical = run["masks_identical_torchvision_vs_host_box"]
+            out.append((f"3. mask paste with host boxes ÷ torchvision's paste, predict + RLE ({label})",
+                        f"{_range(run['ratio_host_box_vs_torchvision'])}; torchvision's {total:.2f} s; "
+                        f"masks identical: {'yes' if identical else 'no'}", "identical masks", _ok(identical)))
+            if "ratio_column_major_vs_row_major" in run:
+                out.append((f"3. masks copied column-major ÷ row-major, predict + RLE ({label})",
+                            _range(run["ratio_column_major_vs_row_major"]), "—", "—"))
     for t in _variants(r, "tune_overhead"):
         for state, share in dict.fromkeys((run["state"], run.get("eval_share", 0)) for run in t["runs"]):
             runs = [x for x in t["runs"] if (x["state"], x.get("eval_share", 0)) == (state, share)]

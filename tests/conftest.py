@@ -1,12 +1,16 @@
-"""Shared fixtures: a tiny synthetic PennFudanPed and, where present, the real copy."""
+"""Shared fixtures: a tiny synthetic PennFudanPed, params.yaml and a config small enough to train
+in seconds, and, where present, the real dataset copy."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+import yaml
 
+from pedtune.config import StudyConfig, validate
 from pedtune.config.schema import SyntheticConfig
+from pedtune.data.dataset import SampleStore, list_stems
 from pedtune.data.synthetic import write_synthetic_dataset
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -25,6 +29,27 @@ def synthetic_root(tmp_path: Path, synthetic_cfg: SyntheticConfig) -> Path:
     root = tmp_path / "synthetic" / "PennFudanPed"
     write_synthetic_dataset(synthetic_cfg, root)
     return root
+
+
+@pytest.fixture
+def synthetic_store(synthetic_root: Path) -> SampleStore:
+    return SampleStore(synthetic_root, list_stems(synthetic_root), min_size=48, max_size=64)
+
+
+@pytest.fixture
+def raw_params() -> dict:
+    return yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+
+
+@pytest.fixture
+def tiny_config(raw_params: dict) -> StudyConfig:
+    """params.yaml shrunk to the light model on 48-64 px images for 2 epochs, on the CPU."""
+    raw_params["model"].update(arch="maskrcnn_mobilenet_v3_large_fpn", weights="none", min_size=48, max_size=64,
+                               detections_per_img=10)
+    raw_params["train"].update(epochs=2, batch_size=2, warmup_epochs=0.5, device="cpu", lr=0.005)
+    raw_params["data"].update(num_workers=0)
+    raw_params["tune"]["asha"].update(grace_period=1)
+    return validate(raw_params)
 
 
 @pytest.fixture

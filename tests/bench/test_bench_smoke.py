@@ -94,6 +94,28 @@ def test_evaluation_profile(tmp_path: Path) -> None:
     assert "val images, under torch.profiler)" in run_all.table(tmp_path)
 
 
+def test_mask_paste(tmp_path: Path) -> None:
+    result = _run("mask_paste", tmp_path, "--images", "2", "--reps", "1")
+    (run,) = result["runs"]
+    assert run["masks_identical_torchvision_vs_host_box"] is True and run["detections"] > 0
+    assert set(run["seconds"]) == {"torchvision_paste", "host_box_paste"}  # no layout variant on the CPU
+    assert run["ratio_host_box_vs_torchvision"]["n"] == 1
+    from bench import run_all
+
+    assert "masks identical: yes | identical masks | yes |" in run_all.table(tmp_path)
+
+
+def test_mask_paste_tells_different_masks_apart() -> None:
+    from bench.mask_paste import same_predictions
+
+    mask = torch.zeros(1, 1, 4, 4, dtype=torch.bool)
+    shifted = mask.clone()
+    shifted[0, 0, 0, 0] = True
+    assert same_predictions([(0, {"masks": mask})], [(0, {"masks": mask.clone()})])
+    assert not same_predictions([(0, {"masks": mask})], [(0, {"masks": shifted})])
+    assert not same_predictions([(0, {"masks": mask})], [(1, {"masks": mask})])
+
+
 def test_set_overrides_nest_and_parse_as_yaml() -> None:
     from bench import common
 

@@ -9,7 +9,6 @@ from torchvision.models.detection.roi_heads import paste_masks_in_image
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from pedtune.config import validate
 from pedtune.config.schema import BACKBONE_STAGES, ModelConfig
 from pedtune.data.dataset import SampleStore
 from pedtune.engine import train as engine
@@ -122,15 +121,6 @@ def test_weights_file_round_trip_and_mismatch(tmp_path):
         load_weights(tmp_path / "w.pt", cfg.model_copy(update={"arch": "maskrcnn_resnet50_fpn"}))
     with pytest.raises(WeightsError, match="not found"):
         load_weights(tmp_path / "missing.pt", cfg)
-
-
-@pytest.fixture
-def tiny_config(raw_params):
-    raw_params["model"].update(arch=LIGHT, weights="none", min_size=48, max_size=64, detections_per_img=10)
-    raw_params["train"].update(epochs=2, batch_size=2, warmup_epochs=0.5, device="cpu", lr=0.005)
-    raw_params["data"].update(num_workers=0)
-    raw_params["tune"]["asha"].update(grace_period=1)
-    return validate(raw_params)
 
 
 def test_fit_reports_every_epoch_and_resumes_exactly(tiny_config, synthetic_store: SampleStore, monkeypatch):

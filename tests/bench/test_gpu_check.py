@@ -1,0 +1,59 @@
+"""Keep bench/gpu_check.sh, the prepared run for a lent GPU machine, working: device time is
+scarce, so a step that fails on an argument must fail here first. On the CPU, at a tiny size,
+with the light model; nothing is timed."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "bench" / "gpu_check.sh"
+RESULTS = ("mask_paste_cuda", "evaluation_cuda_epochs4", "train_step_cuda_steps60",
+           "train_step_cuda_steps60_div128", "evaluation_cuda_profiled")
+TINY_ON_CPU = ("--synthetic --num-images 8 --image-size 48x64 --min-size 48 --max-size 64 --device cpu --threads 1 "
+               "--set model.arch=maskrcnn_mobilenet_v3_large_fpn")
+
+
+def _run(out: Path, *args: str, extra: str = TINY_ON_CPU) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHON": sys.executable, "GPU_CHECK_EXTRA": extra,
+           "GPU_CHECK_WHEELS": str(out.parent / "no-wheels")}
+    return subprocess.run(["bash", str(SCRIPT), *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_every_step_runs_and_writes_what_the_table_reads(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    done = _run(out, "unused-with-synthetic", str(out), "400")
+    assert done.returncode == 0, done.stdout + done.stderr
+    log = (out / "gpu_check.log").read_text()
+    assert "== done: every step passed" in log and ": skipped," not in log
+    assert "4 skipped" in log  # the CUDA tests, on this machine without a GPU
+    for name in RESULTS:
+        assert json.loads((out / f"{name}.json").read_text())["benchmark"] == name.split("_cuda")[0]
+    assert "top 30 by self_cpu_time_total" in (out / "fit_profile.txt").read_text()
+    sys.path.insert(0, str(REPO))
+    from bench import run_all
+
+    table = run_all.table(out)
+    assert table.count("3. mask paste with host boxes") == 1 and table.count("1. training step") == 2
+
+
+def test_steps_beyond_the_budget_are_skipped_and_the_run_fails(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    done = _run(out, "unused", str(out), "25")
+    assert done.returncode == 1
+    log = (out / "gpu_check.log").read_text()
+    # The first step's limit is cut to the budget; the last one cannot start in what is left.
+    assert "== environment (limit 25 s)" in log and "== environment: exit 0" in log
+    assert "== profile: skipped" in log and "a step failed or was skipped" in log
+
+
+def test_without_its_arguments_it_says_how_to_call_it(tmp_path: Path) -> None:
+    done = _run(tmp_path, "only-data")
+    assert done.returncode == 2 and "usage: bench/gpu_check.sh DATA OUT [BUDGET_S]" in done.stderr
