@@ -79,6 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
     readme = sub.add_parser("readme-results", help=readme_help, description=readme_help)
     readme.add_argument("--readme", default="README.md", help="the README to rewrite (default: %(default)s)")
     readme.add_argument("--report", default=str(REPORT), help="the evaluate report (another study folder's, say)")
+    profile_help = "print the -S options that make params.yaml into profiles/NAME.yaml, for dvc exp run"
+    profile = sub.add_parser("profile", help=profile_help, description=profile_help,
+                             epilog="e.g.  dvc exp run -n cpu-quick $(pedtune profile cpu-quick)")
+    profile.add_argument("name", help="a profile in profiles/ (cpu-quick, smoke)")
+    reference_help = "write docs/params.md, the params reference, from the schema's descriptions"
+    reference = sub.add_parser("params-reference", help=reference_help, description=reference_help)
+    reference.add_argument("--output", default="docs/params.md", help="where to write it (default: %(default)s)")
     return parser
 
 
@@ -89,6 +96,16 @@ def main(argv: list[str] | None = None) -> int:
             from pedtune.evaluate.readme import update_readme
 
             update_readme(args.readme, args.report)
+            return 0
+        if args.stage == "profile":
+            from pedtune.config.profile import profile_options
+
+            print(" ".join(profile_options(args.name, args.params)))
+            return 0
+        if args.stage == "params-reference":
+            from pedtune.config.reference import write_reference
+
+            write_reference(args.output)
             return 0
         config = load_config(args.params)
         if args.stage in LOGGING_STAGES:

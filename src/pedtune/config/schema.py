@@ -3,7 +3,7 @@
 Every section forbids unknown keys so that a typo (``learning_rate`` for ``lr``) fails
 before any work starts instead of being silently ignored. A default here is the value the
 shipped ``params.yaml`` gives (tests/unit/test_config.py checks), so a key left out of the
-file means what README's tables say.
+file means what docs/params.md (generated from the descriptions here) says.
 """
 
 from __future__ import annotations
@@ -44,18 +44,27 @@ class Section(BaseModel):
 class SyntheticConfig(Section):
     """A generated dataset in the exact PennFudanPed layout, for tests and quick runs."""
 
-    num_images: Annotated[int, Field(ge=3)] = 24
-    height: Annotated[int, Field(ge=32)] = 96
-    width: Annotated[int, Field(ge=32)] = 128
-    max_instances: Annotated[int, Field(ge=1, le=254)] = 3
-    seed: Seed = 0
+    num_images: Annotated[int, Field(ge=3)] = Field(24, description="Images generated (`data.source: synthetic`).")
+    height: Annotated[int, Field(ge=32)] = Field(96, description="Height of each generated image, in pixels.")
+    width: Annotated[int, Field(ge=32)] = Field(128, description="Width of each generated image, in pixels.")
+    max_instances: Annotated[int, Field(ge=1, le=254)] = Field(
+        3,
+        description="Most pedestrians drawn in one generated image (each image has 1 to this many).",
+    )
+    seed: Seed = Field(0, description="Seed of the generated dataset.")
 
 
 class SplitConfig(Section):
-    train: Fraction = 0.7
-    val: Fraction = 0.15
-    test: Fraction = 0.15
-    seed: Seed = 42
+    train: Fraction = Field(
+        0.7,
+        description="Fraction of the images in the train split (each fraction > 0; the three sum to 1).",
+    )
+    val: Fraction = Field(
+        0.15,
+        description="Fraction in the val split, on which every epoch and every tuning trial is scored.",
+    )
+    test: Fraction = Field(0.15, description="Fraction in the test split, touched only by the final evaluation.")
+    seed: Seed = Field(42, description="Seed of the split (stratified by the Fudan and Penn collections).")
 
     @model_validator(mode="after")
     def _fractions_sum_to_one(self) -> "SplitConfig":
@@ -68,17 +77,40 @@ class SplitConfig(Section):
 
 
 class DataConfig(Section):
-    source: Literal["url", "zip", "dir", "synthetic"] = "url"
-    url: str = PENN_FUDAN_URL
-    md5: Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")] = PENN_FUDAN_MD5
-    size_bytes: PositiveInt | None = PENN_FUDAN_SIZE
-    local_path: str = ""
-    # How many images a url/zip/dir copy must hold (a short copy fails the fetch); None: any.
-    expected_images: PositiveInt | None = PENN_FUDAN_IMAGES
-    synthetic: SyntheticConfig = SyntheticConfig()
-    split: SplitConfig = SplitConfig()
-    cache: bool = True
-    num_workers: NonNegativeInt = 2
+    source: Literal["url", "zip", "dir", "synthetic"] = Field(
+        "url",
+        description=(
+            "`url` downloads the official zip, `zip` reads a local zip, `dir` an extracted `PennFudanPed` folder,"
+            " `synthetic` generates data in the same layout (tests, smoke runs)."
+        ),
+    )
+    url: str = Field(PENN_FUDAN_URL, description="Where `source: url` downloads the zip from.")
+    md5: Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")] = Field(
+        PENN_FUDAN_MD5,
+        description="Expected md5 of the zip (`url` and `zip`); a mismatch stops the fetch.",
+    )
+    size_bytes: PositiveInt | None = Field(
+        PENN_FUDAN_SIZE,
+        description="Expected size of the zip in bytes; `null` skips the check.",
+    )
+    local_path: str = Field(
+        "",
+        description=(
+            "The zip (`source: zip`) or the extracted `PennFudanPed` folder (`source: dir`). DVC tracks the path,"
+            " not the files there: after changing them in place, run `dvc repro -f fetch`."
+        ),
+    )
+    expected_images: PositiveInt | None = Field(
+        PENN_FUDAN_IMAGES,
+        description=(
+            "How many images a `url`, `zip` or `dir` copy must hold (any other count stops the fetch); `null` "
+            "accepts any count, for a subset or a dataset of your own."
+        ),
+    )
+    synthetic: SyntheticConfig = Field(SyntheticConfig(), description="The generated dataset (`source: synthetic`).")
+    split: SplitConfig = Field(SplitConfig(), description="The seeded train/val/test split (`data/split.json`).")
+    cache: bool = Field(True, description="Decode and resize every image once and keep it in memory.")
+    num_workers: NonNegativeInt = Field(2, description="DataLoader worker processes (0: load in the training process).")
 
     @model_validator(mode="after")
     def _local_path_for_local_sources(self) -> "DataConfig":
@@ -88,13 +120,47 @@ class DataConfig(Section):
 
 
 class ModelConfig(Section):
-    arch: Arch = "maskrcnn_resnet50_fpn"
-    weights: WeightsChoice = "coco"
-    min_size: Annotated[int, Field(ge=32)] = 800
-    max_size: Annotated[int, Field(ge=32)] = 1333
-    trainable_backbone_layers: NonNegativeInt = 3  # at most BACKBONE_STAGES[arch]
-    detections_per_img: PositiveInt = 100
-    rpn_test_proposals: PositiveInt = 1000  # RPN proposals per image at inference (torchvision: 1000)
+    arch: Arch = Field(
+        "maskrcnn_resnet50_fpn",
+        description=(
+            "The torchvision Mask R-CNN: `maskrcnn_resnet50_fpn`, `maskrcnn_resnet50_fpn_v2` or the light "
+            "`maskrcnn_mobilenet_v3_large_fpn`."
+        ),
+    )
+    weights: WeightsChoice = Field(
+        "coco",
+        description=(
+            "`coco` (torchvision's COCO detector; for the light model the COCO Faster R-CNN, with a new mask "
+            "head), `imagenet_backbone`, or `none` (random weights; works offline)."
+        ),
+    )
+    min_size: Annotated[int, Field(ge=32)] = Field(
+        800,
+        description=(
+            "Images are resized once, when decoded, so that the short side is `min_size` (long side at most "
+            "`max_size`); COCO AP is scored at that scale too."
+        ),
+    )
+    max_size: Annotated[int, Field(ge=32)] = Field(
+        1333,
+        description="The most the long side of a resized image may measure.",
+    )
+    trainable_backbone_layers: NonNegativeInt = Field(
+        3,
+        description=(
+            "Backbone stages trained with pretrained weights, counted from the top (at most 5 for the ResNet-50 "
+            "archs, 6 for MobileNetV3); the rest and every batch norm stay frozen. With `weights: none` "
+            "everything is trained."
+        ),
+    )
+    detections_per_img: PositiveInt = Field(100, description="Detections kept per image at evaluation.")
+    rpn_test_proposals: PositiveInt = Field(
+        1000,
+        description=(
+            "Region proposals kept at inference, per feature level before the RPN's NMS and per image after it "
+            "(training keeps torchvision's 2000); fewer make evaluation cheaper."
+        ),
+    )
 
     @model_validator(mode="after")
     def _sizes_ordered(self) -> "ModelConfig":
@@ -114,25 +180,67 @@ class ModelConfig(Section):
 class TrainConfig(Section):
     """One training configuration: the keys a search space may override."""
 
-    epochs: PositiveInt = 10
-    batch_size: PositiveInt = 2
-    optimizer: Literal["sgd", "adamw"] = "sgd"
-    lr: Annotated[float, Field(gt=0.0, le=10.0)] = 0.005
-    momentum: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.9
-    weight_decay: Annotated[float, Field(ge=0.0)] = 0.0005
-    lr_schedule: Literal["cosine", "step", "multistep", "constant"] = "cosine"
-    lr_step_size: PositiveInt = 3
-    lr_milestones: list[PositiveInt] = [6, 8]
-    lr_gamma: Annotated[float, Field(gt=0.0, le=1.0)] = 0.1
-    warmup_epochs: Annotated[float, Field(ge=0.0)] = 1.0  # linear warm-up length; capped at the run's length
-    warmup_factor: Annotated[float, Field(gt=0.0, le=1.0)] = 0.001
-    grad_clip_norm: Annotated[float, Field(ge=0.0)] = 10.0
-    hflip_prob: Fraction = 0.5
-    amp: bool = True
-    seed: Seed = 0
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    eval_batch_size: PositiveInt = 2
-    coco_backend: CocoBackend = "pycocotools"  # which library scores COCO AP (same numbers)
+    epochs: PositiveInt = Field(10, description="Epochs to train; also the length of every tuning trial.")
+    batch_size: PositiveInt = Field(2, description="Images per training step.")
+    optimizer: Literal["sgd", "adamw"] = Field("sgd", description="`sgd` or `adamw`.")
+    lr: Annotated[float, Field(gt=0.0, le=10.0)] = Field(0.005, description="Learning rate after warm-up.")
+    momentum: Annotated[float, Field(ge=0.0, lt=1.0)] = Field(0.9, description="SGD's momentum (unused by AdamW).")
+    weight_decay: Annotated[float, Field(ge=0.0)] = Field(0.0005, description="Weight decay of the optimizer.")
+    lr_schedule: Literal["cosine", "step", "multistep", "constant"] = Field(
+        "cosine",
+        description="The schedule after warm-up: `cosine`, `step`, `multistep` or `constant`.",
+    )
+    lr_step_size: PositiveInt = Field(
+        3,
+        description=(
+            "`step`: multiply the learning rate by `lr_gamma` every this many epochs, counted from the start of "
+            "training."
+        ),
+    )
+    lr_milestones: list[PositiveInt] = Field(
+        [6, 8],
+        description=(
+            "`multistep`: the epochs at which the learning rate is multiplied by `lr_gamma` (a decay due inside "
+            "the warm-up applies as it ends)."
+        ),
+    )
+    lr_gamma: Annotated[float, Field(gt=0.0, le=1.0)] = Field(
+        0.1,
+        description="The factor of each `step` or `multistep` decay.",
+    )
+    warmup_epochs: Annotated[float, Field(ge=0.0)] = Field(
+        1.0,
+        description=(
+            "Linear warm-up from `lr × warmup_factor`, in epochs (fractions allowed; capped at the run's length),"
+            " so every batch size of a sweep has warmed up by the same rung."
+        ),
+    )
+    warmup_factor: Annotated[float, Field(gt=0.0, le=1.0)] = Field(
+        0.001,
+        description="The share of `lr` the warm-up starts from.",
+    )
+    grad_clip_norm: Annotated[float, Field(ge=0.0)] = Field(
+        10.0,
+        description="Clip the gradient norm to this; 0 disables clipping.",
+    )
+    hflip_prob: Fraction = Field(0.5, description="Probability of a horizontal flip of a training image.")
+    amp: bool = Field(True, description="Mixed precision on CUDA (ignored on the CPU).")
+    seed: Seed = Field(
+        0,
+        description=(
+            "Seeds torch, numpy, Python and the shuffling of every epoch, so a resumed run continues exactly on "
+            "the CPU (CUDA's kernels are not all deterministic). Every tuning trial trains with it."
+        ),
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="`auto` (CUDA if available), `cpu` or `cuda`.")
+    eval_batch_size: PositiveInt = Field(2, description="Images per step at evaluation.")
+    coco_backend: CocoBackend = Field(
+        "pycocotools",
+        description=(
+            "Which library computes COCO AP: `pycocotools` or `faster_coco_eval` (the same AP, scored faster: "
+            "[performance](performance.md))."
+        ),
+    )
 
     @field_validator("lr_milestones")
     @classmethod
@@ -143,10 +251,19 @@ class TrainConfig(Section):
 
 
 class MlflowConfig(Section):
-    tracking_uri: str = "sqlite:///mlruns/mlflow.db"
-    artifact_location: str = "mlruns/artifacts"
-    experiment: Annotated[str, Field(min_length=1)] = "pedtune"
-    connect_timeout_s: Annotated[float, Field(gt=0)] = 10.0
+    tracking_uri: str = Field(
+        "sqlite:///mlruns/mlflow.db",
+        description=(
+            "The MLflow store: an SQLite file (a relative path starts at the repository root) or a tracking "
+            "server's `http://host:port`."
+        ),
+    )
+    artifact_location: str = Field("mlruns/artifacts", description="Where a new MLflow experiment keeps its artifacts.")
+    experiment: Annotated[str, Field(min_length=1)] = Field("pedtune", description="The MLflow experiment's name.")
+    connect_timeout_s: Annotated[float, Field(gt=0)] = Field(
+        10.0,
+        description="How long the stages wait for a tracking server to answer before they stop.",
+    )
 
 
 QUANTIZED = ("qloguniform", "quniform")
@@ -171,12 +288,23 @@ def _on_grid(bound: float, q: float) -> bool:
 class Distribution(Section):
     """One entry of the search space, e.g. ``{param: train.lr, type: qloguniform, ...}``."""
 
-    param: str
-    type: Literal["qloguniform", "loguniform", "uniform", "quniform", "choice", "randint"]
-    lower: float | None = None
-    upper: float | None = None
-    q: Annotated[float, Field(gt=0)] | None = None
-    values: list[Any] | None = None
+    param: str = Field(description="The searched key, `train.<key>`.")
+    type: Literal["qloguniform", "loguniform", "uniform", "quniform", "choice", "randint"] = Field(
+        description=(
+            "`qloguniform`/`quniform` (need `lower`, `upper`, `q`), `loguniform`/`uniform`/`randint` (`lower`, "
+            "`upper`; randint's upper bound is exclusive, as in Ray) or `choice` (`values`)."
+        ),
+    )
+    lower: float | None = Field(None, description="The lower bound (not for `choice`).")
+    upper: float | None = Field(None, description="The upper bound (not for `choice`).")
+    q: Annotated[float, Field(gt=0)] | None = Field(
+        None,
+        description=(
+            "The grid step of the quantized types; trials train on the grid with every searcher, and both bounds "
+            "must lie on it."
+        ),
+    )
+    values: list[Any] | None = Field(None, description="The candidates of `choice` (numbers, strings or booleans).")
 
     @model_validator(mode="after")
     def _arguments_fit_type(self) -> "Distribution":
@@ -252,9 +380,15 @@ class Distribution(Section):
 
 
 class AshaConfig(Section):
-    max_t: PositiveInt | None = None  # None: train.epochs, the length of every trial
-    grace_period: PositiveInt = 2
-    reduction_factor: Annotated[float, Field(gt=1.0)] = 3.0
+    max_t: PositiveInt | None = Field(
+        None,
+        description="ASHA's horizon in epochs; `null` means `train.epochs`, the length of every trial.",
+    )
+    grace_period: PositiveInt = Field(2, description="Epochs every trial runs before ASHA may stop it.")
+    reduction_factor: Annotated[float, Field(gt=1.0)] = Field(
+        3.0,
+        description="ASHA's halving rate: about 1 in this many trials goes on at each rung.",
+    )
 
     @model_validator(mode="after")
     def _grace_within_budget(self) -> "AshaConfig":
@@ -264,34 +398,88 @@ class AshaConfig(Section):
 
 
 class ResourcesConfig(Section):
-    cpu: Annotated[float, Field(gt=0)] = 4.0
-    gpu: Annotated[float, Field(ge=0)] = 1.0
+    cpu: Annotated[float, Field(gt=0)] = Field(
+        4.0,
+        description=(
+            "CPUs reserved per trial (fractions allowed); `evaluate` uses the same to train its seeds in "
+            "parallel."
+        ),
+    )
+    gpu: Annotated[float, Field(ge=0)] = Field(
+        1.0,
+        description=(
+            "GPUs reserved per trial (fractions allowed); a local Ray that cannot hold one trial stops the stage "
+            "at once."
+        ),
+    )
 
 
 class TuneConfig(Section):
-    searcher: Literal["hyperopt", "optuna", "random"] = "hyperopt"
-    seed: Seed = 0
-    num_samples: PositiveInt = 20
-    max_concurrent: PositiveInt = 1
-    n_initial_points: NonNegativeInt | None = None
-    scheduler: Literal["asha", "fifo"] = "asha"
-    asha: AshaConfig = AshaConfig()
-    metric: Literal["bbox_mAP", "segm_mAP"] = "bbox_mAP"
-    mode: Literal["max"] = "max"
+    searcher: Literal["hyperopt", "optuna", "random"] = Field(
+        "hyperopt",
+        description="`hyperopt` (TPE), `optuna` (TPE) or `random` (the baseline).",
+    )
+    seed: Seed = Field(0, description="Seed of the searcher.")
+    num_samples: PositiveInt = Field(
+        20,
+        description="Trials in the sweep; the first is always the `train:` configuration.",
+    )
+    max_concurrent: PositiveInt = Field(1, description="Trials running at once.")
+    n_initial_points: NonNegativeInt | None = Field(
+        None,
+        description=(
+            "Start-up trials before TPE models the results (HyperOpt's `n_initial_points`, Optuna's "
+            "`n_startup_trials`), the initial configuration among them; below `num_samples`. `null`: a third of "
+            "`num_samples`, at least 1."
+        ),
+    )
+    scheduler: Literal["asha", "fifo"] = Field(
+        "asha",
+        description="`asha` (stops poor trials early) or `fifo` (every trial runs all its epochs).",
+    )
+    asha: AshaConfig = Field(AshaConfig(), description="ASHA's settings (`scheduler: asha`).")
+    metric: Literal["bbox_mAP", "segm_mAP"] = Field(
+        "bbox_mAP",
+        description=(
+            "What the sweep maximises on the val split: `bbox_mAP` or `segm_mAP`; the final evaluation gives its "
+            "verdict on it."
+        ),
+    )
+    mode: Literal["max"] = Field("max", description="`max`: a higher score is better.")
     search_space: list[Distribution] = Field(
+        description=(
+            "The searched `train.*` keys, one `{param, type, ...}` entry each; the `train:` values must lie in "
+            "the space, since every sweep starts from them."
+        ),
         default_factory=lambda: [
             Distribution(param="train.lr", type="qloguniform", lower=1e-4, upper=1e-1, q=1e-4),
             Distribution(param="train.batch_size", type="choice", values=[2, 4, 8]),
             Distribution(param="train.weight_decay", type="loguniform", lower=1e-5, upper=1e-3),
         ]
     )
-    resources_per_trial: ResourcesConfig = ResourcesConfig()
-    ray_address: str = ""
-    storage_path: str = "ray_results"
-    max_failures: NonNegativeInt = 0
-    # Epochs between a trial's checkpoints (weights + optimizer state: 335 MB for ResNet-50); an
-    # interrupted trial resumes from its last one and repeats the epochs since.
-    checkpoint_every: PositiveInt = 1
+    resources_per_trial: ResourcesConfig = Field(
+        ResourcesConfig(),
+        description="What one trial reserves on the Ray cluster.",
+    )
+    ray_address: str = Field(
+        "",
+        description="Empty: start a local Ray; otherwise the address of a running cluster ([cluster](cluster.md)).",
+    )
+    storage_path: str = Field(
+        "ray_results",
+        description=(
+            "Where Ray keeps trial state and checkpoints; git-ignored and not a DVC output, so an interrupted "
+            "sweep can resume (a finished sweep deletes its checkpoints)."
+        ),
+    )
+    max_failures: NonNegativeInt = Field(0, description="Retries of a failed trial (from its last checkpoint).")
+    checkpoint_every: PositiveInt = Field(
+        1,
+        description=(
+            "Epochs between a trial's checkpoints (weights and optimizer state, written while the epoch is "
+            "evaluated); a resumed trial repeats the epochs since its last one."
+        ),
+    )
 
     @model_validator(mode="after")
     def _space_targets_train_params(self) -> "TuneConfig":
@@ -313,11 +501,24 @@ class TuneConfig(Section):
 
 
 class EvaluateConfig(Section):
-    seeds: list[Seed] = [1, 2, 3]  # not train.seed (0): see StudyConfig._evaluation_seeds_not_the_search_seed
-    epochs: PositiveInt | None = None
-    train_on: Literal["train", "train+val"] = "train"
-    num_pictures: NonNegativeInt = 4
-    score_threshold: Fraction = 0.5
+    seeds: list[Seed] = Field(
+        [1, 2, 3],
+        description=(
+            "One training per seed for each of the initial and the tuned configuration (at least 2, distinct); "
+            "never `train.seed` nor a seed the search space can draw, since such a run would repeat a trial the "
+            "search selected on."
+        ),
+    )
+    epochs: PositiveInt | None = Field(None, description="Epochs per evaluation run; `null` means `train.epochs`.")
+    train_on: Literal["train", "train+val"] = Field(
+        "train",
+        description="Train the evaluation runs on `train` or on `train+val`.",
+    )
+    num_pictures: NonNegativeInt = Field(
+        4,
+        description="Test images drawn with the ground truth and both configurations' predictions.",
+    )
+    score_threshold: Fraction = Field(0.5, description="The lowest score of a detection drawn in the pictures.")
 
     @field_validator("seeds")
     @classmethod
@@ -330,12 +531,19 @@ class EvaluateConfig(Section):
 
 
 class StudyConfig(Section):
-    data: DataConfig
-    model: ModelConfig
-    train: TrainConfig
-    mlflow: MlflowConfig
-    tune: TuneConfig = TuneConfig()
-    evaluate: EvaluateConfig = EvaluateConfig()
+    data: DataConfig = Field(description="Where the dataset comes from, how it is split and loaded.")
+    model: ModelConfig = Field(description="The Mask R-CNN variant and its input size.")
+    train: TrainConfig = Field(
+        description="One training configuration; the search overrides the keys of `tune.search_space`.",
+    )
+    mlflow: MlflowConfig = Field(
+        description="Where runs are tracked (not DVC params: where runs are logged changes no result).",
+    )
+    tune: TuneConfig = Field(TuneConfig(), description="The Ray Tune sweep.")
+    evaluate: EvaluateConfig = Field(
+        EvaluateConfig(),
+        description="The final comparison of the initial and the tuned configuration on the test split.",
+    )
 
     @model_validator(mode="after")
     def _asha_budget_fits_epochs(self) -> "StudyConfig":
