@@ -37,7 +37,7 @@ from pedtune.model.factory import build_model
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
 QUICK_PROFILE = REPO / "profiles" / "cpu-quick.yaml"
-DEV_DATA = Path("/work/shared/data/PennFudanPed")  # the dev machine's copy; pass --data elsewhere
+DATA_ENV = "PEDTUNE_BENCH_DATA"  # an extracted PennFudanPed, when --data is not given
 ARCHS = {
     "light": "maskrcnn_mobilenet_v3_large_fpn",
     "r50": "maskrcnn_resnet50_fpn",
@@ -53,7 +53,8 @@ def parser(description: str) -> argparse.ArgumentParser:
                    help="the params file the benchmark's config starts from (params.yaml: the GPU defaults)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="a params key to change after the benchmark's own settings, e.g. data.num_workers=0 (repeatable)")
-    p.add_argument("--data", type=Path, default=DEV_DATA, help="an extracted PennFudanPed folder")
+    p.add_argument("--data", type=Path, default=os.environ.get(DATA_ENV) or None,
+                   help=f"an extracted PennFudanPed folder (default: ${DATA_ENV}); or --synthetic")
     p.add_argument("--synthetic", action="store_true", help="generate a synthetic dataset instead of --data")
     p.add_argument("--num-images", type=int, default=60, help="synthetic images")
     p.add_argument("--image-size", default="240x320", help="synthetic image HxW")
@@ -127,6 +128,8 @@ def size_of(text: str) -> tuple[int, int]:
 def dataset(args: argparse.Namespace) -> Iterator[Path]:
     """The PennFudanPed folder to read: ``--data``, or a synthetic one in a temporary folder."""
     if not args.synthetic:
+        if args.data is None:
+            raise SystemExit(f"no dataset: pass --data PATH (an extracted PennFudanPed), set {DATA_ENV}, or --synthetic")
         if not (args.data / "PNGImages").is_dir():
             raise SystemExit(f"{args.data} is not a PennFudanPed folder; pass --data PATH or --synthetic")
         yield args.data
@@ -275,7 +278,7 @@ def emit(name: str, args: argparse.Namespace, result: dict[str, Any]) -> dict[st
     """Print the result and write it to ``--json`` (run_all passes bench/results/<name>.json)."""
     payload = {"benchmark": name, "machine": machine(args.device), "data": "synthetic" if args.synthetic else str(args.data),
                "args": {k: str(v) for k, v in vars(args).items()}, **result,
-               "loadavg_at_end": os.getloadavg()[0]}
+               "loadavg_at_end": os.getloadavg()[0], "measured_at": round(time.time())}
     text = json.dumps(payload, indent=2)
     print(text)
     if args.json:

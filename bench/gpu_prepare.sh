@@ -2,9 +2,9 @@
 # Gather, on a machine with pip, what bench/gpu_check.sh needs on a GPU machine without internet
 # whose image has PyTorch but not pedtune's other training imports:
 #
-#   bench/gpu_prepare.sh [DATA] [PYTHON_VERSION]
+#   bench/gpu_prepare.sh DATA [PYTHON_VERSION]
 #
-# .gpudata/PennFudanPed: a copy of DATA (default: the development machine's copy);
+# .gpudata/PennFudanPed: a copy of DATA (an extracted PennFudanPed; default: $PEDTUNE_BENCH_DATA);
 # .whl/: wheels for PYTHON_VERSION (default 3.12) of pydantic and pycocotools, faster-coco-eval
 # and what they need, at the versions installed here. Both folders are git-ignored; send them
 # along with the working tree (about 56 MB together) and run
@@ -12,7 +12,11 @@
 # A failed download leaves the previous .whl/ as it was.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-data=${1:-/work/shared/data/PennFudanPed}
+data=${1:-${PEDTUNE_BENCH_DATA:-}}
+if [ -z "$data" ]; then
+    echo "gpu_prepare: no dataset: pass DATA (an extracted PennFudanPed) or set PEDTUNE_BENCH_DATA" >&2
+    exit 2
+fi
 python_version=${2:-3.12}
 python=${PYTHON:-python}
 if [ ! -d "$data/PNGImages" ] || [ ! -d "$data/PedMasks" ]; then

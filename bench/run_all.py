@@ -1,11 +1,13 @@
-"""Run every benchmark (each in its own process), write ``bench/results/<name>.json`` and print
-the markdown table for the README's performance section.
+"""Run every benchmark (each in its own process), write ``bench/results/<name>.json`` and the
+table of docs/performance.md (between its ``bench-table`` markers).
 
     python -m bench.run_all                         # all eight, CPU defaults (about 36 min on 2 idle cores)
     python -m bench.run_all --only train_step evaluation --wait-quiet 1.3
-    python -m bench.run_all --table-only            # re-print the table from bench/results/*.json
+    python -m bench.run_all --table-only            # regenerate the table from bench/results/*.json
     python -m bench.run_all --device cuda           # on a GPU machine (AMP off and on)
-"""
+
+The table keeps the latest result of each measurement: where two result files give the same
+row (the same benchmark at the same settings), the one measured last."""
 
 from __future__ import annotations
 
@@ -24,6 +26,9 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import REPO, RESULTS
+
+PERFORMANCE_PAGE = REPO / "docs" / "performance.md"
+TABLE_START, TABLE_END = "<!-- bench-table:start -->", "<!-- bench-table:end -->"
 
 BENCHMARKS = ("train_step", "data_pipeline", "evaluation", "mask_paste", "tune_overhead", "asha_savings", "asha_budget",
               "memory")
@@ -55,10 +60,11 @@ def _range(s: dict[str, float], fmt: str = "{:.3f}") -> str:
     return f"{fmt.format(s['median'])} ({fmt.format(s['min'])}–{fmt.format(s['max'])}, n={s['n']})"
 
 
-def rows(r: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str]]:
-    """(measurement, result, target, met) per headline figure of each benchmark present."""
+def rows(r: dict[str, dict[str, Any]], only: str | None = None) -> list[tuple[str, str, str, str]]:
+    """(measurement, result, target, met) per headline figure of each benchmark present (of result
+    file ``only``, if given; the others still inform it, as asha_budget's simulation does asha_savings')."""
     out = []
-    for t in _variants(r, "train_step"):
+    for t in _variants(r, "train_step", only):
         for run in t["runs"]:
             padding = f", padded to ×{run['size_divisible']}" if run.get("size_divisible", 32) != 32 else ""
             tag = f"{run['arch'].removeprefix('maskrcnn_')}{', AMP' if run['amp'] else ''}{padding}{_on(t)}"
@@ -71,14 +77,14 @@ def rows(r: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str]]:
                         f"{_range(ratio)}; bare {run['images_per_s']['bare']['median']:.2f} img/s; "
                         f"without clipping {run['ratio_project_noclip_vs_bare']['median']:.3f}{first_pass}",
                         "≥ 0.98", _ok(ratio["median"] >= 0.98)))
-    for d in _variants(r, "data_pipeline"):
+    for d in _variants(r, "data_pipeline", only):
         for model, step in d["train_step"].items():
             ratios = {loader: v[model] for loader, v in d["ratio_loader_vs_step"].items()}
             best, worst = max(ratios, key=ratios.get), min(ratios, key=ratios.get)
             out.append((f"2. data loading ÷ training step ({model}, {step['images_per_s']['median']:.2f} img/s{_on(d)})",
                         f"{ratios[best]:g}× ({best}); worst {ratios[worst]:g}× ({worst})", "≥ 10×",
                         _ok(ratios[best] >= 10)))
-    for e in _variants(r, "evaluation"):
+    for e in _variants(r, "evaluation", only):
         for run in e["runs"]:
             sets = run["prediction_sets"]
             epochs = run.get("epochs", 1)
@@ -93,7 +99,7 @@ def rows(r: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str]]:
                         "; ".join(f"{n}: {s['speedup_faster_vs_pycocotools']:g}× faster, max Δ {s['max_abs_diff']:.0e}"
                                   for n, s in sets.items()),
                         "agree to 1e-4", _ok(all(s["agree_1e-4"] for s in sets.values()))))
-    for m in _variants(r, "mask_paste"):
+    for m in _variants(r, "mask_paste", only):
         for run in m["runs"]:
             label = (f"{run['arch'].removeprefix('maskrcnn_')}, {run['images']} val images, "
                      f"{run['detections']} detections{_on(m)}")
@@ -106,7 +112,7 @@ def rows(r: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str]]:
             if "ratio_column_major_vs_row_major" in run:
                 out.append((f"3. masks copied column-major ÷ row-major, predict + RLE ({label})",
                             _range(run["ratio_column_major_vs_row_major"]), "—", "—"))
-    for t in _variants(r, "tune_overhead"):
+    for t in _variants(r, "tune_overhead", only):
         for state, share in dict.fromkeys((run["state"], run.get("eval_share", 0)) for run in t["runs"]):
             runs = [x for x in t["runs"] if (x["state"], x.get("eval_share", 0)) == (state, share)]
             # The median run (the later of two) for each figure, with that run's breakdown beside it.
@@ -124,7 +130,7 @@ def rows(r: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str]]:
                         f"{by_ratio['overhead_per_trial_s']:.1f} s)", "≤ 1.1×", _ok(ratio <= 1.1)))
             out.append((f"4. ray.init → first trial running ({state} checkpoints)", f"{first:.1f} s "
                         f"(ray.init {by_start['ray_init_s']:.1f} s)", "≤ 10 s", _ok(first <= 10)))
-    for a in _variants(r, "asha_savings"):
+    for a in _variants(r, "asha_savings", only):
         s = a["sweeps"]
         horizon = f"{a['trials']} trials × {a['epochs']} epochs, grace {a['asha']['grace_period']}, " \
                   f"rf {a['asha']['reduction_factor']:g}{_overridden(a, 'tune.seed')}"
@@ -138,7 +144,7 @@ def rows(r: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str]]:
         within = None if None in (asha, fifo, noise) else asha - fifo >= -2 * noise
         out.append((f"5. best val mAP, ASHA vs FIFO ({horizon})", f"{asha} vs {fifo} (seed noise σ {noise})",
                     "within noise", _ok(within)))
-    for b in _variants(r, "asha_budget"):
+    for b in _variants(r, "asha_budget", only):
         for setting in dict.fromkeys(row["setting"] for row in b["simulated"]):
             runs = [row for row in b["simulated"] if row["setting"] == setting]
             first = runs[0]
@@ -149,7 +155,7 @@ def rows(r: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str]]:
                               f"{100 * row['best_runs_to_the_end']:.0f} %" for row in runs)
             out.append((f"5. ASHA ÷ FIFO trial-epochs, simulated ({label}; {first['sweeps']} sweeps)", cells,
                         "≤ 40 %", _ok(judged["fraction_of_fifo"]["mean"] <= 0.4)))
-    for m in _variants(r, "memory"):
+    for m in _variants(r, "memory", only):
         for row in m.get("models", []):
             cuda = f", CUDA peak {row['cuda_max_allocated_mb']:.0f} MB" if "cuda_max_allocated_mb" in row else ""
             out.append((f"6. peak RSS of one trial ({row['arch'].removeprefix('maskrcnn_')}, "
@@ -209,26 +215,54 @@ def _is_result_of(stem: str, name: str) -> bool:
     return stem == name or stem.startswith(f"{name}_")
 
 
-def _variants(r: dict[str, dict[str, Any]], name: str) -> list[dict[str, Any]]:
-    return [r[stem] for stem in sorted(r) if _is_result_of(stem, name)]
+def _variants(r: dict[str, dict[str, Any]], name: str, only: str | None = None) -> list[dict[str, Any]]:
+    return [r[stem] for stem in sorted(r) if _is_result_of(stem, name) and only in (None, stem)]
+
+
+def measured_at(path: Path, result: dict[str, Any]) -> tuple[float, str]:
+    """When a result was measured: its ``measured_at`` (UTC seconds), else when git last changed
+    the file, else its mtime; the file name breaks ties (a ``_variant`` re-run sorts after its base)."""
+    if "measured_at" in result:
+        return float(result["measured_at"]), path.stem
+    log = subprocess.run(["git", "log", "-1", "--format=%ct", "--", path.name], cwd=path.parent,
+                         capture_output=True, text=True, check=False)
+    stamp = log.stdout.strip()
+    return (float(stamp) if log.returncode == 0 and stamp else path.stat().st_mtime), path.stem
+
+
+def latest_rows(r: dict[str, dict[str, Any]], order: dict[str, tuple[float, str]]) -> list[tuple[str, str, str, str]]:
+    """``rows(r)``, one per measurement: a row measured again (in a later file, or later in the same
+    file) gives way to the latest, shown where the measurement first appears."""
+    kept: dict[str, tuple[str, str, str, str]] = {}
+    for stem in sorted(r, key=order.__getitem__):
+        for row in rows(r, only=stem):
+            kept[row[0]] = row
+    return list({row[0]: kept[row[0]] for row in rows(r)}.values())
 
 
 def table(results: Path) -> str:
-    r = {p.stem: json.loads(p.read_text()) for p in sorted(results.glob("*.json"))
-         if any(_is_result_of(p.stem, name) for name in BENCHMARKS)}
+    paths = {p.stem: p for p in sorted(results.glob("*.json")) if any(_is_result_of(p.stem, n) for n in BENCHMARKS)}
+    r = {stem: json.loads(path.read_text()) for stem, path in paths.items()}
     if not r:
         return "no results yet"
+    order = {stem: measured_at(path, r[stem]) for stem, path in paths.items()}
     machines: dict[tuple, list[str]] = {}
     for key, value in r.items():
         m = value["machine"]
-        machines.setdefault((m["cpu"], m["cores"], m["torch"], m["device"], m.get("gpu")), []).append(
-            f"{key} {m['loadavg_at_start']:.2f} ({m['torch_threads']} threads)")
-    head = "".join(f"Machine: {cpu}, {cores} cores, torch {version}, device {device}{f' ({gpu})' if gpu else ''}; "
-                   f"1-min load at start (torch threads): {', '.join(loads)}.\n\n"
-                   for (cpu, cores, version, device, gpu), loads in machines.items())
+        machines.setdefault((m["cpu"], m["cores"], m["torch"], m["device"], m.get("gpu")), []).append(key)
+    head = "".join(f"- {cpu}, {cores} cores, torch {version}, device {device}{f' ({gpu})' if gpu else ''}: "
+                   f"{', '.join(names)}\n" for (cpu, cores, version, device, gpu), names in machines.items())
     lines = ["| measurement | result | target | met |", "| --- | --- | --- | --- |"]
-    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows(r)]
-    return head + "\n".join(lines) + "\n"
+    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in latest_rows(r, order)]
+    return "Machines (result files):\n\n" + head + "\n" + "\n".join(lines) + "\n"
+
+
+def replace_table(page: str, text: str) -> str:
+    """``page`` with the text between its bench-table markers replaced by ``text``."""
+    if page.count(TABLE_START) != 1 or page.count(TABLE_END) != 1 or page.index(TABLE_END) < page.index(TABLE_START):
+        raise SystemExit(f"{PERFORMANCE_PAGE.name} must hold {TABLE_START} and then {TABLE_END}, once each")
+    start, end = page.index(TABLE_START) + len(TABLE_START), page.index(TABLE_END)
+    return f"{page[:start]}\n{text.strip()}\n{page[end:]}"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -237,7 +271,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--results", type=Path, default=RESULTS)
     p.add_argument("--wait-quiet", type=float, default=None, metavar="LOAD",
                    help="before each benchmark, wait (up to 45 min) for the 1-min load average to drop below LOAD")
-    p.add_argument("--table-only", action="store_true")
+    p.add_argument("--table-only", action="store_true", help="only regenerate the table from the result files")
+    p.add_argument("--page", type=Path, default=PERFORMANCE_PAGE, help="the page whose bench-table block is rewritten")
     p.add_argument("--data", default=None)
     p.add_argument("--synthetic", action="store_true", help="synthetic data for the benchmarks that read --data")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None)
@@ -255,7 +290,7 @@ def main(argv: list[str] | None = None) -> None:
                 extra = [x for i, x in enumerate(extra) if x != "--data" and (i == 0 or extra[i - 1] != "--data")]
             run(name, extra, args.results)
     text = table(args.results)
-    (args.results / "table.md").write_text(text)
+    args.page.write_text(replace_table(args.page.read_text(encoding="utf-8"), text), encoding="utf-8")
     print(text)
 
 

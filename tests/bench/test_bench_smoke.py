@@ -181,7 +181,8 @@ def test_table(tmp_path: Path) -> None:
     gpu["runs"][0]["amp"] = True
     (tmp_path / "train_step_cuda.json").write_text(json.dumps(gpu))
     text = run_all.table(tmp_path)
-    assert text.count("Machine: ") == 2 and "device cuda (Some GPU)" in text
+    assert text.count(" cores, torch ") == 2 and "device cuda (Some GPU): train_step_cuda\n" in text
+    assert "load" not in text  # the machine, not how busy it was
     assert "(mobilenet_v3_large_fpn, AMP, on Some GPU, 320×427)" in text and text.count("| 1. training step") == 2
     # A run with a padding multiple and its first pass over the batch shapes.
     gpu["runs"][0].update(size_divisible=128, padded_shapes=7, first_pass_images_per_s={"bare": 0.5, "project": 1.9})
@@ -189,6 +190,35 @@ def test_table(tmp_path: Path) -> None:
     text = run_all.table(tmp_path)
     assert "(mobilenet_v3_large_fpn, AMP, padded to ×128, on Some GPU, 320×427)" in text
     assert "first pass over 7 batch shapes 0.50 img/s" in text and text.count("first pass") == 1
+
+
+def test_table_keeps_the_latest_result_of_each_measurement(tmp_path: Path) -> None:
+    from bench import run_all
+
+    def result(ratio: float, measured_at: int) -> str:
+        return json.dumps({
+            "benchmark": "train_step", "machine": {"cpu": "x", "cores": 2, "torch": "2", "device": "cpu",
+                                                  "loadavg_at_start": 0.5, "torch_threads": 2},
+            "measured_at": measured_at,
+            "runs": [{"arch": "maskrcnn_mobilenet_v3_large_fpn", "amp": False, "image_hw": [320, 427],
+                      "ratio_project_vs_bare": {"median": ratio, "min": ratio, "max": ratio, "n": 3},
+                      "ratio_project_noclip_vs_bare": {"median": 1.0, "min": 0.99, "max": 1.01, "n": 3},
+                      "images_per_s": {"bare": {"median": 2.0, "min": 1.9, "max": 2.1, "n": 3}}}]})
+
+    (tmp_path / "train_step.json").write_text(result(0.91, measured_at=2000))
+    (tmp_path / "train_step_rerun.json").write_text(result(0.97, measured_at=1000))
+    text = run_all.table(tmp_path)
+    assert text.count("| 1. training step") == 1 and "| 0.910 (0.910–0.910, n=3)" in text
+    (tmp_path / "train_step_rerun.json").write_text(result(0.97, measured_at=3000))
+    assert "| 0.970 (0.970–0.970, n=3)" in run_all.table(tmp_path)
+
+
+def test_performance_page_holds_the_current_table() -> None:
+    from bench import run_all
+
+    page = run_all.PERFORMANCE_PAGE.read_text(encoding="utf-8")
+    assert run_all.replace_table(page, run_all.table(run_all.RESULTS)) == page, \
+        "docs/performance.md's table is stale: run python -m bench.run_all --table-only"
 
 
 def test_table_reads_asha_savings_against_the_simulation_at_its_settings(tmp_path: Path) -> None:
