@@ -158,3 +158,19 @@ def test_equal_differences_at_every_seed_are_flagged_rather_than_read_as_certain
     assert "improvement** — the 95% confidence interval of the paired difference lies above 0." in report
     assert "The per-seed differences are all equal, so the interval has no width" in report
     assert "all equal" not in report_markdown(study)  # differences 0.08, 0.09, 0.07
+
+
+def test_readme_preamble_is_drawn_from_the_report(study: Study):
+    from pedtune.evaluate.readme import preamble, results_block
+
+    costed = replace(study, search_cost={"num_trials": 6.0, "trial_epochs": 12.0, "wall_time_s": 1974.0},
+                     machine={"processor / machine": "Some CPU / x86_64", "CPUs": "2", "device": "cpu"})
+    report = report_markdown(costed)
+    text = preamble(report)
+    assert "The study ran on Some CPU, 2 CPUs, device cpu." in text
+    # 1974 s = 32.9 min of search, 4000 s = 66.7 min of evaluation, as the report's cost table gives them.
+    assert "The search (6 trials, 12 epochs trained) took 32.9 min, the evaluation (6 training runs) 66.7 min: " \
+           "100 min in all." in text
+    assert results_block(report) == f"{text}\n\n{report.strip()}"
+    # A report without a cost table (or with a search time not recorded) gives no total.
+    assert "in all" not in preamble(report_markdown(study))
