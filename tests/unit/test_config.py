@@ -35,6 +35,9 @@ def test_shipped_params_and_profile_are_valid_and_have_the_same_keys(raw):
         return out
 
     assert keys(raw) == keys(quick_raw)
+    smoke = load_config(REPO / "profiles" / "smoke.yaml")  # README's smoke run: offline, synthetic
+    assert (smoke.data.source, smoke.model.weights) == ("synthetic", "none")
+    assert keys(raw) == keys(yaml.safe_load((REPO / "profiles" / "smoke.yaml").read_text()))
 
 
 def _defaults_differing_from(model: type[BaseModel], shipped: dict, prefix: str = "") -> list[str]:

@@ -147,8 +147,8 @@ def _new_tuner(config: StudyConfig, trainable: Any, experiment_dir: Path, callba
 def prune_checkpoints(experiment_dir: Path) -> None:
     """Delete the trials' checkpoints of a finished sweep.
 
-    Each holds a model with its optimizer state (165 MB for the light model, about 350 MB
-    for ResNet-50): only an unfinished trial resumes from one, and the evaluate stage
+    Each holds a model with its optimizer state (sizes: docs/performance.md): only an
+    unfinished trial resumes from one, and the evaluate stage
     retrains the best configuration rather than reusing a trial's weights.
     """
     for folder in [*experiment_dir.glob("*/checkpoint_*"), checkpoint_staging(experiment_dir)]:

@@ -1,9 +1,9 @@
 """The sweep's storage: a local folder into which Ray links each reported checkpoint instead of copying it.
 
 Ray persists a reported checkpoint by copying its folder into the trial's storage
-(``StorageContext.persist_current_checkpoint`` → ``pyarrow.fs.copy_files``). With ResNet-50's
-weights and SGD momentum (335 MB) reported every epoch, that copy was 0.4–0.6 s of each
-1.6–1.9 s report on two cores busy training (``bench.tune_overhead --states r50``). When source and destination are the same pyarrow filesystem,
+(``StorageContext.persist_current_checkpoint`` → ``pyarrow.fs.copy_files``), a large part of
+each report for ResNet-50's checkpoints (docs/performance.md). When source and destination are
+the same pyarrow filesystem,
 ``copy_files`` asks that filesystem to copy each file; :func:`linking_filesystem` answers with
 a hard link, so a checkpoint staged on the storage's own disk (:func:`checkpoint_staging`)
 is persisted without moving its bytes. Sharing them is safe: a trial writes every checkpoint

@@ -6,8 +6,8 @@ restored from its last checkpoint continues with the epoch after it: Ray restore
 iteration counter from the checkpoint's result.
 
 A checkpoint's training state is written in a background thread while ``fit`` evaluates the
-epoch (the weights do not change then), so the trial does not wait for the disk (ResNet-50's
-335 MB took 0.8-1.5 s per epoch on the development machine's disk); the report itself still
+epoch (the weights do not change then), so the trial does not wait for the disk
+(docs/performance.md); the report itself still
 comes after the evaluation, with the checkpoint complete.
 """
 
