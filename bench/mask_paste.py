@@ -1,9 +1,9 @@
 """Mask inference: torchvision's per-mask paste versus the project's host-box paste, and (on a GPU)
 masks copied to the CPU column-major versus row-major before RLE.
 
-The val evaluation of a GPU epoch spends most of its time on masks (bench/README: 27.9 % of an
-H200 epoch, of which inference 1.8 s and RLE encoding 2.0 s). Two changes target it, neither
-measured on a GPU yet; this benchmark measures both, on the same model and images, interleaved:
+The val evaluation of a GPU epoch spends most of its time on masks, inference and RLE encoding
+(docs/performance.md). Two changes target it; this benchmark measures both, on the same model
+and images, interleaved:
 
 - ``paste``: the model's transform as torchvision builds it (``GeneralizedRCNNTransform``: each
   detection's box coordinates read into Python one scalar at a time, a host-device sync each on

@@ -53,7 +53,7 @@ def _defaults_differing_from(model: type[BaseModel], shipped: dict, prefix: str 
 
 
 def test_schema_defaults_are_the_shipped_params():
-    # README documents params.yaml's values as the defaults: a key left out must mean the same.
+    # docs/params.md gives params.yaml's values as the defaults: a key left out must mean the same.
     assert _defaults_differing_from(StudyConfig, load_config(REPO / "params.yaml").model_dump()) == []
 
 
