@@ -98,9 +98,15 @@ def main(argv: list[str] | None = None) -> int:
             update_readme(args.readme, args.report)
             return 0
         if args.stage == "profile":
-            from pedtune.config.profile import profile_options
+            from pedtune.config.profile import FAILED_OPTION, profile_options
 
-            print(" ".join(profile_options(args.name, args.params)))
+            try:
+                print(" ".join(profile_options(args.name, args.params)))
+            except ConfigError:
+                # Read by `dvc exp run ... $(pedtune profile NAME)`: an option DVC refuses, so that a
+                # failed lookup stops the experiment instead of running params.yaml's defaults.
+                print(FAILED_OPTION)
+                raise
             return 0
         if args.stage == "params-reference":
             from pedtune.config.reference import write_reference

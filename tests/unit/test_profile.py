@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from dvc.utils.hydra import apply_overrides
 
 from pedtune.cli import main
 from pedtune.config import ConfigError, validate
-from pedtune.config.profile import differences, override_value, profile_options
+from pedtune.config.profile import FAILED_OPTION, differences, override_value, profile_options
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -58,5 +59,11 @@ def test_cli_prints_options_and_names_the_profiles_on_a_typo(tmp_path: Path, mon
     assert main(["profile", "smoke"]) == 0
     assert "-S data.source=synthetic" in capsys.readouterr().out
     assert main(["profile", "cpu_quick"]) == 2
-    assert "no profile 'cpu_quick' (profiles/cpu_quick.yaml not found; profiles: cpu-quick, smoke)" in \
-        capsys.readouterr().err
+    printed = capsys.readouterr()
+    assert "no profile 'cpu_quick' (profiles/cpu_quick.yaml not found; profiles: cpu-quick, smoke)" in printed.err
+    # What `dvc exp run -n x $(pedtune profile cpu_quick)` receives: an option it refuses, not nothing
+    # (which would run params.yaml's defaults as the experiment).
+    assert printed.out.split() == [FAILED_OPTION]
+    done = subprocess.run(["dvc", "exp", "run", "-n", "x", *printed.out.split()], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and FAILED_OPTION in done.stderr

@@ -23,6 +23,7 @@ import yaml
 from pedtune.config.load import ConfigError, load_config
 
 PROFILES = Path("profiles")
+FAILED_OPTION = "--pedtune-profile-failed"  # printed instead of options when the profile cannot be read
 # Hydra's unquoted strings: a letter or underscore, then letters, digits, _ . / - (e.g. train.lr).
 _PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_./-]*")
 _WORDS = {"null", "true", "false", "nan", "inf"}
