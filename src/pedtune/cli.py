@@ -1,14 +1,16 @@
 """pedtune: one subcommand per DVC stage of the PennFudanPed Mask R-CNN tuning study.
 
 Each subcommand validates params.yaml, runs one stage and maps known errors to a message
-and a non-zero exit code (2 for a bad params.yaml, 1 for bad data or an unusable store)."""
+and a non-zero exit code (2 for a bad params.yaml or one sized for a GPU on a machine without
+CUDA, 1 for bad data or an unusable store)."""
 
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError, version
 
+from pedtune import console
 from pedtune.config import ConfigError, StudyConfig, load_config
 from pedtune.errors import PedtuneError
 from pedtune.evaluate.files import REPORT
@@ -53,11 +55,11 @@ def _evaluate(config: StudyConfig) -> None:
 
 
 def _check(config: StudyConfig) -> None:
-    """Nothing to do: ``main`` has validated the file by loading it."""
+    """``main`` has validated the file and timed the work on this machine: nothing left to do."""
 
 
 STAGES: dict[str, tuple[Callable[[StudyConfig], None], str]] = {
-    "check": (_check, "validate params.yaml and exit"),
+    "check": (_check, "validate params.yaml, time its work on this machine and exit"),
     "fetch": (_fetch, "get PennFudanPed (url, local zip/dir or synthetic) into data/PennFudanPed"),
     "weights": (_weights, "resolve model.weights into models/pretrained.pt"),
     "split": (_split, "draw the seeded train/val/test split into data/split.json"),
@@ -66,15 +68,30 @@ STAGES: dict[str, tuple[Callable[[StudyConfig], None], str]] = {
     "evaluate": (_evaluate, "initial vs tuned config over several seeds on the test split"),
 }
 LOGGING_STAGES = ("train", "tune", "evaluate")
+# Stopped within seconds when params.yaml is sized for a GPU this machine lacks (pedtune.engine.estimate).
+GUARDED_STAGES = ("check", "train", "tune", "evaluate")
 EXIT_BAD_INPUT = 2
+
+
+def package_version() -> str:
+    try:
+        return version("pedtune")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pedtune", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"pedtune {package_version()}")
     parser.add_argument("--params", default="params.yaml", help="the study's parameters (default: %(default)s)")
+    quiet_help = "print only warnings, errors and the closing summary (no progress)"
+    parser.add_argument("-q", "--quiet", action="store_true", help=quiet_help)
+    # Also accepted after the stage (`pedtune train --quiet`); SUPPRESS keeps the one given before it.
+    after_stage = argparse.ArgumentParser(add_help=False)
+    after_stage.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help=quiet_help)
     sub = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
     for name, (_, help_text) in STAGES.items():
-        sub.add_parser(name, help=help_text, description=help_text)
+        sub.add_parser(name, help=help_text, description=help_text, parents=[after_stage])
     readme_help = "rewrite README.md's Results section from the evaluate report"
     readme = sub.add_parser("readme-results", help=readme_help, description=readme_help)
     readme.add_argument("--readme", default="README.md", help="the README to rewrite (default: %(default)s)")
@@ -91,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    console.configure(args.stage, quiet=args.quiet)
+    log = console.get(__name__)
     try:
         if args.stage == "readme-results":
             from pedtune.evaluate.readme import update_readme
@@ -114,18 +133,24 @@ def main(argv: list[str] | None = None) -> int:
             write_reference(args.output)
             return 0
         config = load_config(args.params)
+        found = None
+        if args.stage in GUARDED_STAGES:
+            from pedtune.engine.estimate import guard  # imports torch: only where training may follow
+
+            found = guard(config, args.stage)  # before the store, the data and any training
         if args.stage in LOGGING_STAGES:
             check_reachable(config.mlflow)
         STAGES[args.stage][0](config)
         if args.stage == "check":
-            print(f"{args.params} is valid", file=sys.stderr)
+            estimate = f"\nestimated on this machine: {found.describe()}\n({found.basis(config)})" if found else ""
+            console.summary(log, f"{args.params} is valid{estimate}")
     except ConfigError as error:
-        print(f"pedtune {args.stage}: {error}", file=sys.stderr)
+        log.error(str(error))
         return EXIT_BAD_INPUT
     except PedtuneError as error:
-        print(f"pedtune {args.stage}: error: {error}", file=sys.stderr)
+        log.error(str(error))
         return 1
     except KeyboardInterrupt:
-        print(f"pedtune {args.stage}: interrupted", file=sys.stderr)
+        log.warning("interrupted")
         return 130
     return 0

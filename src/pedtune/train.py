@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import csv
 import io
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from pedtune import paths
+from pedtune import console, paths
 from pedtune.config import StudyConfig, flatten
 from pedtune.data.dataset import open_store
 from pedtune.data.split import read_split
@@ -20,6 +19,7 @@ from pedtune.io import atomic_path, write_json, write_text
 from pedtune.model.weights import load_weights
 from pedtune.tracking.store import log_metrics, log_params, open_store as open_mlflow, source_tags, tracked_run
 
+log = console.get(__name__)
 HISTORY_FIELDS = ("epoch", "train_loss", "lr", "bbox_mAP", "bbox_AP50", "bbox_AP75", "segm_mAP", "segm_AP50",
                   "segm_AP75", "epoch_time_s")
 
@@ -81,9 +81,11 @@ def run_train(config: StudyConfig) -> dict[str, float]:
         write_text(paths.TRAIN_HISTORY, history_csv(result.history))
         for artifact in (paths.TRAIN_METRICS, paths.TRAIN_HISTORY, paths.TRAINED_MODEL):
             store.client.log_artifact(run_id, str(artifact))
-    print(
-        f"[train] val bbox_mAP {metrics['bbox_mAP']:.4f}, segm_mAP {metrics['segm_mAP']:.4f} "
-        f"after {config.train.epochs} epochs in {result.wall_time_s:.0f} s; MLflow run {run_id}",
-        file=sys.stderr,
+    console.summary(
+        log,
+        f"val bbox_mAP {metrics['bbox_mAP']:.4f}, segm_mAP {metrics['segm_mAP']:.4f} after {config.train.epochs} "
+        f"epochs in {console.duration(result.wall_time_s)}",
+        wrote=[paths.TRAINED_MODEL, paths.TRAIN_METRICS, paths.TRAIN_HISTORY],
+        look=console.views(store.tracking_uri, run_id),
     )
     return metrics

@@ -8,7 +8,6 @@ random flip and the float conversion.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,10 @@ from torchvision.io import ImageReadMode, decode_png, read_file
 from torchvision.ops import masks_to_boxes
 from torchvision.transforms import v2
 
+from pedtune import console
 from pedtune.errors import DataError
+
+log = console.get(__name__)
 
 
 @dataclass(frozen=True)
@@ -126,7 +128,7 @@ class SampleStore:
             for index in range(len(self)):
                 self[index]
             if label:
-                print(f"[data] {label}: {len(self)} images decoded and cached", file=sys.stderr)
+                log.info(f"{label}: {len(self)} images decoded and cached")
         return self
 
 

@@ -27,6 +27,7 @@ from typing import BinaryIO, Protocol
 import numpy as np
 from PIL import Image
 
+from pedtune import console
 from pedtune.config.schema import DataConfig
 from pedtune.data.synthetic import write_synthetic_dataset
 from pedtune.errors import DataError
@@ -51,8 +52,11 @@ class DatasetSummary:
     stems: tuple[str, ...]
 
 
+log = console.get(__name__)
+
+
 def _log(message: str) -> None:
-    print(f"[pedtune.data] {message}", file=sys.stderr, flush=True)
+    log.info(message)
 
 
 # --------------------------------------------------------------------------- download
@@ -65,7 +69,7 @@ class _Progress(Protocol):
 
 
 class _PlainProgress:
-    """Fallback when tqdm is missing: a line to stderr every 10 %, or every 10 MiB if size is unknown."""
+    """Without a terminal (logs, CI): a line every 10 %, or every 10 MiB if the size is unknown."""
 
     def __init__(self, total: int | None, desc: str) -> None:
         self.total, self.desc, self.done, self._next = total, desc, 0, 0
@@ -75,7 +79,7 @@ class _PlainProgress:
         step = self.total // 10 if self.total else 10 * CHUNK
         if self.done >= self._next:
             pct = f" ({100 * self.done / self.total:.0f}%)" if self.total else ""
-            print(f"{self.desc}: {self.done / 2**20:.1f} MiB{pct}", file=sys.stderr, flush=True)
+            log.info(f"{self.desc}: {self.done / 2**20:.1f} MiB{pct}")
             self._next = self.done + max(step, 1)
 
     def close(self) -> None:
@@ -91,12 +95,12 @@ class _NoProgress:
 
 
 def _progress_bar(total: int | None, desc: str, enabled: bool) -> _Progress:
-    if not enabled:
+    if not enabled or console.quiet():
         return _NoProgress()
-    try:
-        from tqdm import tqdm
-    except ImportError:
+    if not sys.stderr.isatty():
         return _PlainProgress(total, desc)
+    from tqdm import tqdm
+
     return tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr)
 
 

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from pedtune import paths
+from pedtune import console, paths
 from pedtune.config import StudyConfig, with_train_overrides
 from pedtune.config.schema import TrainConfig
 from pedtune.errors import PedtuneError
+
+log = console.get(__name__)
 
 BEST_PARAMS = paths.TUNE_DIR / "best_params.yaml"
 SEARCH_COST_KEYS = ("num_trials", "trial_epochs", "wall_time_s")
@@ -77,7 +78,7 @@ def read_search_cost(path: Path = paths.TUNE_METRICS) -> dict[str, float | None]
     try:
         raw = json.loads(Path(path).read_text(encoding="utf-8"))
     except (FileNotFoundError, json.JSONDecodeError) as error:
-        print(f"[evaluate] search cost unknown ({path}: {error})", file=sys.stderr)
+        log.warning(f"search cost unknown ({path}: {error})")
         raw = {}
     if not isinstance(raw, dict):
         raw = {}

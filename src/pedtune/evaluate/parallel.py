@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 from collections.abc import Callable, Sequence
 
 import torch
 
+from pedtune import console
 from pedtune.config.schema import ResourcesConfig, TuneConfig
 from pedtune.evaluate.runs import RunInputs, RunResult, RunSpec, train_and_test
+
+log = console.get(__name__)
 
 ResultHook = Callable[[RunResult], None]
 
@@ -50,7 +52,7 @@ def describe_execution(tune: TuneConfig, num_runs: int) -> str:
 
 def execute(specs: Sequence[RunSpec], inputs: RunInputs, tune: TuneConfig, on_result: ResultHook) -> list[RunResult]:
     """Every spec's :class:`RunResult`, in completion order; ``on_result`` sees each as it arrives."""
-    print(f"[evaluate] {len(specs)} runs: {describe_execution(tune, len(specs))}", file=sys.stderr)
+    log.info(f"{len(specs)} runs: {describe_execution(tune, len(specs))}")
     if not uses_ray(tune, len(specs)):
         return [_handled(train_and_test(spec, inputs), on_result) for spec in specs]
     return _execute_on_ray(specs, inputs, tune, on_result)
@@ -66,7 +68,8 @@ def _execute_on_ray(
 ) -> list[RunResult]:
     import ray  # only this path needs it; importing Ray costs seconds
 
-    ray.init(address=tune.ray_address or None, include_dashboard=False)
+    # The runs' progress lines reach this console through Ray, unless --quiet.
+    ray.init(address=tune.ray_address or None, include_dashboard=False, log_to_driver=not console.quiet())
     try:
         resources = tune.resources_per_trial
         # No retries: a run that fails (a crash, not a divergence, which is a result) would fail again.

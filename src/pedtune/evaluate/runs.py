@@ -7,7 +7,6 @@ does all the MLflow logging.
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -15,6 +14,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from pedtune import console
 from pedtune.config import StudyConfig
 from pedtune.data.dataset import DetectionDataset, SampleStore, collate
 from pedtune.engine.coco_eval import ground_truth
@@ -22,6 +22,7 @@ from pedtune.engine.train import evaluate, fit, resolve_device
 from pedtune.errors import NonFiniteLossError
 from pedtune.evaluate.inputs import run_config
 
+log = console.get(__name__)
 INITIAL, TUNED = "initial", "tuned"
 
 
@@ -87,6 +88,7 @@ def train_and_test(spec: RunSpec, inputs: RunInputs) -> RunResult:
     so that the other runs' hours of training still reach the report."""
     started = time.perf_counter()
     epochs: list[dict[str, float]] = []
+    log.info(f"{spec.name} seed {spec.seed}: training {spec.config.train.epochs} epochs")
     try:
         result = fit(
             spec.config,
@@ -96,7 +98,7 @@ def train_and_test(spec: RunSpec, inputs: RunInputs) -> RunResult:
             on_epoch_end=lambda epoch, state: epochs.append(dict(epoch.metrics)),
         )
     except NonFiniteLossError as error:
-        print(f"[evaluate] {spec.name} seed {spec.seed}: diverged ({error})", file=sys.stderr, flush=True)
+        log.warning(f"{spec.name} seed {spec.seed}: diverged ({error})")
         return RunResult(
             name=spec.name,
             seed=spec.seed,
@@ -109,13 +111,10 @@ def train_and_test(spec: RunSpec, inputs: RunInputs) -> RunResult:
         )
     device = next(result.model.parameters()).device
     loader = inference_loader(DetectionDataset(inputs.test), spec.config)
-    test = evaluate(result.model, loader, ground_truth(inputs.test, spec.config.train.coco_backend), device)
-    print(
-        f"[evaluate] {spec.name} seed {spec.seed}: test bbox_mAP {test['bbox_mAP']:.4f}, "
-        f"segm_mAP {test['segm_mAP']:.4f}",
-        file=sys.stderr,
-        flush=True,
-    )
+    test = evaluate(result.model, loader, ground_truth(inputs.test, spec.config.train.coco_backend), device,
+                    f"{spec.name} seed {spec.seed} test")
+    log.info(f"{spec.name} seed {spec.seed}: test bbox_mAP {test['bbox_mAP']:.4f}, segm_mAP {test['segm_mAP']:.4f} "
+             f"({console.duration(time.perf_counter() - started)})")
     state_dict = None
     if spec.keep_model:
         state_dict = {key: value.detach().cpu() for key, value in result.model.state_dict().items()}

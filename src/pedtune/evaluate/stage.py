@@ -8,12 +8,11 @@ finished, each atomically.
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pedtune import paths
+from pedtune import console, paths
 from pedtune.config import StudyConfig, flatten
 from pedtune.data.dataset import SampleStore, open_store
 from pedtune.data.split import Split, read_split
@@ -45,6 +44,8 @@ from pedtune.tracking.store import (
     tracked_run,
 )
 from pedtune.train import run_params
+
+log = console.get(__name__)
 
 
 def load_inputs(config: StudyConfig, split: Split) -> RunInputs:
@@ -134,11 +135,10 @@ def run_evaluate(config: StudyConfig) -> dict[str, Any]:
     configs = {INITIAL: config, TUNED: tuned_config(config, read_best_params())}
     differences = unsearched_differences(config, configs[TUNED])
     if differences:
-        print(
-            f"[evaluate] warning: the tuned config also differs where the search does not look: "
+        log.warning(
+            f"the tuned config also differs where the search does not look: "
             f"{'; '.join(differences)}. The comparison measures these too; if params.yaml changed after "
-            "the sweep, run the tune stage again (dvc repro).",
-            file=sys.stderr,
+            "the sweep, run the tune stage again (dvc repro)."
         )
     # When the search kept the initial configuration, a tuned run would repeat the initial run
     # with the same seed; each seed is trained once and its result serves both columns.
@@ -158,12 +158,17 @@ def run_evaluate(config: StudyConfig) -> dict[str, Any]:
     with tracked_run(store, "evaluate", tags) as parent_id:
         log_params(store, parent_id, parent_params(config))
 
+        done: list[RunResult] = []
+        runs_started = time.perf_counter()
+
         def stands_for(result: RunResult) -> list[RunResult]:
             return [result, shared_result(result, TUNED)] if shared else [result]
 
         def log_result(result: RunResult) -> None:
             for reported in stands_for(result):
                 log_run(store, parent_id, run_configs[result.name, result.seed], reported, inherited)
+            done.append(result)
+            log.info(run_done_line(len(done), len(specs), result, time.perf_counter() - runs_started))
 
         finished = execute(specs, inputs, config.tune, log_result)
         results = [reported for result in finished for reported in stands_for(result)]
@@ -185,7 +190,7 @@ def run_evaluate(config: StudyConfig) -> dict[str, Any]:
         )
         metrics = write_outputs(study, inputs.test)
         log_outputs(store, parent_id)
-    _print_summary(metrics, parent_id)
+    _print_summary(metrics, store, parent_id)
     return metrics
 
 
@@ -199,17 +204,26 @@ def _as_trained(specs: Sequence[RunSpec]) -> Mapping[str, StudyConfig]:
     return configs
 
 
-def _print_summary(metrics: Mapping[str, Any], run_id: str) -> None:
+def run_done_line(done: int, total: int, result: RunResult, elapsed_s: float) -> str:
+    """``run 2 of 6 finished (initial, seed 2); ETA 41 min`` (the mean time per finished run so far)."""
+    line = f"run {done} of {total} finished ({result.name}, seed {result.seed})"
+    if done < total:
+        line += f"; ETA {console.duration(elapsed_s / done * (total - done))} (from the mean time per run so far)"
+    return line
+
+
+def _print_summary(metrics: Mapping[str, Any], store: Store, run_id: str) -> None:
     def number(value: float | None, signed: bool = False) -> str:
         return "n/a" if value is None else f"{value:+.4f}" if signed else f"{value:.4f}"
 
-    for metric, delta in metrics["delta"].items():
-        print(
-            f"[evaluate] test {metric}: {INITIAL} {number(metrics[INITIAL][metric]['mean'])}, "
-            f"{TUNED} {number(metrics[TUNED][metric]['mean'])}, Δ {number(delta['mean'], True)} "
-            f"[{number(delta['ci_low'], True)}, {number(delta['ci_high'], True)}]: {delta['verdict']}",
-            file=sys.stderr,
-        )
+    lines = [
+        f"test {metric}: {INITIAL} {number(metrics[INITIAL][metric]['mean'])}, "
+        f"{TUNED} {number(metrics[TUNED][metric]['mean'])}, Δ {number(delta['mean'], True)} "
+        f"[{number(delta['ci_low'], True)}, {number(delta['ci_high'], True)}]: {delta['verdict']}"
+        for metric, delta in metrics["delta"].items()
+    ]
     if metrics["runs_diverged"]:
-        print(f"[evaluate] {metrics['runs_diverged']} run(s) diverged: see {files.REPORT}", file=sys.stderr)
-    print(f"[evaluate] report {files.REPORT}; MLflow run {run_id}", file=sys.stderr)
+        lines.append(f"{metrics['runs_diverged']} run(s) diverged: see {files.REPORT}")
+    console.summary(log, "\n".join(lines),
+                    wrote=[files.REPORT, paths.EVALUATE_DIR, paths.EVALUATE_METRICS, files.PER_SEED_CSV],
+                    look=console.views(store.tracking_uri, run_id))

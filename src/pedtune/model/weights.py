@@ -15,10 +15,13 @@ from torchvision.models.detection import (
     MaskRCNN_ResNet50_FPN_Weights,
 )
 
+from pedtune import console
 from pedtune.config.schema import ModelConfig
 from pedtune.errors import WeightsError
 from pedtune.io import atomic_path
 from pedtune.model.factory import PREDICTOR_PREFIXES, build_model
+
+log = console.get(__name__)
 
 # arch -> weights choice -> (torchvision weights, prefix mapping of its keys into ours)
 SOURCES: dict[str, dict[str, tuple[WeightsEnum, dict[str, str]]]] = {
@@ -57,9 +60,11 @@ def resolve_weights(cfg: ModelConfig) -> dict[str, Any]:
     if cfg.weights == "none":
         return {"arch": cfg.arch, "weights": "none", "source": "", "state_dict": {}}
     enum, mapping = SOURCES[cfg.arch][cfg.weights]
-    print(f"[weights] fetching {enum} from {enum.url}", file=sys.stderr)
+    log.info(f"fetching {enum} from {enum.url}")
     try:
-        state = enum.get_state_dict(progress=True, check_hash=True)
+        # torch's download bar only on a terminal: in a log its carriage returns pile up.
+        bar = sys.stderr.isatty() and not console.quiet()
+        state = enum.get_state_dict(progress=bar, check_hash=True)
     except Exception as error:  # urllib, hash and unpickling errors all mean: not usable
         raise WeightsError(
             f"could not fetch {enum} ({error}). Without internet, set model.weights: none, "
@@ -77,7 +82,8 @@ def save_weights(cfg: ModelConfig, path: Path) -> dict[str, Any]:
     payload = resolve_weights(cfg)
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
-    print(f"[weights] {len(payload['state_dict'])} tensors for {cfg.arch} ({cfg.weights}) -> {path}", file=sys.stderr)
+    weights = f"{cfg.weights} weights" if cfg.weights != "none" else "no pretrained weights (random initialisation)"
+    console.summary(log, f"{len(payload['state_dict'])} tensors for {cfg.arch}: {weights}", wrote=[path])
     return payload
 
 

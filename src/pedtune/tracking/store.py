@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -20,9 +19,12 @@ from filelock import FileLock
 from mlflow.entities import Metric, Param, RunStatus
 from mlflow.tracking import MlflowClient
 
+from pedtune import console
 from pedtune.config.schema import MlflowConfig
 from pedtune.errors import TrackingError
 from pedtune.tracking.server import check_reachable
+
+log = console.get(__name__)
 
 SQLITE = "sqlite:///"  # a local store's URI: this prefix, then the database file's path
 MAX_BATCH = 1000  # MLflow's log_batch limit on metrics per call
@@ -147,7 +149,7 @@ def ending_run(store: Store, run_id: str) -> Iterator[None]:
         try:
             store.client.set_terminated(run_id, status=status)
         except Exception as error:  # never hide the original error behind a logging one
-            print(f"[mlflow] could not mark run {run_id} {status}: {error}", file=sys.stderr)
+            log.warning(f"could not mark MLflow run {run_id} {status}: {error}")
 
 
 @contextmanager

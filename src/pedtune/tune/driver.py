@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import shutil
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,10 +22,11 @@ import torch
 from ray import tune
 from ray.tune import ResultGrid
 
-from pedtune import paths
+from pedtune import console, paths
 from pedtune.config import ConfigError, StudyConfig, flatten
 from pedtune.data.dataset import SampleStore, open_store
 from pedtune.data.split import Split, read_split
+from pedtune.engine.estimate import CPU_PATH
 from pedtune.engine.train import fit
 from pedtune.errors import PedtuneError
 from pedtune.io import write_json
@@ -34,7 +34,8 @@ from pedtune.model.weights import load_weights
 from pedtune.tracking.store import Store, log_metrics, open_store as open_mlflow, source_tags
 from pedtune.train import run_params
 from pedtune.tune.identity import sweep_id
-from pedtune.tune.outputs import CURVES_CSV, summary_table, tune_metrics, write_outputs
+from pedtune.tune.outputs import BEST_PARAMS, CURVES_CSV, summary_table, tune_metrics, write_outputs
+from pedtune.tune.progress import SweepProgress
 from pedtune.tune.results import TrialRecord, best_trial, collect_trials, sweep_finished, trial_dirname
 from pedtune.tune.searchers import build_scheduler, build_search_alg, n_initial_points
 from pedtune.tune.space import param_space
@@ -43,6 +44,7 @@ from pedtune.tune.trainable import FitFn, train_trial
 from pedtune.tune.tracking import SweepLoggerCallback, mark_stale_trial_runs, reconcile_trial_runs, sweep_run
 
 
+log = console.get(__name__)
 WALL_TIME_FILE = "pedtune_wall_time.json"  # in the sweep's folder, beside Tune's own state
 
 
@@ -58,10 +60,6 @@ class TrialInputs:
     val_store: SampleStore
     pretrained: dict[str, torch.Tensor]
     fit_fn: FitFn
-
-
-def _log(message: str) -> None:
-    print(f"[tune] {message}", file=sys.stderr, flush=True)
 
 
 def _trial_inputs(config: StudyConfig, split: Split, fit_fn: FitFn) -> TrialInputs:
@@ -102,8 +100,8 @@ def _check_resources(config: StudyConfig) -> None:
     if want.cpu > have.get("CPU", 0) or want.gpu > have.get("GPU", 0):
         raise ConfigError(
             f"tune.resources_per_trial asks for {want.cpu:g} CPU and {want.gpu:g} GPU per trial, but this "
-            f"machine offers {have.get('CPU', 0):g} CPU and {have.get('GPU', 0):g} GPU (profiles/cpu-quick.yaml "
-            "uses cpu: 1, gpu: 0)"
+            f"machine offers {have.get('CPU', 0):g} CPU and {have.get('GPU', 0):g} GPU. Lower them to fit, or "
+            f"on a CPU, {CPU_PATH}."
         )
 
 
@@ -119,6 +117,7 @@ def _trainable(config: StudyConfig, inputs: TrialInputs, experiment_dir: Path) -
 
 
 def _new_tuner(config: StudyConfig, trainable: Any, experiment_dir: Path, callback: SweepLoggerCallback) -> tune.Tuner:
+    # Tune saves the callbacks with the sweep: a resumed sweep runs these same ones.
     return tune.Tuner(
         trainable,
         param_space=param_space(config.tune.search_space),
@@ -135,11 +134,11 @@ def _new_tuner(config: StudyConfig, trainable: Any, experiment_dir: Path, callba
             name=experiment_dir.name,
             storage_path=str(experiment_dir.parent),
             storage_filesystem=linking_filesystem(),  # checkpoints are linked into it, not copied
-            callbacks=[callback],
+            callbacks=[callback, SweepProgress(config)],
             failure_config=tune.FailureConfig(max_failures=config.tune.max_failures, fail_fast=False),
             # Only the latest epoch's state is needed to resume a trial.
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            verbose=1,
+            verbose=0,  # SweepProgress reports each trial's end, the best so far and an ETA instead
         ),
     )
 
@@ -193,12 +192,12 @@ def _run_sweep(
         _check_resources(config)
         trainable = _trainable(config, inputs, experiment_dir)
         if restorable(experiment_dir):
-            _log(f"resuming the sweep in {experiment_dir}")
+            log.info(f"resuming the sweep in {experiment_dir}")
             # Errored trials stay errored: a diverging config would only diverge again.
             tuner = tune.Tuner.restore(str(experiment_dir), trainable=trainable, resume_unfinished=True,
                                        resume_errored=False, storage_filesystem=linking_filesystem())
         else:
-            _log(f"starting a sweep in {experiment_dir}")
+            log.info(f"starting a sweep of {config.tune.num_samples} trials in {experiment_dir}")
             shutil.rmtree(experiment_dir, ignore_errors=True)
             tuner = _new_tuner(config, trainable, experiment_dir, callback)
         return tuner.fit()
@@ -216,7 +215,8 @@ def _log_outcome(store: Store, run_id: str, metrics: dict[str, Any]) -> None:
 def _conclude(config: StudyConfig, records: list[TrialRecord], wall_time_s: float) -> tuple[TrialRecord, dict]:
     best = best_trial(records)
     params = [dist.param for dist in config.tune.search_space]
-    print(summary_table(records, best, params, config.tune.metric), flush=True)
+    if not console.quiet():
+        print(summary_table(records, best, params, config.tune.metric), flush=True)
     if best is None:
         raise SweepError(f"all {len(records)} trials failed; the table above lists their errors")
     write_outputs(config, records, best, wall_time_s)
@@ -252,7 +252,7 @@ def run_tune(config: StudyConfig, fit_fn: FitFn = fit) -> dict[str, Any]:
             if not sweep_finished(experiment_dir, config.tune.num_samples):
                 # Tune caught the Ctrl-C and returned; its unfinished trials' runs end KILLED.
                 mark_stale_trial_runs(store, parent_id)
-                _log(f"interrupted; run `pedtune tune` again to resume the sweep in {experiment_dir}")
+                log.warning(f"interrupted; run `pedtune tune` again to resume the sweep in {experiment_dir}")
                 raise KeyboardInterrupt
             records = collect_trials(grid, config)
             prune_checkpoints(experiment_dir)
@@ -261,8 +261,11 @@ def run_tune(config: StudyConfig, fit_fn: FitFn = fit) -> dict[str, Any]:
             _log_outcome(store, parent_id, metrics)
     finally:
         record_sweep_seconds(experiment_dir, wall_time_s())  # also when interrupted or failed
-    _log(
-        f"best val {config.tune.metric} {best.final:.4f} (trial {best.trial_id}); {paths.TUNE_DIR}/best_params.yaml "
-        f"holds its train section; MLflow parent run {parent_id}"
+    console.summary(
+        log,
+        f"best val {config.tune.metric} {best.final:.4f} (trial {best.trial_id}) of {len(records)} trials in "
+        f"{console.duration(metrics['wall_time_s'])}; {paths.TUNE_DIR / BEST_PARAMS} holds its train section",
+        wrote=[paths.TUNE_DIR, CURVES_CSV, paths.TUNE_METRICS],
+        look=console.views(store.tracking_uri, parent_id),
     )
     return metrics

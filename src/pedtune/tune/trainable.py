@@ -24,6 +24,7 @@ import pyarrow.fs
 import torch
 from ray import tune
 
+from pedtune import console
 from pedtune.config import StudyConfig, with_train_overrides
 from pedtune.data.dataset import SampleStore
 from pedtune.engine.train import EpochHook, EpochResult, TrainedHook
@@ -153,6 +154,7 @@ def train_trial(
     checkpoint_staging: Path,
 ) -> None:
     """The Tune function trainable; the keyword arguments arrive through ``tune.with_parameters``."""
+    console.configure("tune")  # progress lines into the trial's log, prefixed as on the driver
     # Ray sets OMP_NUM_THREADS for the worker, but torch may have read it before; more
     # threads than reserved cores makes two concurrent trials fight over the CPUs.
     torch.set_num_threads(max(1, int(base.tune.resources_per_trial.cpu)))
