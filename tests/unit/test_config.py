@@ -211,7 +211,10 @@ def test_check_names_the_file_it_validated(capsys):
     from pedtune.cli import main
 
     assert main(["--params", str(REPO / "profiles" / "cpu-quick.yaml"), "check"]) == 0
-    assert capsys.readouterr().err == f"{REPO / 'profiles' / 'cpu-quick.yaml'} is valid\n"
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == f"pedtune check: {REPO / 'profiles' / 'cpu-quick.yaml'} is valid"
+    # and how long its stages would take here, measured (tests/unit/test_estimate.py)
+    assert lines[1].startswith("pedtune check: estimated on this machine: train stage ")
 
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")

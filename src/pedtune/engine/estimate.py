@@ -1,10 +1,11 @@
 """How long a configuration takes on this machine, and the guard that stops GPU-sized work on a CPU.
 
 The estimate is measured, not looked up: one training step and one inference of the
-configured architecture (random weights, one image at a small size) are timed here, then
-scaled by pixels, images, epochs, trial-epochs and runs. It is rough (the fixed per-image
-cost of the heads does not scale with pixels, and data loading and COCO scoring are left
-out) but it tells minutes from hours, which is what the guard needs.
+configured architecture (random weights, one image at a small size) are timed here, and
+the backbone's part of each timed again on its own; the backbone's time is scaled by
+pixels (the heads see a fixed number of regions per image), then everything by images,
+epochs, trial-epochs and runs. It is rough (one sample of each, random weights, data
+loading and COCO scoring left out) but it tells minutes from hours, which the guard needs.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pedtune.config.load import ConfigError
 from pedtune.config.schema import ModelConfig, StudyConfig
 from pedtune.data.dataset import image_path, list_stems, scale_for
 
-MEASURE_SHORT_SIDE = 256  # px: the timed image's short side, or min_size when smaller
+MEASURE_SHORT_SIDE = 192  # px: the timed image's short side, or min_size when smaller
 DEFAULT_ASPECT = 4 / 3  # width / height assumed while the dataset is not fetched yet
 GPU_SIZED_MIN_SIZE = 800  # ResNet-50 at this short side or more is a GPU configuration
 CPU_PATH = ("run the CPU quick profile instead: dvc exp run -n cpu-quick $(pedtune profile cpu-quick) "
@@ -34,13 +35,27 @@ class TooSlowHere(ConfigError):
 
 @dataclass(frozen=True)
 class StepTimes:
-    """One image's training step and inference, timed on ``device`` at ``height`` × ``width``."""
+    """One image's training step and inference, timed on ``device`` at ``height`` × ``width``,
+    and the part of each spent in the backbone (with its FPN), the part that grows with pixels."""
 
     device: str
     height: int
     width: int
     train_s: float
     eval_s: float
+    train_backbone_s: float
+    eval_backbone_s: float
+
+    def scaled(self, height: float, width: float) -> tuple[float, float]:
+        """(training step, inference) of one image of ``height`` × ``width``: the heads' share as
+        timed (a fixed number of regions per image), the backbone's in proportion to pixels."""
+        ratio = height * width / (self.height * self.width)
+
+        def at_size(total: float, backbone: float) -> float:
+            backbone = min(backbone, total)
+            return total - backbone + backbone * ratio
+
+        return at_size(self.train_s, self.train_backbone_s), at_size(self.eval_s, self.eval_backbone_s)
 
 
 @dataclass(frozen=True)
@@ -76,7 +91,8 @@ class Estimate:
         return (
             f"a rough estimate: one training step and one inference of {config.model.arch} (random weights) "
             f"timed here on {t.device} at {t.height}x{t.width} px ({t.train_s:.2f} s and {t.eval_s:.2f} s), "
-            f"scaled to {w.height:.0f}x{w.width:.0f} px, {w.images['train']} train + {w.images['val']} val images "
+            f"the backbone's share scaled to {w.height:.0f}x{w.width:.0f} px, "
+            f"{w.images['train']} train + {w.images['val']} val images "
             f"({w.basis}) x {config.train.epochs} epochs; the sweep as {self.trial_epochs:.0f} trial-epochs "
             f"({sweep_basis(config)}), one trial at a time; data loading and COCO scoring not included"
         )
@@ -114,10 +130,19 @@ def measure(model: ModelConfig, device: torch.device, aspect: float = DEFAULT_AS
         with torch.inference_mode():
             net([image])
 
-    train_s = timed(train_step)
-    eval_s = timed(inference)
+    def backbone_step() -> None:
+        net.train()
+        sum(feature.mean() for feature in net.backbone(image[None]).values()).backward()
+
+    def backbone_inference() -> None:
+        net.eval()
+        with torch.inference_mode():
+            net.backbone(image[None])
+
+    train_s, eval_s = timed(train_step), timed(inference)
+    train_backbone_s, eval_backbone_s = timed(backbone_step), timed(backbone_inference)
     label = f"{device.type} ({torch.get_num_threads()} threads)" if device.type == "cpu" else str(device)
-    return StepTimes(label, height, width, train_s, eval_s)
+    return StepTimes(label, height, width, train_s, eval_s, train_backbone_s, eval_backbone_s)
 
 
 def workload(config: StudyConfig, split_file: Path = paths.SPLIT_FILE, data_root: Path = paths.DATA_ROOT) -> Workload:
@@ -195,8 +220,7 @@ def sweep_basis(config: StudyConfig) -> str:
 
 
 def estimate(config: StudyConfig, times: StepTimes, work: Workload) -> Estimate:
-    scale = (work.height * work.width) / (times.height * times.width)
-    train_img, eval_img = times.train_s * scale, times.eval_s * scale
+    train_img, eval_img = times.scaled(work.height, work.width)
     images = work.images
     epoch_s = images["train"] * train_img + images["val"] * eval_img
     trial_epochs = sweep_trial_epochs(config)

@@ -8,6 +8,8 @@ it there, and a changed configuration gets a new folder and a new MLflow parent 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import os
@@ -200,7 +202,9 @@ def _run_sweep(
             log.info(f"starting a sweep of {config.tune.num_samples} trials in {experiment_dir}")
             shutil.rmtree(experiment_dir, ignore_errors=True)
             tuner = _new_tuner(config, trainable, experiment_dir, callback)
-        return tuner.fit()
+        # Tune prints its experiment's set-up and end to stdout whatever its verbosity.
+        with contextlib.redirect_stdout(io.StringIO()) if console.quiet() else contextlib.nullcontext():
+            return tuner.fit()
     finally:
         ray.shutdown()
 

@@ -63,7 +63,9 @@ class SweepProgress(Callback):
         log.info(self.report(trials, trial, f"{how}{shown}"))
 
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        log.warning(self.report(trials, trial, f"failed after {_epochs(trial)} epochs: {_error_line(trial)}"))
+        epochs = _epochs(trial)
+        log.warning(self.report(trials, trial, f"failed after {epochs} epoch{'' if epochs == 1 else 's'}: "
+                                               f"{_error_line(trial)}"))
 
     def report(self, trials: Sequence[Trial], trial: Trial, outcome: str) -> str:
         """Three lines: this trial, the best so far and the ETA."""
