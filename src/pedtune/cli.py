@@ -133,13 +133,13 @@ def main(argv: list[str] | None = None) -> int:
             write_reference(args.output)
             return 0
         config = load_config(args.params)
+        if args.stage in LOGGING_STAGES:
+            check_reachable(config.mlflow)
         found = None
         if args.stage in GUARDED_STAGES:
             from pedtune.engine.estimate import guard  # imports torch: only where training may follow
 
             found = guard(config, args.stage)  # before the store, the data and any training
-        if args.stage in LOGGING_STAGES:
-            check_reachable(config.mlflow)
         STAGES[args.stage][0](config)
         if args.stage == "check":
             estimate = f"\nestimated on this machine: {found.describe()}\n({found.basis(config)})" if found else ""

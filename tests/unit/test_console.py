@@ -97,7 +97,8 @@ def test_summary_names_files_and_the_commands_to_look_at_them(capsys):
     assert console.mlflow_ui_command("http://127.0.0.1:5000").startswith("open http://127.0.0.1:5000")
 
 
-@pytest.mark.parametrize(("seconds", "shown"), [(0.4, "0 s"), (42, "42 s"), (425, "7 min 05 s"), (12_000, "3 h 20 min")])
+@pytest.mark.parametrize(("seconds", "shown"),
+                         [(0.4, "0 s"), (42, "42 s"), (425, "7 min 05 s"), (12_000, "3 h 20 min")])
 def test_durations_read_at_a_useful_precision(seconds, shown):
     assert console.duration(seconds) == shown
 

@@ -55,10 +55,6 @@ class DatasetSummary:
 log = console.get(__name__)
 
 
-def _log(message: str) -> None:
-    log.info(message)
-
-
 # --------------------------------------------------------------------------- download
 
 
@@ -373,7 +369,7 @@ def fetch_dataset(cfg: DataConfig, dest: Path, work_dir: Path | None = None) -> 
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    _log(f"fetching dataset (source: {cfg.source}) into {dest}")
+    log.info(f"fetching dataset (source: {cfg.source}) into {dest}")
     # Scratch space (download, extraction) sits next to dest so the final move is a rename;
     # it is removed on success and failure alike.
     with tempfile.TemporaryDirectory(prefix=f".{dest.name}.work.", dir=dest.parent) as scratch_name:
@@ -389,7 +385,6 @@ def fetch_dataset(cfg: DataConfig, dest: Path, work_dir: Path | None = None) -> 
                 summary = _from_synthetic(cfg, tmp)
             else:  # unreachable while the schema's Literal and this list agree
                 raise DataError(f"unknown data.source '{cfg.source}'")
-    _log(f"dataset ready at {dest}: {summary.num_images} images, {summary.num_instances} instances")
     return summary
 
 
@@ -397,11 +392,11 @@ def _from_url(cfg: DataConfig, tmp: Path, scratch: Path, work_dir: Path | None) 
     name = Path(urllib.parse.urlsplit(cfg.url).path).name or "PennFudanPed.zip"
     archive = (Path(work_dir) if work_dir is not None else scratch) / name
     if archive.is_file() and _archive_ok(archive, cfg):
-        _log(f"using cached archive {archive}")
+        log.info(f"using cached archive {archive}")
     else:
-        _log(f"downloading {cfg.url}")
+        log.info(f"downloading {cfg.url}")
         download(cfg.url, archive, cfg.size_bytes, progress=True)
-        _log(f"verifying {archive.name} (md5 {cfg.md5})")
+        log.info(f"verifying {archive.name} (md5 {cfg.md5})")
         try:
             verify_archive(archive, cfg.md5, cfg.size_bytes)
         except DataError:
@@ -414,7 +409,7 @@ def _archive_ok(archive: Path, cfg: DataConfig) -> bool:
     try:
         verify_archive(archive, cfg.md5, cfg.size_bytes)
     except DataError as exc:
-        _log(f"cached archive rejected, downloading again: {exc}")
+        log.info(f"cached archive rejected, downloading again: {exc}")
         return False
     return True
 
@@ -427,17 +422,17 @@ def _from_zip(cfg: DataConfig, tmp: Path, scratch: Path) -> DatasetSummary:
         )
     if not archive.is_file():
         raise DataError(f"data.local_path {archive}: zip file not found")
-    _log(f"verifying {archive} (md5 {cfg.md5})")
+    log.info(f"verifying {archive} (md5 {cfg.md5})")
     verify_archive(archive, cfg.md5, cfg.size_bytes)
     return _extract_and_validate(archive, tmp, scratch, cfg.expected_images)
 
 
 def _extract_and_validate(archive: Path, tmp: Path, scratch: Path, expected: int | None) -> DatasetSummary:
     extracted = scratch / "extracted"
-    _log(f"extracting {archive.name}")
+    log.info(f"extracting {archive.name}")
     safe_extract(archive, extracted)
     root = find_dataset_root(extracted)
-    _log("validating images and masks")
+    log.info("validating images and masks")
     summary = validate_dataset(root, expected_count=expected)
     os.replace(root, tmp)  # same filesystem: a rename, not a copy
     return summary
@@ -448,18 +443,18 @@ def _from_dir(cfg: DataConfig, tmp: Path) -> DatasetSummary:
     if not source.is_dir():
         raise DataError(f"data.local_path {source}: folder not found")
     root = find_dataset_root(source)
-    _log(f"validating {root}")
+    log.info(f"validating {root}")
     summary = validate_dataset(root, expected_count=cfg.expected_images)
-    _log(f"copying {root}")
+    log.info(f"copying {root}")
     shutil.copytree(root, tmp)
     return summary
 
 
 def _from_synthetic(cfg: DataConfig, tmp: Path) -> DatasetSummary:
     syn = cfg.synthetic
-    _log(f"writing {syn.num_images} synthetic images ({syn.width}x{syn.height}, seed {syn.seed})")
+    log.info(f"writing {syn.num_images} synthetic images ({syn.width}x{syn.height}, seed {syn.seed})")
     write_synthetic_dataset(syn, tmp)
-    _log("validating images and masks")
+    log.info("validating images and masks")
     return validate_dataset(tmp, expected_count=syn.num_images)
 
 

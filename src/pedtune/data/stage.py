@@ -12,8 +12,8 @@ log = console.get(__name__)
 
 def run_fetch(config: StudyConfig) -> None:
     summary = fetch_dataset(config.data, paths.DATA_ROOT, work_dir=paths.DATA_DOWNLOADS)
-    console.summary(log, f"{summary.num_images} images, {summary.num_instances} pedestrians (source: "
-                         f"{config.data.source})", wrote=[paths.DATA_ROOT])
+    console.summary(log, f"dataset ready: {summary.num_images} images, {summary.num_instances} pedestrians "
+                         f"(source: {config.data.source})", wrote=[paths.DATA_ROOT])
 
 
 def run_split(config: StudyConfig) -> None:
