@@ -11,6 +11,7 @@ logs hold no carriage returns or escape codes.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -67,6 +68,8 @@ def configure(stage: str | None = None, quiet: bool = False) -> None:
     logger.addHandler(handler)
     logger.setLevel(SUMMARY if quiet else logging.INFO)
     logger.propagate = False  # Ray and MLflow configure the root logger; print once
+    if quiet:
+        logging.getLogger("mlflow").setLevel(logging.WARNING)  # its notes on creating a store's tables
 
 
 def get(name: str) -> logging.Logger:
@@ -78,8 +81,24 @@ def get(name: str) -> logging.Logger:
     return logging.getLogger(name)
 
 
+def _prefix() -> str:
+    """``pedtune <stage>: `` as :func:`configure` set it."""
+    for handler in logging.getLogger(ROOT).handlers:
+        if isinstance(handler, _Handler) and isinstance(handler.formatter, _Formatter):
+            return handler.formatter.prefix
+    return f"{ROOT}: "
+
+
 def quiet() -> bool:
     return not get(ROOT).isEnabledFor(logging.INFO)
+
+
+def is_terminal() -> bool:
+    """Whether stderr is a terminal a bar can be drawn on (a pseudo-terminal of no width cannot)."""
+    try:
+        return sys.stderr.isatty() and os.get_terminal_size(sys.stderr.fileno()).columns > 0
+    except (OSError, ValueError, AttributeError):  # no file descriptor (a test capture), closed
+        return False
 
 
 def duration(seconds: float) -> str:
@@ -116,11 +135,11 @@ class Progress:
         self._start = self._last_line = time.perf_counter()
         self._values: dict[str, float] = {}
         enabled = logger.isEnabledFor(logging.INFO)
-        terminal = sys.stderr.isatty() if terminal is None else terminal
+        terminal = is_terminal() if terminal is None else terminal
         self._plain = enabled and not terminal
         self._bar: tqdm | None = None
         if enabled and terminal:
-            self._bar = tqdm(total=total, desc=f"{ROOT}: {label}", unit=unit, file=sys.stderr, leave=False,
+            self._bar = tqdm(total=total, desc=f"{_prefix()}{label}", unit=unit, file=sys.stderr, leave=False,
                              dynamic_ncols=True)
 
     def wrap(self, items: Iterable[T]) -> Iterator[T]:

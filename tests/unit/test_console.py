@@ -78,8 +78,8 @@ def test_a_terminal_gets_a_bar_that_leaves_no_line_behind(capsys):
     for _ in progress.wrap(range(3)):
         progress.show(loss=0.5)
     err = capsys.readouterr().err
-    assert "epoch 1/1 train" in err and "\r" in err  # tqdm's bar, redrawn in place
-    assert "pedtune train: epoch" not in err  # and no plain lines
+    assert "pedtune train: epoch 1/1 train" in err and "\r" in err  # tqdm's bar, redrawn in place
+    assert "step/s, ETA" not in err  # and no plain lines
 
 
 def test_summary_names_files_and_the_commands_to_look_at_them(capsys):

@@ -93,7 +93,7 @@ class _NoProgress:
 def _progress_bar(total: int | None, desc: str, enabled: bool) -> _Progress:
     if not enabled or console.quiet():
         return _NoProgress()
-    if not sys.stderr.isatty():
+    if not console.is_terminal():
         return _PlainProgress(total, desc)
     from tqdm import tqdm
 

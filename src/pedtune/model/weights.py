@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +62,7 @@ def resolve_weights(cfg: ModelConfig) -> dict[str, Any]:
     log.info(f"fetching {enum} from {enum.url}")
     try:
         # torch's download bar only on a terminal: in a log its carriage returns pile up.
-        bar = sys.stderr.isatty() and not console.quiet()
+        bar = console.is_terminal() and not console.quiet()
         state = enum.get_state_dict(progress=bar, check_hash=True)
     except Exception as error:  # urllib, hash and unpickling errors all mean: not usable
         raise WeightsError(
