@@ -108,7 +108,7 @@ def test_gpu_sized_params_stop_at_once_with_the_estimate_and_the_cpu_path(study_
     assert code == 2, err
     assert f"pedtune {stage}: error: params.yaml is sized for a GPU (maskrcnn_resnet50_fpn at 800-1333 px" in err
     assert "a rough estimate: one training step and one inference of maskrcnn_resnet50_fpn" in err
-    assert "CPU quick profile" in err and "set train.device: cpu" in err
+    assert "dvc exp run -n cpu-quick $(pedtune profile cpu-quick)" in err and "set train.device: cpu" in err
     expected = {"check": "the study about", "train": "the train stage about", "tune": "the tune stage about"}[stage]
     assert expected in err
     assert sorted(p.name for p in study_dir.iterdir()) == ["params.yaml"]  # no store, no data, no outputs

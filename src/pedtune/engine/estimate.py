@@ -25,8 +25,8 @@ from pedtune.data.dataset import image_path, list_stems, scale_for
 MEASURE_SHORT_SIDE = 192  # px: the timed image's short side, or min_size when smaller
 DEFAULT_ASPECT = 4 / 3  # width / height assumed while the dataset is not fetched yet
 GPU_SIZED_MIN_SIZE = 800  # ResNet-50 at this short side or more is a GPU configuration
-CPU_PATH = ("run the CPU quick profile instead: dvc exp run -n cpu-quick $(pedtune profile cpu-quick) "
-            "(README, 'On a CPU')")
+CPU_PATH = ("run the CPU quick study instead: dvc exp run -n cpu-quick $(pedtune profile cpu-quick) "
+            "(README, 'Quick start')")
 
 
 class TooSlowHere(ConfigError):
