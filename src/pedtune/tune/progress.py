@@ -104,7 +104,8 @@ class SweepProgress(Callback):
         if self._epochs_here == 0:
             return f"ETA unknown yet ({left:.0f} trial-epochs left)"
         per_epoch = elapsed / self._epochs_here
-        return (f"ETA {console.duration(per_epoch * left)}: about {left:.0f} trial-epochs left of "
+        plural = "" if round(left) == 1 else "s"
+        return (f"ETA {console.duration(per_epoch * left)}: about {left:.0f} trial-epoch{plural} left of "
                 f"{self.budget:.0f} ({self.budget_basis}), {console.duration(per_epoch)} per trial-epoch so far")
 
 
