@@ -28,3 +28,7 @@ class NonFiniteLossError(PedtuneError, FloatingPointError):
 
 class TrackingError(PedtuneError):
     """The MLflow tracking store cannot be reached or used."""
+
+
+class ClusterError(PedtuneError):
+    """The Ray cluster cannot run the stage as configured (no node holds a trial, storage not shared)."""

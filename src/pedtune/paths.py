@@ -1,5 +1,6 @@
 """Where each stage reads and writes, relative to the repository root (the files dvc.yaml declares)."""
 
+import os
 from pathlib import Path
 
 DATA_ROOT = Path("data/PennFudanPed")
@@ -13,3 +14,14 @@ TUNE_DIR = Path("results/tune")
 TUNE_METRICS = Path("metrics/tune.json")
 EVALUATE_DIR = Path("results/evaluate")
 EVALUATE_METRICS = Path("metrics/evaluate.json")
+
+
+def from_root(path: str | Path) -> Path:
+    """A relative path made absolute from the repository the stage runs for (an absolute one as it is).
+
+    That is DVC's ``DVC_ROOT`` when DVC runs the stage, else the working directory.
+    ``dvc exp run --temp`` and queued experiments run in a temporary copy of the repository,
+    where DVC_ROOT still names the original: what they keep (the MLflow store, the sweep's
+    resumable state) joins the original's instead of vanishing with the copy.
+    """
+    return (Path(os.environ.get("DVC_ROOT") or ".") / path).resolve()

@@ -15,9 +15,10 @@ from tune_fakes import DELAY_ENV, WORKER_DIES_LR, fake_fit
 from tune_study import build_study, read_csv, sweep_runs
 
 from pedtune import paths
-from pedtune.config import ConfigError
+from pedtune.errors import ClusterError
 from pedtune.data.split import read_split
 from pedtune.tune.driver import _trial_inputs, restorable, run_tune
+from pedtune.tune.storage import open_storage
 
 HERE = Path(__file__).resolve().parent
 LR_CHOICES = {"param": "train.lr", "type": "choice", "values": [0.01, 0.001, 0.1, 2.0]}
@@ -140,7 +141,7 @@ def test_trials_train_on_the_train_split_and_score_on_val(study: Path):
 
 def test_resources_this_machine_lacks_fail_at_once(study: Path):
     config = build_study(study, {"tune": {"resources_per_trial": {"cpu": 4096, "gpu": 0}}})
-    with pytest.raises(ConfigError, match="asks for 4096 CPU"):
+    with pytest.raises(ClusterError, match="asks for 4096 CPU"):
         run_tune(config, fit_fn=fake_fit)
     assert not ray.is_initialized()
     (parent,) = sweep_runs(study).parents
@@ -148,21 +149,22 @@ def test_resources_this_machine_lacks_fail_at_once(study: Path):
 
 
 def test_a_sweep_killed_before_its_first_snapshot_is_started_afresh(tmp_path: Path):
-    (tmp_path / "tuner.pkl").write_bytes(b"")
-    assert not restorable(tmp_path)  # Tuner.restore would fail on it
-    (tmp_path / "experiment_state-2026-01-01_00-00-00.json").write_text("{}")
-    assert restorable(tmp_path)
+    (tmp_path / "sweep-abc").mkdir()
+    (tmp_path / "sweep-abc" / "tuner.pkl").write_bytes(b"")
+    assert not restorable(open_storage(str(tmp_path)), "sweep-abc")  # Tuner.restore would fail on it
+    (tmp_path / "sweep-abc" / "experiment_state-2026-01-01_00-00-00.json").write_text("{}")
+    assert restorable(open_storage(str(tmp_path)), "sweep-abc")
 
 
 def test_the_sweep_wall_time_ledger_adds_up_and_needs_the_sweep_folder(tmp_path: Path):
     from pedtune.tune.driver import WALL_TIME_FILE, record_sweep_seconds, sweep_seconds
 
-    folder = tmp_path / "sweep-abc"
-    record_sweep_seconds(folder, 5.0)
-    assert not folder.exists() and sweep_seconds(folder) == 0.0
+    folder, storage = tmp_path / "sweep-abc", open_storage(str(tmp_path))
+    record_sweep_seconds(storage, folder.name, 5.0)
+    assert not folder.exists() and sweep_seconds(storage, folder.name) == 0.0
     folder.mkdir()
-    record_sweep_seconds(folder, 3317.3)
-    record_sweep_seconds(folder, sweep_seconds(folder) + 5.2)
-    assert sweep_seconds(folder) == 3322.5
+    record_sweep_seconds(storage, folder.name, 3317.3)
+    record_sweep_seconds(storage, folder.name, sweep_seconds(storage, folder.name) + 5.2)
+    assert sweep_seconds(storage, folder.name) == 3322.5
     (folder / WALL_TIME_FILE).write_text("{not json", encoding="utf-8")
-    assert sweep_seconds(folder) == 0.0
+    assert sweep_seconds(storage, folder.name) == 0.0

@@ -95,7 +95,7 @@ def test_curves_csv_has_a_row_per_trial_epoch():
 def test_tune_metrics_count_the_cost_and_compare_best_with_initial():
     metrics = tune_metrics(RECORDS, best_trial(RECORDS), wall_time_s=12.34)
     assert metrics == {
-        "best_bbox_mAP": 0.5, "initial_bbox_mAP": 0.3, "num_trials": 4, "num_errored": 1, "num_stopped_early": 1,
+        "best_bbox_mAP": 0.5, "initial_bbox_mAP": 0.3, "num_trials": 4, "num_errored": 1, "num_stopped_early": 1, "num_retried": 0,
         "trial_epochs": 5, "trial_time_s": 50.0, "wall_time_s": 12.3,
     }
 

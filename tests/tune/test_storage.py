@@ -13,7 +13,7 @@ from ray import tune
 from ray.train._internal.storage import StorageContext
 
 from pedtune.tune import storage
-from pedtune.tune.storage import checkpoint_staging, linking_filesystem
+from pedtune.tune.storage import checkpoint_staging, linking_filesystem, open_storage
 
 
 def staged_checkpoint(folder: Path) -> Path:
@@ -28,7 +28,7 @@ def test_ray_persists_a_staged_checkpoint_as_links_to_its_files(tmp_path: Path):
     context = StorageContext(storage_path=str(tmp_path / "storage"), experiment_dir_name="sweep",
                              storage_filesystem=linking_filesystem(), trial_dir_name="trial",
                              current_checkpoint_index=0)
-    staged = staged_checkpoint(checkpoint_staging(tmp_path / "storage" / "sweep") / "epoch-1")
+    staged = staged_checkpoint(checkpoint_staging(open_storage(str(tmp_path / "storage")), "sweep") / "epoch-1")
     persisted = context.persist_current_checkpoint(tune.Checkpoint(staged, filesystem=linking_filesystem()))
 
     for name in ("state.pt", "nested/extra.json"):

@@ -9,6 +9,8 @@ file means what docs/params.md (generated from the descriptions here) says.
 from __future__ import annotations
 
 import math
+import os
+import re
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
@@ -499,6 +501,34 @@ class TuneConfig(Section):
             )
         return self
 
+    @field_validator("ray_address")
+    @classmethod
+    def _address_the_driver_can_join(cls, value: str) -> str:
+        if value.startswith("ray://"):
+            raise ValueError(
+                f"'{value}' is a Ray Client address, which pedtune does not use: the sweep's driver must run on a "
+                "node of the cluster, where the tracking store and the sweep's state are reachable. Submit the "
+                "study to the cluster as a Ray Job instead: `ray job submit --address http://<head>:8265 "
+                "--working-dir . -- dvc repro` with tune.ray_address: auto (docs/cluster.md)"
+            )
+        if value and value != "auto" and not re.fullmatch(r"[^\s:/]+:\d+", value):
+            raise ValueError(f"'{value}' is not \"\" (a local Ray), \"auto\" or host:port of a cluster's head")
+        return value
+
+    @model_validator(mode="after")
+    def _cluster_storage_reachable_from_every_node(self) -> "TuneConfig":
+        # Ray refuses a trial's first checkpoint on a node that cannot see the storage, an
+        # epoch into the sweep; a relative folder is this machine's. (An absolute one is
+        # taken for a shared mount and checked on every node when the sweep starts.)
+        if self.ray_address and "://" not in self.storage_path and not os.path.isabs(self.storage_path):
+            raise ValueError(
+                f"storage_path '{self.storage_path}' is a folder of this machine, but ray_address "
+                f"'{self.ray_address}' runs trials on other nodes, which cannot save checkpoints there. Use an "
+                "object store (s3://bucket/sweeps, gs://...; an S3-compatible endpoint comes from AWS_ENDPOINT_URL) "
+                "or the absolute path of a mount every node shares"
+            )
+        return self
+
 
 class EvaluateConfig(Section):
     seeds: list[Seed] = Field(
@@ -606,6 +636,17 @@ class StudyConfig(Section):
                 f"evaluate.seeds {seeds} contains train.seed ({self.train.seed}), the seed every tuning trial "
                 f"trains with: the tuned config's run at that seed would be the very trial the search selected, "
                 f"its luck included; use other seeds, e.g. evaluate.seeds: {unused}"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _cluster_gets_decoded_data(self) -> "StudyConfig":
+        # Decoded samples travel to other nodes through Ray's object store; an uncached
+        # store would read image files that exist on the driver's machine only.
+        if self.tune.ray_address and not self.data.cache:
+            raise ValueError(
+                f"data.cache: false reads the images from data/PennFudanPed while training, which the nodes of the Ray cluster at '{self.tune.ray_address}' do not have; set "
+                "data.cache: true (the decoded samples reach every node through Ray's object store)"
             )
         return self
 

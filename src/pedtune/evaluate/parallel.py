@@ -68,9 +68,11 @@ def _execute_on_ray(
 ) -> list[RunResult]:
     import ray  # only this path needs it; importing Ray costs seconds
 
+    from pedtune.cluster import check_capacity, ray_session
+
     # The runs' progress lines reach this console through Ray, unless --quiet.
-    ray.init(address=tune.ray_address or None, include_dashboard=False, log_to_driver=not console.quiet())
-    try:
+    with ray_session(tune.ray_address, log_to_driver=not console.quiet()):
+        check_capacity(tune.resources_per_trial, "run", tune.ray_address)
         resources = tune.resources_per_trial
         # No retries: a run that fails (a crash, not a divergence, which is a result) would fail again.
         task = ray.remote(num_cpus=resources.cpu, num_gpus=resources.gpu, max_retries=0)(train_and_test)
@@ -80,6 +82,4 @@ def _execute_on_ray(
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
             results.append(_handled(ray.get(done[0]), on_result))
-        return results
-    finally:
-        ray.shutdown()  # also cancels runs still pending after a failure
+        return results  # leaving the session also cancels runs still pending after a failure

@@ -22,6 +22,7 @@ from mlflow.tracking import MlflowClient
 from pedtune import console
 from pedtune.config.schema import MlflowConfig
 from pedtune.errors import TrackingError
+from pedtune.paths import from_root
 from pedtune.tracking.server import check_reachable
 
 log = console.get(__name__)
@@ -37,17 +38,6 @@ class Store:
     tracking_uri: str
     experiment_id: str
     experiment_name: str
-
-
-def from_root(path: str) -> Path:
-    """A relative store path made absolute from the repository the stage runs for.
-
-    That is DVC's ``DVC_ROOT`` when DVC runs the stage, else the working directory.
-    ``dvc exp run --temp`` and queued experiments run in a temporary copy of the repository,
-    where DVC_ROOT still names the original: their runs join its store instead of vanishing
-    with the copy.
-    """
-    return (Path(os.environ.get("DVC_ROOT") or ".") / path).resolve()
 
 
 def resolve_tracking_uri(uri: str) -> str:

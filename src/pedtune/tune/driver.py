@@ -10,44 +10,51 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
-import logging
 import os
-import shutil
+import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import ray
 import torch
 from ray import tune
 from ray.tune import ResultGrid
 
 from pedtune import console, paths
-from pedtune.config import ConfigError, StudyConfig, flatten
+from pedtune.cluster import check_capacity, check_shared_folder, ray_session
+from pedtune.config import StudyConfig, flatten
 from pedtune.data.dataset import SampleStore, open_store
 from pedtune.data.split import Split, read_split
-from pedtune.engine.estimate import CPU_PATH
 from pedtune.engine.train import fit
 from pedtune.errors import PedtuneError
-from pedtune.io import write_json
 from pedtune.model.weights import load_weights
 from pedtune.tracking.store import Store, log_metrics, open_store as open_mlflow, source_tags
 from pedtune.train import run_params
 from pedtune.tune.identity import sweep_id
 from pedtune.tune.outputs import BEST_PARAMS, CURVES_CSV, summary_table, tune_metrics, write_outputs
 from pedtune.tune.progress import SweepProgress
-from pedtune.tune.results import TrialRecord, best_trial, collect_trials, sweep_finished, trial_dirname
+from pedtune.tune.results import (
+    TrialRecord,
+    best_trial,
+    collect_trials,
+    saved_trials,
+    sweep_finished,
+    trial_dirname,
+    trial_retries,
+)
 from pedtune.tune.searchers import build_scheduler, build_search_alg, n_initial_points
 from pedtune.tune.space import param_space
-from pedtune.tune.storage import checkpoint_staging, linking_filesystem
+from pedtune.tune.storage import STAGING_FOLDER, SweepStorage, checkpoint_staging, open_storage
 from pedtune.tune.trainable import FitFn, train_trial
 from pedtune.tune.tracking import SweepLoggerCallback, mark_stale_trial_runs, reconcile_trial_runs, sweep_run
 
 
 log = console.get(__name__)
 WALL_TIME_FILE = "pedtune_wall_time.json"  # in the sweep's folder, beside Tune's own state
+# How often the running driver records the sweep's wall time: what a SIGKILL can lose.
+WALL_TIME_EVERY_S = 15.0
 
 
 class SweepError(PedtuneError):
@@ -93,32 +100,20 @@ def parent_params(config: StudyConfig) -> dict[str, Any]:
     return {**flatten(settings, "tune."), **run_params(config)}
 
 
-def _check_resources(config: StudyConfig) -> None:
-    # Tune would wait forever for a trial that no node of a fixed local cluster can hold.
-    if config.tune.ray_address:
-        return
-    want = config.tune.resources_per_trial
-    have = ray.cluster_resources()
-    if want.cpu > have.get("CPU", 0) or want.gpu > have.get("GPU", 0):
-        raise ConfigError(
-            f"tune.resources_per_trial asks for {want.cpu:g} CPU and {want.gpu:g} GPU per trial, but this "
-            f"machine offers {have.get('CPU', 0):g} CPU and {have.get('GPU', 0):g} GPU. Lower them to fit, or "
-            f"on a CPU, {CPU_PATH}."
-        )
-
-
-def _trainable(config: StudyConfig, inputs: TrialInputs, experiment_dir: Path) -> Any:
+def _trainable(config: StudyConfig, inputs: TrialInputs, storage: SweepStorage, experiment: str) -> Any:
     # with_parameters puts the decoded samples and weights into Ray's object store once;
     # every trial reads them from there instead of decoding the dataset again.
     trainable = tune.with_parameters(
         train_trial, base=config, train_store=inputs.train_store, val_store=inputs.val_store,
-        pretrained=inputs.pretrained, fit_fn=inputs.fit_fn, checkpoint_staging=checkpoint_staging(experiment_dir),
+        pretrained=inputs.pretrained, fit_fn=inputs.fit_fn, checkpoint_staging=checkpoint_staging(storage, experiment),
     )
     resources = config.tune.resources_per_trial
     return tune.with_resources(trainable, {"cpu": resources.cpu, "gpu": resources.gpu})
 
 
-def _new_tuner(config: StudyConfig, trainable: Any, experiment_dir: Path, callback: SweepLoggerCallback) -> tune.Tuner:
+def _new_tuner(
+    config: StudyConfig, trainable: Any, storage: SweepStorage, experiment: str, callback: SweepLoggerCallback
+) -> tune.Tuner:
     # Tune saves the callbacks with the sweep: a resumed sweep runs these same ones.
     return tune.Tuner(
         trainable,
@@ -133,9 +128,9 @@ def _new_tuner(config: StudyConfig, trainable: Any, experiment_dir: Path, callba
             trial_dirname_creator=trial_dirname,
         ),
         run_config=tune.RunConfig(
-            name=experiment_dir.name,
-            storage_path=str(experiment_dir.parent),
-            storage_filesystem=linking_filesystem(),  # checkpoints are linked into it, not copied
+            name=experiment,
+            storage_path=storage.root,
+            storage_filesystem=storage.filesystem,  # local: checkpoints are linked into it, not copied
             callbacks=[callback, SweepProgress(config)],
             failure_config=tune.FailureConfig(max_failures=config.tune.max_failures, fail_fast=False),
             # Only the latest epoch's state is needed to resume a trial.
@@ -145,68 +140,107 @@ def _new_tuner(config: StudyConfig, trainable: Any, experiment_dir: Path, callba
     )
 
 
-def prune_checkpoints(experiment_dir: Path) -> None:
+def prune_checkpoints(storage: SweepStorage, experiment: str) -> None:
     """Delete the trials' checkpoints of a finished sweep.
 
     Each holds a model with its optimizer state (sizes: docs/performance.md): only an
     unfinished trial resumes from one, and the evaluate stage
     retrains the best configuration rather than reusing a trial's weights.
     """
-    for folder in [*experiment_dir.glob("*/checkpoint_*"), checkpoint_staging(experiment_dir)]:
-        shutil.rmtree(folder, ignore_errors=True)
+    for trial in storage.names(storage.path(experiment)):
+        for name in storage.names(storage.path(experiment, trial)) if trial.startswith("trial_") else []:
+            if name.startswith("checkpoint_"):
+                storage.delete_dir(storage.path(experiment, trial, name))
+    storage.delete_dir(storage.path(experiment, STAGING_FOLDER))
 
 
-def sweep_seconds(experiment_dir: Path) -> float:
+def sweep_seconds(storage: SweepStorage, experiment: str) -> float:
     """Wall time spent on this sweep by earlier runs of the stage (0 for a new sweep)."""
     try:
-        return float(json.loads((experiment_dir / WALL_TIME_FILE).read_text(encoding="utf-8"))["seconds"])
-    except (FileNotFoundError, ValueError, KeyError, TypeError):
+        return float(storage.read_json(storage.path(experiment, WALL_TIME_FILE))["seconds"])
+    except (OSError, ValueError, KeyError, TypeError):  # OSError: absent (FileNotFoundError locally)
         return 0.0
 
 
-def record_sweep_seconds(experiment_dir: Path, seconds: float) -> None:
-    if experiment_dir.is_dir():  # absent when the stage failed before Tune created it
-        write_json(experiment_dir / WALL_TIME_FILE, {"seconds": round(seconds, 1)})
+def record_sweep_seconds(storage: SweepStorage, experiment: str, seconds: float) -> None:
+    if storage.exists(storage.path(experiment)):  # absent when the stage failed before Tune created it
+        storage.write_json(storage.path(experiment, WALL_TIME_FILE), {"seconds": round(seconds, 1)})
 
 
-def restorable(experiment_dir: Path) -> bool:
+@contextmanager
+def recording_wall_time(storage: SweepStorage, experiment: str, wall_time_s: Callable[[], float]) -> Iterator[None]:
+    """Record the sweep's wall time every WALL_TIME_EVERY_S while the block runs, and once when it ends.
+
+    A driver killed without a chance to clean up (SIGKILL, a lost head node) then loses at
+    most that interval of the sweep's cost instead of all of this run's.
+    """
+    stop = threading.Event()
+
+    def tick() -> None:
+        while not stop.wait(WALL_TIME_EVERY_S):
+            try:
+                record_sweep_seconds(storage, experiment, wall_time_s())
+            except OSError as error:  # a storage hiccup must not end the sweep; the final write retries
+                log.warning(f"could not record the sweep's wall time: {error}")
+
+    ticker = threading.Thread(target=tick, name="wall-time-ledger", daemon=True)
+    ticker.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        ticker.join()
+        record_sweep_seconds(storage, experiment, wall_time_s())
+
+
+def restorable(storage: SweepStorage, experiment: str) -> bool:
     """Whether Tune can continue the sweep: it needs tuner.pkl and a saved experiment state.
 
     A driver killed between creating the Tuner and Tune's first snapshot leaves only the
     former, which Tuner.restore rejects; nothing in such a folder is worth keeping.
     """
-    return tune.Tuner.can_restore(str(experiment_dir), storage_filesystem=linking_filesystem()) and any(
-        experiment_dir.glob("experiment_state-*.json")
+    path = storage.path(experiment)
+    return tune.Tuner.can_restore(path, storage_filesystem=storage.filesystem) and any(
+        name.startswith("experiment_state-") and name.endswith(".json") for name in storage.names(path)
     )
 
 
+def _check_cluster(config: StudyConfig, storage: SweepStorage) -> None:
+    """What would otherwise fail (or wait) only once trials are placed: room for one, and reachable storage."""
+    check_capacity(config.tune.resources_per_trial, "trial", config.tune.ray_address)
+    if config.tune.ray_address and storage.local:
+        check_shared_folder(storage.root, "tune.storage_path")
+
+
 def _run_sweep(
-    config: StudyConfig, experiment_dir: Path, inputs: TrialInputs, callback: SweepLoggerCallback
+    config: StudyConfig,
+    storage: SweepStorage,
+    experiment: str,
+    inputs: TrialInputs,
+    callback: SweepLoggerCallback,
+    wall_time_s: Callable[[], float],
 ) -> ResultGrid:
     # Each epoch's checkpoint forces an experiment snapshot (so a resume never points at a
     # deleted checkpoint); with short epochs Ray warns about that on every epoch.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     # Trials' own output (per-step losses) stays in their logs under the experiment folder;
     # Tune's progress table and its reports of failed trials still reach the console.
-    ray.init(address=config.tune.ray_address or None, include_dashboard=False, log_to_driver=False,
-             logging_level=logging.WARNING)
-    try:
-        _check_resources(config)
-        trainable = _trainable(config, inputs, experiment_dir)
-        if restorable(experiment_dir):
-            log.info(f"resuming the sweep in {experiment_dir}")
+    with ray_session(config.tune.ray_address, log_to_driver=False):
+        _check_cluster(config, storage)
+        trainable = _trainable(config, inputs, storage, experiment)
+        if restorable(storage, experiment):
+            log.info(f"resuming the sweep in {storage.describe(experiment)}")
             # Errored trials stay errored: a diverging config would only diverge again.
-            tuner = tune.Tuner.restore(str(experiment_dir), trainable=trainable, resume_unfinished=True,
-                                       resume_errored=False, storage_filesystem=linking_filesystem())
+            tuner = tune.Tuner.restore(storage.path(experiment), trainable=trainable, resume_unfinished=True,
+                                       resume_errored=False, storage_filesystem=storage.filesystem)
         else:
-            log.info(f"starting a sweep of {config.tune.num_samples} trials in {experiment_dir}")
-            shutil.rmtree(experiment_dir, ignore_errors=True)
-            tuner = _new_tuner(config, trainable, experiment_dir, callback)
+            log.info(f"starting a sweep of {config.tune.num_samples} trials in {storage.describe(experiment)}")
+            storage.delete_dir(storage.path(experiment))
+            tuner = _new_tuner(config, trainable, storage, experiment, callback)
         # Tune prints its experiment's set-up and end to stdout whatever its verbosity.
-        with contextlib.redirect_stdout(io.StringIO()) if console.quiet() else contextlib.nullcontext():
+        quiet = contextlib.redirect_stdout(io.StringIO()) if console.quiet() else contextlib.nullcontext()
+        with recording_wall_time(storage, experiment, wall_time_s), quiet:
             return tuner.fit()
-    finally:
-        ray.shutdown()
 
 
 def _log_outcome(store: Store, run_id: str, metrics: dict[str, Any]) -> None:
@@ -234,37 +268,37 @@ def run_tune(config: StudyConfig, fit_fn: FitFn = fit) -> dict[str, Any]:
     Returns the content of ``metrics/tune.json``.
     """
     store = open_mlflow(config.mlflow)  # before Ray and the data: a bad URI fails in seconds
+    storage = open_storage(config.tune.storage_path)
     split, dataset_hash = read_split(paths.SPLIT_FILE)
     inputs = _trial_inputs(config, split, fit_fn)
     sid = sweep_id(config, dataset_hash)
-    experiment_dir = Path(config.tune.storage_path).resolve() / f"sweep-{sid}"
+    experiment = f"sweep-{sid}"
     # The sweep's wall time adds up every run of the stage on it: an interrupted and resumed
     # sweep, or a finished one re-read after a change to this driver, reports the whole cost.
-    earlier_s = sweep_seconds(experiment_dir) if restorable(experiment_dir) else 0.0
+    earlier_s = sweep_seconds(storage, experiment) if restorable(storage, experiment) else 0.0
     started = time.perf_counter()
 
     def wall_time_s() -> float:
         return earlier_s + time.perf_counter() - started
 
     tags, params = parent_tags(config, dataset_hash), parent_params(config)
-    try:
-        with sweep_run(store, sid, f"tune sweep-{sid}", tags, params) as (parent_id, resumed):
-            if resumed:
-                mark_stale_trial_runs(store, parent_id)
-            callback = SweepLoggerCallback(store, sid, config.tune.search_space, config.tune.metric)
-            grid = _run_sweep(config, experiment_dir, inputs, callback)
-            if not sweep_finished(experiment_dir, config.tune.num_samples):
-                # Tune caught the Ctrl-C and returned; its unfinished trials' runs end KILLED.
-                mark_stale_trial_runs(store, parent_id)
-                log.warning(f"interrupted; run `pedtune tune` again to resume the sweep in {experiment_dir}")
-                raise KeyboardInterrupt
-            records = collect_trials(grid, config)
-            prune_checkpoints(experiment_dir)
-            reconcile_trial_runs(store, parent_id, records)
-            best, metrics = _conclude(config, records, wall_time_s())
-            _log_outcome(store, parent_id, metrics)
-    finally:
-        record_sweep_seconds(experiment_dir, wall_time_s())  # also when interrupted or failed
+    with sweep_run(store, sid, f"tune sweep-{sid}", tags, params) as (parent_id, resumed):
+        if resumed:
+            mark_stale_trial_runs(store, parent_id)
+        callback = SweepLoggerCallback(store, sid, config.tune.search_space, config.tune.metric)
+        grid = _run_sweep(config, storage, experiment, inputs, callback, wall_time_s)
+        trials = saved_trials(storage, experiment)
+        if not sweep_finished(trials, config.tune.num_samples):
+            # Tune caught the Ctrl-C and returned; its unfinished trials' runs end KILLED.
+            mark_stale_trial_runs(store, parent_id)
+            log.warning(f"interrupted; run `pedtune tune` again to resume the sweep in {storage.describe(experiment)}")
+            raise KeyboardInterrupt
+        records = collect_trials(grid, config, trial_retries(trials))
+        prune_checkpoints(storage, experiment)
+        reconcile_trial_runs(store, parent_id, records)
+        best, metrics = _conclude(config, records, wall_time_s())
+        record_sweep_seconds(storage, experiment, wall_time_s())
+        _log_outcome(store, parent_id, metrics)
     console.summary(
         log,
         f"best val {config.tune.metric} {best.final:.4f} (trial {best.trial_id}) of {len(records)} trials in "

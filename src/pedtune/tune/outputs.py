@@ -40,7 +40,7 @@ def best_params_yaml(config: StudyConfig, best: TrialRecord) -> str:
 
 def trials_csv(records: list[TrialRecord], params: list[str], metric: str) -> str:
     fields = ["trial", "trial_id", "initial", "status", "epochs", f"final_{metric}", f"best_{metric}", *params,
-              "error"]
+              "retries", "error"]
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
@@ -55,6 +55,7 @@ def trials_csv(records: list[TrialRecord], params: list[str], metric: str) -> st
                 f"final_{metric}": _number(record.final),
                 f"best_{metric}": _number(record.best),
                 **{param: record.overrides[param] for param in params},
+                "retries": record.retries,
                 "error": record.error,
             }
         )
@@ -86,6 +87,8 @@ def tune_metrics(records: list[TrialRecord], best: TrialRecord, wall_time_s: flo
         "num_trials": len(records),
         "num_errored": sum(r.status == ERROR for r in records),
         "num_stopped_early": sum(r.status == STOPPED_EARLY for r in records),
+        # Trials restarted from their last checkpoint after a failure (a lost worker or node).
+        "num_retried": sum(r.retries > 0 for r in records),
         "trial_epochs": sum(r.epochs for r in records),
         # Both add up every run of the stage on this sweep (interrupted, resumed, re-read):
         # training time summed over trials, and the stage's wall time.
@@ -104,6 +107,8 @@ def summary_table(records: list[TrialRecord], best: TrialRecord | None, params: 
     rows = [header]
     for number, record in enumerate(records, start=1):
         notes = [label for label, hit in (("initial", record.is_initial), ("BEST", record is best)) if hit]
+        if record.retries:
+            notes.append(f"retried {record.retries}x from its checkpoint")
         error_lines = record.error.strip().splitlines()
         if error_lines:  # the first line; trials.csv holds the whole message
             first = error_lines[0]

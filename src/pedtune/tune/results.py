@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from ray.tune.result import TIME_TOTAL_S
 
 from pedtune.config import StudyConfig
 from pedtune.tune.space import decode_sample, initial_point
+from pedtune.tune.storage import SweepStorage
 
 COMPLETED, STOPPED_EARLY, ERROR = "COMPLETED", "STOPPED_EARLY", "ERROR"
 CURVE_FIELDS = ("bbox_mAP", "segm_mAP", "train_loss")
@@ -30,6 +32,7 @@ class TrialRecord:
     history: tuple[dict[str, float], ...]  # per epoch: "epoch" and CURVE_FIELDS
     time_s: float  # seconds the trial trained, over all its (resumed) runs
     error: str = ""
+    retries: int = 0  # times the trial failed (its worker or node lost) and Tune restarted it from a checkpoint
 
     @property
     def epochs(self) -> int:
@@ -62,14 +65,23 @@ def proposal_number(result: Result) -> int:
     return int(Path(result.path).name.split("_")[1])
 
 
-def sweep_finished(experiment_dir: Path, num_samples: int) -> bool:
+def saved_trials(storage: SweepStorage, experiment: str) -> list[Trial]:
+    """The trials as the experiment state Tune saved last (on the way out of ``Tuner.fit``) holds them."""
+    return ExperimentAnalysis(storage.path(experiment), storage_filesystem=storage.filesystem).trials
+
+
+def sweep_finished(trials: list[Trial], num_samples: int) -> bool:
     """False after an interrupt (Ctrl-C), when Tuner.fit returns with trials left to run.
 
-    Read from the experiment state Tune saves on the way out: a trial restored as finished
+    Read from the saved experiment state (:func:`saved_trials`): a trial restored as finished
     has lost the ``done`` flag of its last result.
     """
-    trials = ExperimentAnalysis(str(experiment_dir)).trials
     return len(trials) >= num_samples and all(t.status in (Trial.TERMINATED, Trial.ERROR) for t in trials)
+
+
+def trial_retries(trials: list[Trial]) -> dict[str, int]:
+    """Per trial id, how often Tune restarted the trial after a failure (a trial that ended ERROR failed once more)."""
+    return {trial.trial_id: trial.num_failures - (trial.status == Trial.ERROR) for trial in trials}
 
 
 def _sample(result: Result) -> dict[str, Any]:
@@ -77,7 +89,8 @@ def _sample(result: Result) -> dict[str, Any]:
     # params.json Tune wrote into the trial folder when it started always has it.
     if result.config:
         return result.config
-    return json.loads((Path(result.path) / "params.json").read_text(encoding="utf-8"))
+    with result.filesystem.open_input_stream(f"{result.path}/params.json") as stream:
+        return json.loads(stream.read().decode("utf-8"))
 
 
 def _history(frame: pd.DataFrame | None) -> tuple[dict[str, float], ...]:
@@ -104,8 +117,8 @@ def _error_line(result: Result) -> str:
     return lines[-1][:300] if lines else type(result.error).__name__
 
 
-def collect_trials(grid: ResultGrid, config: StudyConfig) -> list[TrialRecord]:
-    """One record per trial, in the order the searcher proposed them."""
+def collect_trials(grid: ResultGrid, config: StudyConfig, failures: Mapping[str, int] | None = None) -> list[TrialRecord]:
+    """One record per trial, in the order the searcher proposed them; ``failures``: per trial id, how often it was retried."""
     initial = initial_point(config)
     horizon = config.asha_max_t if config.tune.scheduler == "asha" else None
     results = sorted(grid, key=proposal_number)
@@ -128,6 +141,7 @@ def collect_trials(grid: ResultGrid, config: StudyConfig) -> list[TrialRecord]:
                 history=history,
                 time_s=float(result.metrics.get(TIME_TOTAL_S) or 0.0),
                 error=_error_line(result),
+                retries=(failures or {}).get(str(result.metrics["trial_id"]), 0),
             )
         )
     return records

@@ -78,12 +78,13 @@ class EpochReporter:
     epoch's training ends (:meth:`epoch_trained`) and waited for when the evaluated epoch is
     reported (:meth:`__call__`), in a fresh folder under ``staging`` (on the storage's disk)
     that Tune persists by linking its files into the trial's storage
-    (:mod:`pedtune.tune.storage`). A trial resumed from an older checkpoint reports the epochs
+    (:mod:`pedtune.tune.storage`); with ``staging`` None (an object store), in a temporary
+    folder on the trial's node that Tune uploads. A trial resumed from an older checkpoint reports the epochs
     since then again; the MLflow callback and the trial's history keep one row per epoch.
     Call :meth:`close` when ``fit`` ends, also by an error.
     """
 
-    def __init__(self, staging: Path, checkpoint_every: int = 1) -> None:
+    def __init__(self, staging: Path | None, checkpoint_every: int = 1) -> None:
         self._staging = staging
         self._checkpoint_every = checkpoint_every
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint-writer")
@@ -93,7 +94,8 @@ class EpochReporter:
         if epoch % self._checkpoint_every:
             return
         self._discard_pending()  # only if fit skipped the previous report, which it does not
-        self._staging.mkdir(parents=True, exist_ok=True)
+        if self._staging is not None:
+            self._staging.mkdir(parents=True, exist_ok=True)
         folder = Path(tempfile.mkdtemp(prefix=f"epoch-{epoch}-", dir=self._staging))
         # The state's references are taken here, in the training thread; fit changes none of
         # the tensors until this epoch's report returns.
@@ -116,7 +118,8 @@ class EpochReporter:
             written.result()  # a failed write (disk full) raises here, in the trial
             torch.save(state()["history"], folder / HISTORY_FILE)
             # report() persists the folder into the trial's storage before it returns.
-            tune.report(metrics, checkpoint=tune.Checkpoint(str(folder), filesystem=linking_filesystem()))
+            filesystem = linking_filesystem() if self._staging is not None else pyarrow.fs.LocalFileSystem()
+            tune.report(metrics, checkpoint=tune.Checkpoint(str(folder), filesystem=filesystem))
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 
@@ -151,7 +154,7 @@ def train_trial(
     val_store: SampleStore,
     pretrained: Mapping[str, torch.Tensor],
     fit_fn: FitFn,
-    checkpoint_staging: Path,
+    checkpoint_staging: Path | None,
 ) -> None:
     """The Tune function trainable; the keyword arguments arrive through ``tune.with_parameters``."""
     console.configure("tune")  # progress lines into the trial's log, prefixed as on the driver
