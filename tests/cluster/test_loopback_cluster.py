@@ -1,0 +1,188 @@
+"""The study on a two-node Ray cluster on 127.0.0.1: trials on a worker that sees neither the data, nor the
+repository, nor the MLflow store; the sweep's state in an S3 bucket (moto); MLflow on a real server.
+
+Drivers run as separate processes, as ``dvc repro`` would start them, so that one can be killed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import BUCKET, S3
+from loopback import LoopbackCluster, Service, wait_until
+from mlflow.tracking import MlflowClient
+from tune_fakes import DELAY_ENV
+from tune_study import build_study, read_csv
+
+from pedtune import paths
+from pedtune.tune.driver import WALL_TIME_EVERY_S, WALL_TIME_FILE
+
+pytestmark = pytest.mark.slow
+
+HERE = Path(__file__).resolve().parent
+FAKE_SWEEP = (
+    f"import sys; sys.path[:0] = [{str(HERE.parent / 'tune')!r}, {str(HERE.parent)!r}]\n"
+    "import tune_study, tune_fakes\n"
+    "from pedtune.config import load_config\n"
+    "from pedtune.tune.driver import run_tune\n"
+    "run_tune(load_config(), fit_fn=tune_fakes.fake_fit)\n"
+)
+
+
+def cluster_study(root: Path, cluster: LoopbackCluster, tune: dict[str, Any], tracking_uri: str = "",
+                  **changes: Any) -> None:
+    """A tiny study in ``root`` whose trials run on ``cluster``; MLflow in ``tracking_uri`` if given."""
+    build_study(root, {"tune": {"ray_address": cluster.address, **tune}, **changes})
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    if tracking_uri:  # the team setup: the server's own artifact store, no local one
+        params["mlflow"].update(tracking_uri=tracking_uri, artifact_location="")
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def start_driver(root: Path, env: dict[str, str], epoch_s: float) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", FAKE_SWEEP], cwd=root, env={**env, DELAY_ENV: str(epoch_s)},
+                            start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def finish(process: subprocess.Popen, timeout_s: float = 400) -> str:
+    try:
+        output, _ = process.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        output, _ = process.communicate()
+        raise AssertionError(f"the driver did not finish in {timeout_s:g} s:\n{output[-5000:]}")
+    assert process.returncode == 0, output[-8000:]
+    return output
+
+
+def pedtune(stage: str, root: Path, env: dict[str, str], timeout_s: float = 400) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pedtune", stage], cwd=root, env=env, capture_output=True,
+                          text=True, timeout=timeout_s)
+
+
+def trial_runs(tracking_uri: str) -> tuple[list, list, MlflowClient]:
+    client = MlflowClient(tracking_uri=tracking_uri)
+    experiment = client.get_experiment_by_name("pedtune")
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("stage") == "tune"]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return parents, children, client
+
+
+def test_a_trial_no_node_can_hold_stops_the_stage_in_seconds(study: Path, cluster: LoopbackCluster, driver_env):
+    cluster_study(study, cluster, {"storage_path": f"s3://{BUCKET}/refused", "resources_per_trial": {"cpu": 2}})
+    started = time.monotonic()
+    result = pedtune("tune", study, driver_env)
+    assert result.returncode != 0
+    assert "asks for 2 CPU and 0 GPU per trial, but no node of the Ray cluster" in result.stderr
+    assert "(head) 0 CPU" in result.stderr and " 1 CPU, 0 GPU" in result.stderr  # what each node offers
+    assert time.monotonic() - started < 90  # Python, Ray and the data load; nothing waits for a trial
+
+
+def test_a_storage_folder_the_workers_cannot_see_stops_the_stage_in_seconds(study: Path, cluster, driver_env):
+    # Absolute, so taken for a shared mount and checked: the worker has an empty tmpfs there.
+    cluster_study(study, cluster, {"storage_path": str(study / "sweeps")})
+    result = pedtune("tune", study, driver_env)
+    assert result.returncode != 0
+    assert f"tune.storage_path {study / 'sweeps'} is a folder that 1 of the cluster's 2 nodes cannot see" in result.stderr
+    assert not list((study / "sweeps").glob("sweep-*/trial_*"))
+
+
+def test_a_sweep_on_the_cluster_stores_in_s3_tracks_on_a_server_and_resumes_after_a_kill(
+    study: Path, cluster: LoopbackCluster, s3: S3, mlflow_server: Service, driver_env
+):
+    cluster_study(study, cluster, {"storage_path": f"s3://{BUCKET}/sweeps", "num_samples": 3, "max_concurrent": 1,
+                                   "scheduler": "fifo", "max_failures": 1},
+                  tracking_uri=mlflow_server.url, train={"epochs": 3})
+    driver, started = start_driver(study, driver_env, epoch_s=2), time.monotonic()
+    try:  # killed once the first trial's first checkpoint and Tune's snapshot are in the bucket
+        wait_until(lambda: any("/checkpoint_" in key for key in s3.keys("sweeps/"))
+                   and any("experiment_state-" in key for key in s3.keys("sweeps/")), 240, "a checkpoint", driver)
+        time.sleep(1)
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.communicate()
+    killed_after_s = time.monotonic() - started
+    ledger = [key for key in s3.keys("sweeps/") if key.endswith(WALL_TIME_FILE)]
+    recorded_s = json.loads(s3.client().get_object(Bucket=BUCKET, Key=ledger[0])["Body"].read())["seconds"] if ledger else 0
+
+    output = finish(start_driver(study, driver_env, epoch_s=0))
+    assert f"resuming the sweep in s3://{BUCKET}/sweeps/sweep-" in output
+
+    rows = read_csv(study / paths.TUNE_DIR / "trials.csv")
+    assert len(rows) == 3 and all(row["status"] == "COMPLETED" for row in rows)
+    keys = s3.keys("sweeps/")
+    assert any("experiment_state-" in key for key in keys) and any(key.endswith("tuner.pkl") for key in keys)
+    assert not [key for key in keys if "/checkpoint_" in key], "checkpoints left after pruning"
+    assert not (study / "ray_results").exists()  # nothing of the sweep in a local folder
+    metrics = json.loads((study / paths.TUNE_METRICS).read_text())
+    assert metrics["num_trials"] == 3 and metrics["wall_time_s"] > 0
+    # The killed driver's time counts: recorded while it ran (every WALL_TIME_EVERY_S), added to by the resumed run.
+    assert recorded_s >= killed_after_s - WALL_TIME_EVERY_S - 10  # 10: Python, Ray and data before the sweep
+    assert metrics["wall_time_s"] > recorded_s
+
+    parents, children, client = trial_runs(mlflow_server.url)
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert sorted(run.data.tags["trial_id"] for run in children) == sorted(row["trial_id"] for row in rows)
+    for run in children:
+        assert run.info.status == "FINISHED"
+        assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "bbox_mAP")) == [1, 2, 3]
+    assert any(run.data.metrics["resumed_from"] > 0 for run in children)  # continued from the bucket
+    artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id, "tune")}
+    assert {"tune/best_params.yaml", "tune/trials.csv", "tune/tune.json"} <= artifacts
+
+
+def test_the_evaluate_stage_runs_its_seeds_on_the_cluster(study: Path, cluster: LoopbackCluster, driver_env):
+    cluster_study(study, cluster, {"storage_path": f"s3://{BUCKET}/unused"},
+                  evaluate={"seeds": [1, 2], "epochs": 1, "num_pictures": 1}, train={"epochs": 1})
+    # The search kept the initial configuration: one training per seed.
+    train = yaml.safe_load((study / "params.yaml").read_text())["train"]
+    (study / paths.TUNE_DIR).mkdir(parents=True)
+    (study / paths.TUNE_DIR / "best_params.yaml").write_text(yaml.safe_dump(train))
+    result = pedtune("evaluate", study, driver_env, timeout_s=600)
+    assert result.returncode == 0, result.stderr[-8000:]
+    assert f"Ray cluster at {cluster.address}" in result.stderr
+    metrics = json.loads((study / paths.EVALUATE_METRICS).read_text())
+    assert metrics["initial"]["bbox_mAP"]["mean"] is not None
+
+
+def test_a_lost_worker_node_s_trial_resumes_on_another_and_the_sweep_completes(
+    study: Path, cluster: LoopbackCluster, s3: S3, driver_env
+):
+    first = cluster.workers[0]
+    cluster.add_worker()
+    cluster_study(study, cluster, {"storage_path": f"s3://{BUCKET}/failover", "num_samples": 2, "max_concurrent": 2,
+                                   "scheduler": "fifo", "max_failures": 2}, train={"epochs": 4})
+    driver = start_driver(study, driver_env, epoch_s=3)
+
+    def both_checkpointed() -> bool:
+        return len({key.split("/")[2] for key in s3.keys("failover/") if "/checkpoint_" in key}) == 2
+
+    try:
+        wait_until(both_checkpointed, 300, "a checkpoint of each trial", driver)
+    except BaseException:
+        os.killpg(driver.pid, signal.SIGKILL)
+        raise
+    cluster.kill_worker(first)  # one trial ran there (one CPU per node)
+    output = finish(driver)
+
+    rows = read_csv(study / paths.TUNE_DIR / "trials.csv")
+    assert [row["status"] for row in rows] == ["COMPLETED", "COMPLETED"], output[-5000:]
+    assert sorted(int(row["retries"]) for row in rows) == [0, 1]
+    assert json.loads((study / paths.TUNE_METRICS).read_text())["num_retried"] == 1
+    assert "retried 1x from its checkpoint" in output
+    parents, children, client = trial_runs(f"sqlite:///{study}/mlruns/mlflow.db")
+    assert len(children) == 2 and all(run.info.status == "FINISHED" for run in children)
+    for run in children:
+        assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "bbox_mAP")) == [1, 2, 3, 4]
+    retried = [run for run in children if run.data.metrics["resumed_from"] > 0]
+    assert len(retried) == 1  # from its last checkpoint, not from the start
