@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import inspect
 import json
 import os
 import platform
@@ -304,4 +305,10 @@ def driver_sweep(config: StudyConfig, experiment_dir: Path, stores: tuple[Sample
     inputs: Any = (stores, pretrained, fit_fn)
     if inputs_type is not None:
         inputs = inputs_type(train_store=stores[0], val_store=stores[1], pretrained=pretrained, fit_fn=fit_fn)
-    return driver._run_sweep(config, experiment_dir, inputs, callback)
+    if "storage" not in inspect.signature(driver._run_sweep).parameters:  # before storage could be remote
+        return driver._run_sweep(config, experiment_dir, inputs, callback)
+    from pedtune.tune.storage import open_storage
+
+    started = time.perf_counter()
+    return driver._run_sweep(config, open_storage(str(experiment_dir.parent)), experiment_dir.name, inputs, callback,
+                             lambda: time.perf_counter() - started)

@@ -166,12 +166,12 @@ class LoopbackCluster:
         return subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def start_cluster(hidden: Sequence[Path], env: dict[str, str], workers: int = 1) -> LoopbackCluster:
+def start_cluster(hidden: Sequence[Path], env: dict[str, str], workers: int = 1, worker_cpus: int = 1) -> LoopbackCluster:
     cluster = LoopbackCluster(Path(tempfile.mkdtemp(prefix="pr", dir="/tmp")), hidden_from_workers(hidden), env)
     try:
         cluster.start_head()
         for _ in range(workers):
-            cluster.add_worker()
+            cluster.add_worker(worker_cpus)
     except BaseException:
         cluster.stop()
         raise

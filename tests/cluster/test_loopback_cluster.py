@@ -102,18 +102,20 @@ def test_a_sweep_on_the_cluster_stores_in_s3_tracks_on_a_server_and_resumes_afte
 ):
     cluster_study(study, cluster, {"storage_path": f"s3://{BUCKET}/sweeps", "num_samples": 3, "max_concurrent": 1,
                                    "scheduler": "fifo", "max_failures": 1},
-                  tracking_uri=mlflow_server.url, train={"epochs": 3})
-    driver, started = start_driver(study, driver_env, epoch_s=2), time.monotonic()
-    try:  # killed once the first trial's first checkpoint and Tune's snapshot are in the bucket
-        wait_until(lambda: any("/checkpoint_" in key for key in s3.keys("sweeps/"))
-                   and any("experiment_state-" in key for key in s3.keys("sweeps/")), 240, "a checkpoint", driver)
+                  tracking_uri=mlflow_server.url, train={"epochs": 4})
+    driver = start_driver(study, driver_env, epoch_s=4)
+    try:  # killed once a checkpoint, Tune's snapshot and the driver's wall-time ledger are in the bucket
+        wait_until(lambda: all(any(part in key for key in s3.keys("sweeps/"))
+                               for part in ("/checkpoint_", "/experiment_state-", WALL_TIME_FILE)),
+                   240, "a checkpoint", driver)
         time.sleep(1)
     finally:
         os.killpg(driver.pid, signal.SIGKILL)
         driver.communicate()
-    killed_after_s = time.monotonic() - started
-    ledger = [key for key in s3.keys("sweeps/") if key.endswith(WALL_TIME_FILE)]
-    recorded_s = json.loads(s3.client().get_object(Bucket=BUCKET, Key=ledger[0])["Body"].read())["seconds"] if ledger else 0
+    killed_at = time.time()
+    (ledger,) = [key for key in s3.keys("sweeps/") if key.endswith(WALL_TIME_FILE)]
+    written = s3.client().get_object(Bucket=BUCKET, Key=ledger)
+    recorded_s = json.loads(written["Body"].read())["seconds"]
 
     output = finish(start_driver(study, driver_env, epoch_s=0))
     assert f"resuming the sweep in s3://{BUCKET}/sweeps/sweep-" in output
@@ -127,15 +129,15 @@ def test_a_sweep_on_the_cluster_stores_in_s3_tracks_on_a_server_and_resumes_afte
     metrics = json.loads((study / paths.TUNE_METRICS).read_text())
     assert metrics["num_trials"] == 3 and metrics["wall_time_s"] > 0
     # The killed driver's time counts: recorded while it ran (every WALL_TIME_EVERY_S), added to by the resumed run.
-    assert recorded_s >= killed_after_s - WALL_TIME_EVERY_S - 10  # 10: Python, Ray and data before the sweep
-    assert metrics["wall_time_s"] > recorded_s
+    assert killed_at - written["LastModified"].timestamp() <= WALL_TIME_EVERY_S + 5
+    assert metrics["wall_time_s"] > recorded_s > 0
 
     parents, children, client = trial_runs(mlflow_server.url)
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert sorted(run.data.tags["trial_id"] for run in children) == sorted(row["trial_id"] for row in rows)
     for run in children:
         assert run.info.status == "FINISHED"
-        assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "bbox_mAP")) == [1, 2, 3]
+        assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "bbox_mAP")) == [1, 2, 3, 4]
     assert any(run.data.metrics["resumed_from"] > 0 for run in children)  # continued from the bucket
     artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id, "tune")}
     assert {"tune/best_params.yaml", "tune/trials.csv", "tune/tune.json"} <= artifacts
