@@ -133,7 +133,9 @@ class LoopbackCluster:
         probe = f"! {sys.executable} -c 'import pedtune' 2>/dev/null"
         ray = " ".join(self._ray_command(name, ["--address", self.address, "--num-cpus", str(num_cpus),
                                                 "--dashboard-agent-listen-port", str(free_port())]))
-        command = ["unshare", "-m", "sh", "-c", f"{mounts} && cd / && {probe} && exec {ray}"]
+        # Not root (a CI runner as a user): a user namespace maps the user to root inside, which may mount.
+        unshare = ["unshare", "-m"] if os.geteuid() == 0 else ["unshare", "--map-root-user", "-m"]
+        command = [*unshare, "sh", "-c", f"{mounts} && cd / && {probe} && exec {ray}"]
         worker = self._spawn(name, command)
         self.workers.append(worker)
         self._wait_started(name, worker)
