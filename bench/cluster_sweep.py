@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--epoch-s", type=float, default=5.0)
     p.add_argument("--worker-cpus", type=int, default=2, help="the worker node's CPUs: trials at a time")
     args = p.parse_args(argv)
+    args.json = args.json.resolve() if args.json else None  # the study is built in its own working folder
     common.setup(args)
     sys.path[:0] = [str(TESTS / "cluster"), str(TESTS / "tune"), str(TESTS)]
     from loopback import start_cluster, start_moto
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> dict:
                    RAY_AUTH_TOKEN=uuid.uuid4().hex, RAY_USAGE_STATS_ENABLED="0")
         study = root / "study"
         study.mkdir()
-        cluster = None
+        cluster, cwd = None, os.getcwd()
         try:
             subprocess.run([sys.executable, "-c", f"import boto3; boto3.client('s3').create_bucket(Bucket='{BUCKET}')"],
                            check=True, env=env)
@@ -84,6 +85,7 @@ def main(argv: list[str] | None = None) -> dict:
             metrics = json.loads((study / "metrics" / "tune.json").read_text())
             params = yaml.safe_load((study / "params.yaml").read_text())
         finally:
+            os.chdir(cwd)
             if cluster is not None:
                 cluster.stop()
             moto.stop()

@@ -1,7 +1,7 @@
 """Run every benchmark (each in its own process), write ``bench/results/<name>.json`` and the
 table of docs/performance.md (between its ``bench-table`` markers).
 
-    python -m bench.run_all                         # all eight, CPU defaults (about 36 min on 2 idle cores)
+    python -m bench.run_all                         # all ten, CPU defaults (about 40 min on 2 idle cores)
     python -m bench.run_all --only train_step evaluation --wait-quiet 1.3
     python -m bench.run_all --table-only            # regenerate the table from bench/results/*.json
     python -m bench.run_all --device cuda           # on a GPU machine (AMP off and on)
@@ -31,7 +31,7 @@ PERFORMANCE_PAGE = REPO / "docs" / "performance.md"
 TABLE_START, TABLE_END = "<!-- bench-table:start -->", "<!-- bench-table:end -->"
 
 BENCHMARKS = ("train_step", "data_pipeline", "evaluation", "mask_paste", "tune_overhead", "asha_savings", "asha_budget",
-              "memory")
+              "memory", "checkpoint_storage", "cluster_sweep")
 # Shared arguments each benchmark understands; asha_savings picks its own (synthetic, tiny) data.
 SHARED = ("--data", "--device", "--amp", "--threads")
 
@@ -169,6 +169,17 @@ def rows(r: dict[str, dict[str, Any]], only: str | None = None) -> list[tuple[st
                         f"({actor['arch'].removeprefix('maskrcnn_')}, {actor['train_images']} images, batch {batches})",
                         f"first trial {peaks[0] / 1024:.2f} GB, last {peaks[-1] / 1024:.2f} GB, "
                         f"highest {max(peaks) / 1024:.2f} GB", "—", "—"))
+    for c in _variants(r, "checkpoint_storage"):
+        seconds = c["seconds"]
+        out.append((f"7. checkpoint report to S3 (moto on 127.0.0.1) ÷ local hard-link ({c['checkpoint_mb']:g} MB light-model "
+                    "state, save + persist)",
+                    f"{_range(c['ratio_s3_vs_local_report'], '{:.1f}')}; S3 {seconds['s3_moto']['report_s']['median']:.2f} s, "
+                    f"local {seconds['local_hardlink']['report_s']['median']:.2f} s", "—", "—"))
+    for c in _variants(r, "cluster_sweep"):
+        out.append((f"7. sweep wall ÷ ideal, loopback cluster ({c['trials']} trials × {c['epochs']} epochs × "
+                    f"{c['epoch_s']:g} s, {c['concurrency']} at a time on one worker node, {c['storage']})",
+                    f"{c['ratio_wall_vs_ideal']:.2f}× ({c['stage_wall_s']:.1f} s vs {c['ideal_s']:.1f} s; with process "
+                    f"start {c['ratio_process_vs_ideal']:.2f}×)", "≤ 1.1×", _ok(c["ratio_wall_vs_ideal"] <= 1.1)))
     return out
 
 
