@@ -40,8 +40,12 @@ def runtime_env() -> dict[str, Any]:
 
 @contextmanager
 def ray_session(address: str, log_to_driver: bool = True) -> Iterator[None]:
-    """``ray.init`` for the stage (``address`` "" starts a local Ray), shut down when the block ends."""
-    ray.init(address=address or None, runtime_env=runtime_env(), include_dashboard=False,
+    """``ray.init`` for the stage, shut down when the block ends.
+
+    ``address`` "" starts a private Ray on this machine ("local"): ``ray.init()`` without an
+    address would join a cluster that ``ray start`` left running here, or the one RAY_ADDRESS names.
+    """
+    ray.init(address=address or "local", runtime_env=runtime_env(), include_dashboard=False,
              log_to_driver=log_to_driver, logging_level=logging.WARNING)
     try:
         yield

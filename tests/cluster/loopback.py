@@ -9,6 +9,7 @@ its trials find neither data, nor repository, nor MLflow store: only the pinned 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -153,6 +154,7 @@ class LoopbackCluster:
     def stop(self) -> None:
         for process in [*self.workers, *([self.head] if self.head else [])]:
             stop(process)
+        shutil.rmtree(self.root, ignore_errors=True)
 
     def _ray_command(self, name: str, args: list[str]) -> list[str]:
         temp = self.root / name

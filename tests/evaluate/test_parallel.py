@@ -38,7 +38,7 @@ def test_ray_only_when_two_runs_fit_or_a_cluster_is_named(monkeypatch):
     assert not parallel.uses_ray(TuneConfig(), num_runs=1)
     monkeypatch.setattr(parallel, "local_capacity", lambda resources: 1)
     assert not parallel.uses_ray(TuneConfig(), num_runs=4)
-    assert parallel.uses_ray(TuneConfig(ray_address="ray://head:10001"), num_runs=4)
+    assert parallel.uses_ray(TuneConfig(ray_address="head:6379", storage_path="s3://bucket/sweeps"), num_runs=4)
 
 
 @pytest.fixture
