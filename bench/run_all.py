@@ -169,13 +169,13 @@ def rows(r: dict[str, dict[str, Any]], only: str | None = None) -> list[tuple[st
                         f"({actor['arch'].removeprefix('maskrcnn_')}, {actor['train_images']} images, batch {batches})",
                         f"first trial {peaks[0] / 1024:.2f} GB, last {peaks[-1] / 1024:.2f} GB, "
                         f"highest {max(peaks) / 1024:.2f} GB", "—", "—"))
-    for c in _variants(r, "checkpoint_storage"):
+    for c in _variants(r, "checkpoint_storage", only):
         seconds = c["seconds"]
         out.append((f"7. checkpoint report to S3 (moto on 127.0.0.1) ÷ local hard-link ({c['checkpoint_mb']:g} MB light-model "
                     "state, save + persist)",
                     f"{_range(c['ratio_s3_vs_local_report'], '{:.1f}')}; S3 {seconds['s3_moto']['report_s']['median']:.2f} s, "
                     f"local {seconds['local_hardlink']['report_s']['median']:.2f} s", "—", "—"))
-    for c in _variants(r, "cluster_sweep"):
+    for c in _variants(r, "cluster_sweep", only):
         out.append((f"7. sweep wall ÷ ideal, loopback cluster ({c['trials']} trials × {c['epochs']} epochs × "
                     f"{c['epoch_s']:g} s, {c['concurrency']} at a time on one worker node, {c['storage']})",
                     f"{c['ratio_wall_vs_ideal']:.2f}× ({c['stage_wall_s']:.1f} s vs {c['ideal_s']:.1f} s; with process "

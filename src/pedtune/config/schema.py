@@ -465,13 +465,17 @@ class TuneConfig(Section):
     )
     ray_address: str = Field(
         "",
-        description="Empty: start a local Ray; otherwise the address of a running cluster ([cluster](cluster.md)).",
+        description=(
+            "Empty: a private Ray on this machine; `auto`: the cluster this node belongs to; `host:port`: that "
+            "cluster's head (the driver runs on a node of it; `ray://` is refused, see [cluster](cluster.md))."
+        ),
     )
     storage_path: str = Field(
         "ray_results",
         description=(
-            "Where Ray keeps trial state and checkpoints; git-ignored and not a DVC output, so an interrupted "
-            "sweep can resume (a finished sweep deletes its checkpoints)."
+            "Where Ray keeps trial state and checkpoints: a folder (a relative one from the repository root), an "
+            "absolute path every node of a cluster mounts, or `s3://`/`gs://` (endpoint from the AWS settings); "
+            "not a DVC output, so an interrupted sweep can resume (a finished sweep deletes its checkpoints)."
         ),
     )
     max_failures: NonNegativeInt = Field(0, description="Retries of a failed trial (from its last checkpoint).")
