@@ -78,3 +78,29 @@ def test_the_sweep_state_lives_in_the_bucket(s3: S3, monkeypatch: pytest.MonkeyP
     objects = [key for key in s3.keys("unit/") if not key.endswith("/")]  # pyarrow keeps empty folders as markers
     assert sorted(objects) == [f"unit/sweep-x/{key}" for key in
                                         (WALL_TIME_FILE, "trial_0001_a/result.json", "tuner.pkl")]
+
+
+def test_an_autoscaling_cluster_is_waited_for_with_a_message_until_a_node_can_hold_a_trial(monkeypatch, capsys):
+    from pedtune import cluster
+    from pedtune.config.schema import ResourcesConfig
+
+    small, big = cluster.NodeOffer("10.0.0.2", 2, 0, False), cluster.NodeOffer("10.0.0.3", 8, 1, False)
+    joined = iter([[small], [small], [small, big]])
+    monkeypatch.setattr(cluster, "node_offers", lambda: next(joined))
+    monkeypatch.setattr(cluster, "_autoscales_for", lambda bundle: bundle == {"CPU": 4.0, "GPU": 1.0})
+    monkeypatch.setattr(cluster, "AUTOSCALE_POLL_S", 0.01)
+    cluster.check_capacity(ResourcesConfig(cpu=4, gpu=1), "trial", "10.0.0.1:6379")
+    err = capsys.readouterr().err
+    assert "no node of the Ray cluster at 10.0.0.1:6379 can hold one (nodes: 10.0.0.2 2 CPU, 0 GPU)" in err
+    assert "the cluster autoscales: waiting for such a node" in err and "a node that can hold it joined" in err
+
+
+def test_a_cluster_that_cannot_grow_fails_at_once(monkeypatch):
+    from pedtune import cluster
+    from pedtune.config.schema import ResourcesConfig
+    from pedtune.errors import ClusterError
+
+    monkeypatch.setattr(cluster, "node_offers", lambda: [cluster.NodeOffer("10.0.0.1", 0, 0, True)])
+    monkeypatch.setattr(cluster, "_autoscales_for", lambda bundle: False)
+    with pytest.raises(ClusterError, match=r"per run, but no node .* \(nodes: 10.0.0.1 \(head\) 0 CPU, 0 GPU\)"):
+        cluster.check_capacity(ResourcesConfig(cpu=1, gpu=0), "run", "10.0.0.1:6379")
