@@ -43,7 +43,7 @@ def wait_until(check, timeout_s: float, what: str, process: subprocess.Popen | N
     raise TimeoutError(f"{what} not ready within {timeout_s:g} s")
 
 
-def stop(process: subprocess.Popen, timeout_s: float = 20) -> None:
+def stop(process: subprocess.Popen, timeout_s: float = 5) -> None:
     """SIGTERM the process's group (it was started in a session of its own), then SIGKILL what is left."""
     if process.poll() is None:
         try:
