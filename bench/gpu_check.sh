@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU measurements issue 5 still lacks, run in one go on a CUDA machine, most decisive first.
+# The GPU measurements issues 5 and 23 still lack, run in one go on a CUDA machine, most decisive first.
 #
 #   bench/gpu_check.sh DATA OUT [BUDGET_S]
 #
@@ -84,6 +84,8 @@ bench mask_paste 120 mask_paste_cuda mask_paste --arch r50 --images 25 --reps 3
 # The val evaluation's share of later epochs (target <= 5 %; 27.9 % of epoch 2 before both changes).
 bench evaluation 240 evaluation_cuda_epochs4 evaluation --arch r50 --amp on --epochs 4 --reps 1 \
     --proposal-reps 1 --proposals 1000
+# Issue 23: trials per hour at 1, 0.5 and 0.25 GPU per trial (each capped at its share of the memory).
+bench gpu_packing 240 gpu_packing_cuda gpu_packing --trials-per-slot 2
 # fit trains at 10.5 img/s against the step benchmark's 27-36: new batch shapes (60 steps meet
 # many), and fewer of them when padded to multiples of 128?
 bench train_step 120 train_step_cuda_steps60 train_step --arch r50 --amp on --steps 60 --reps 2

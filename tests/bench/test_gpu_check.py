@@ -14,7 +14,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "bench" / "gpu_check.sh"
-RESULTS = ("mask_paste_cuda", "evaluation_cuda_epochs4", "train_step_cuda_steps60",
+RESULTS = ("mask_paste_cuda", "evaluation_cuda_epochs4", "gpu_packing_cuda", "train_step_cuda_steps60",
            "train_step_cuda_steps60_div128", "evaluation_cuda_profiled")
 TINY_ON_CPU = ("--synthetic --num-images 8 --image-size 48x64 --min-size 48 --max-size 64 --device cpu --threads 1 "
                "--set model.arch=maskrcnn_mobilenet_v3_large_fpn")
@@ -23,17 +23,17 @@ TINY_ON_CPU = ("--synthetic --num-images 8 --image-size 48x64 --min-size 48 --ma
 def _run(out: Path, *args: str, extra: str = TINY_ON_CPU) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHON": sys.executable, "GPU_CHECK_EXTRA": extra,
            "GPU_CHECK_WHEELS": str(out.parent / "no-wheels")}
-    return subprocess.run(["bash", str(SCRIPT), *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(["bash", str(SCRIPT), *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
 
 
 @pytest.mark.slow
 def test_every_step_runs_and_writes_what_the_table_reads(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    done = _run(out, "unused-with-synthetic", str(out), "400")
+    done = _run(out, "unused-with-synthetic", str(out), "700")
     assert done.returncode == 0, done.stdout + done.stderr
     log = (out / "gpu_check.log").read_text()
     assert "== done: every step passed" in log and ": skipped," not in log
-    assert "4 skipped" in log  # the CUDA tests, on this machine without a GPU
+    assert "8 skipped" in log  # the CUDA tests, on this machine without a GPU
     for name in RESULTS:
         assert json.loads((out / f"{name}.json").read_text())["benchmark"] == name.split("_cuda")[0]
     assert "top 30 by self_cpu_time_total" in (out / "fit_profile.txt").read_text()
@@ -42,6 +42,7 @@ def test_every_step_runs_and_writes_what_the_table_reads(tmp_path: Path) -> None
 
     table = run_all.table(out)
     assert table.count("3. mask paste with host boxes") == 1 and table.count("1. training step") == 2
+    assert table.count("9. trials per hour by GPU share per trial") == 1
 
 
 def test_steps_beyond_the_budget_are_skipped_and_the_run_fails(tmp_path: Path) -> None:

@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from pedtune.config import StudyConfig, validate
 from pedtune.config.schema import ResourcesConfig, TuneConfig
 from pedtune.data.dataset import SampleStore, list_stems
 from pedtune.evaluate import parallel
-from pedtune.evaluate.runs import INITIAL, TUNED, RunInputs, plan_runs
+from pedtune.evaluate.runs import INITIAL, TUNED, RunInputs, RunResult, RunSpec, out_of_memory, plan_runs
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -65,14 +66,75 @@ def test_runs_in_parallel_through_ray(synthetic_root: Path, tiny_config: StudyCo
         return SampleStore(synthetic_root, part, 48, 64).preload()
 
     inputs = RunInputs(train=store(stems[:4]), val=store(stems[4:5]), test=store(stems[5:]), pretrained={})
-    specs = plan_runs({INITIAL: tiny_config, TUNED: tiny_config}, seeds=[3, 4], epochs=None)[:2]
+    # Three runs on two slots: the last one reserves both and trains alone at the end.
+    specs = plan_runs({INITIAL: tiny_config, TUNED: tiny_config}, seeds=[3, 4], epochs=None)[:3]
     seen = []
 
     results = parallel.execute(specs, inputs, tiny_config.tune, seen.append)
 
     assert not ray.is_initialized()  # shut down once every run is back
     assert seen == results
-    assert sorted((r.name, r.seed) for r in results) == [(INITIAL, 3), (TUNED, 3)]
+    assert sorted((r.name, r.seed) for r in results) == [(INITIAL, 3), (INITIAL, 4), (TUNED, 3)]
     for result in results:
         assert len(result.history) == 1 and set(result.test) >= {"bbox_mAP", "segm_mAP"}
-        assert result.device == "cpu" and result.state_dict  # the first seed keeps its weights
+        assert result.device == "cpu" and bool(result.state_dict) == (result.seed == 3)  # the first seed's weights
+
+
+def _spec(name: str, seed: int) -> RunSpec:
+    return RunSpec(name, seed, config=None, keep_model=False)  # type: ignore[arg-type]  # never trained here
+
+
+def _result(spec: RunSpec, **why: str) -> RunResult:
+    return RunResult(spec.name, spec.seed, [], {} if why else {"bbox_mAP": 0.5}, 1.0, "cpu", None, **why)
+
+
+def test_a_run_out_of_memory_is_retried_alone_after_the_others_and_kept_when_it_then_fits():
+    specs = [_spec(INITIAL, 1), _spec(TUNED, 1), _spec(INITIAL, 2)]
+    first = [_result(specs[0]), _result(specs[1], out_of_memory="CUDA out of memory."), _result(specs[2])]
+    retried, seen = [], []
+
+    def run_alone(spec: RunSpec) -> RunResult:
+        retried.append((spec.name, spec.seed, len(seen)))  # how many results had arrived by then
+        return _result(spec)
+
+    results = parallel._retried_alone(specs, iter(first), run_alone, seen.append)
+
+    assert retried == [(TUNED, 1, 2)]  # once, after both other runs
+    assert seen == results and [(r.name, r.seed, r.failure) for r in results] == [
+        (INITIAL, 1, None), (INITIAL, 2, None), (TUNED, 1, None)]
+
+
+def test_only_allocation_failures_count_as_out_of_memory():
+    assert out_of_memory(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB."))
+    try:
+        torch.empty(2**62, dtype=torch.uint8)
+    except RuntimeError as error:
+        assert out_of_memory(error)
+    assert out_of_memory(MemoryError())
+    assert not out_of_memory(RuntimeError("shape '[2, 3]' is invalid for input of size 5"))
+    assert not out_of_memory(ValueError("can't allocate memory"))  # not the allocator's error type
+
+
+@pytest.mark.parametrize(
+    ("runs", "slots", "expected"),
+    [
+        (3, [2], [1, 1, 2]),  # the third run reserves both slots: it trains alone at the end
+        (4, [2], [1, 1, 1, 1]),  # full rounds: nothing left over
+        (6, [4], [1, 1, 1, 1, 2, 2]),
+        (5, [4], [1, 1, 1, 1, 4]),
+        (2, [4], [2, 2]),  # fewer runs than slots from the start
+        (1, [3], [3]),
+        (5, [2, 2], [1, 1, 1, 1, 2]),  # two nodes: the last run within one of them
+        (7, [2, 2, 2], [1] * 6 + [2]),
+        (4, [1, 1, 1], [1, 1, 1, 1]),  # no node holds more than one run
+        (3, [0], [1, 1, 1]),  # no slot known: as asked
+    ],
+)
+def test_the_runs_left_after_the_last_full_round_share_the_slots(runs, slots, expected):
+    assert parallel.run_sizes(runs, slots) == expected
+
+
+def test_a_node_holds_the_runs_its_cpus_and_gpus_allow():
+    nodes = [{"CPU": 16.0, "GPU": 1.0}, {"CPU": 8.0}, {"CPU": 2.0, "GPU": 2.0}]
+    assert parallel.node_slots(nodes, ResourcesConfig(cpu=4, gpu=0.5)) == [2, 0, 0]
+    assert parallel.node_slots(nodes, ResourcesConfig(cpu=2, gpu=0)) == [8, 4, 1]

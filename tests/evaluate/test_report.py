@@ -32,6 +32,11 @@ def _diverged(name: str, seed: int) -> RunResult:
                      diverged="non-finite loss at epoch 3, step 2")
 
 
+def _out_of_memory(name: str, seed: int) -> RunResult:
+    return RunResult(name, seed, [{"bbox_mAP": 0.1}], {}, wall_time_s=30.0, device="cuda (H100)", state_dict=None,
+                     out_of_memory="CUDA out of memory. Tried to allocate 2.00 GiB.")
+
+
 @pytest.fixture
 def results() -> list[RunResult]:
     runs = [_result(INITIAL, seed, initial) for seed, (initial, _) in SCORES.items()]
@@ -103,23 +108,44 @@ def test_an_interval_bound_too_small_for_three_decimals_keeps_its_sign(study: St
 def test_a_diverged_run_leaves_its_seed_out_of_the_pairs_and_is_reported(study: Study, tmp_path: Path):
     results = [r for r in study.results if (r.name, r.seed) != (TUNED, 1)] + [_diverged(TUNED, 1)]
     comparison = compare(results, [0, 1, 2])
-    assert comparison.paired_seeds == [0, 2] and comparison.diverged[TUNED] == {1: "non-finite loss at epoch 3, step 2"}
+    assert comparison.paired_seeds == [0, 2] and comparison.failed[TUNED] == {1: "diverged: non-finite loss at epoch 3, step 2"}
     assert comparison.spreads[TUNED]["bbox_mAP"].n == 2 and comparison.spreads[INITIAL]["bbox_mAP"].n == 3
     assert comparison.differences["bbox_mAP"].n == 2
     assert comparison.differences["bbox_mAP"].mean == pytest.approx((0.08 + 0.07) / 2)
     partial = replace(study, comparison=comparison, results=results)
     report = report_markdown(partial)
-    assert "**Diverged** (non-finite loss, no test score): tuned seed 1 (non-finite loss at epoch 3, step 2)." in report
+    assert "**Runs without a test score**: tuned seed 1 (diverged: non-finite loss at epoch 3, step 2)." in report
+    assert "ran out of memory" not in report
     assert "cover the 2 seeds where both configurations finished (0, 2)" in report
     assert "Mean ± sample standard deviation over each configuration's finished runs." in report
     assert "on those 2 differences (1 degrees of freedom)" in report
     assert "The pictures show no" not in report  # seed 0, the one drawn, finished under both
     assert "| evaluation: training runs | 6 (2 configs × 3 seeds), 52 epochs |" in report  # 5 × 10 + 2
-    assert metrics_json(partial)["runs_diverged"] == 1
+    assert (metrics_json(partial)["runs_diverged"], metrics_json(partial)["runs_out_of_memory"]) == (1, 0)
     rows = list(csv.DictReader(io.StringIO(per_seed_csv(results))))
     assert ("tuned", "1") not in {(row["config"], row["seed"]) for row in rows} and len(rows) == 5
     save_per_seed_plot(tmp_path / "per_seed.png", comparison.scores, ["bbox_mAP", "segm_mAP"])
     assert (tmp_path / "per_seed.png").stat().st_size > 0
+
+
+def test_a_run_out_of_memory_is_reported_like_a_diverged_one_and_the_others_still_count(study: Study):
+    results = [r for r in study.results if (r.name, r.seed) not in ((INITIAL, 2), (TUNED, 1))]
+    results += [_out_of_memory(INITIAL, 2), _diverged(TUNED, 1)]
+    comparison = compare(results, [0, 1, 2])
+    assert comparison.paired_seeds == [0] and comparison.spreads[INITIAL]["bbox_mAP"].n == 2
+    assert comparison.failed == {INITIAL: {2: "out of memory: CUDA out of memory. Tried to allocate 2.00 GiB."},
+                                 TUNED: {1: "diverged: non-finite loss at epoch 3, step 2"}}
+    partial = replace(study, comparison=comparison, results=results)
+    metrics = metrics_json(partial)
+    assert (metrics["runs_trained"], metrics["runs_diverged"], metrics["runs_out_of_memory"]) == (6, 1, 1)
+    report = report_markdown(partial)
+    assert ("**Runs without a test score**: initial seed 2 (out of memory: CUDA out of memory. Tried to allocate "
+            "2.00 GiB.); tuned seed 1 (diverged: non-finite loss at epoch 3, step 2).") in report
+    assert "A run that ran out of memory was trained once more, alone, after the others, and failed again." in report
+    assert "| evaluation: training runs | 6 (2 configs × 3 seeds), 43 epochs |" in report  # 4 × 10 + 2 + 1
+    rows = list(csv.DictReader(io.StringIO(per_seed_csv(results))))
+    assert {(row["config"], row["seed"]) for row in rows} == {("initial", "0"), ("initial", "1"), ("tuned", "0"),
+                                                              ("tuned", "2")}
 
 
 def test_fewer_than_two_finished_pairs_leave_the_verdict_undetermined(study: Study):
@@ -143,7 +169,7 @@ def test_a_diverged_first_seed_is_missing_from_the_pictures_and_the_report_says_
     results = [r for r in study.results if r.name == INITIAL] + [_diverged(TUNED, seed) for seed in (0, 1, 2)]
     comparison = compare(results, [0, 1, 2])
     report = report_markdown(replace(study, comparison=comparison, results=results))
-    assert "The pictures show no tuned model: its seed 0 run, the one drawn, diverged." in report
+    assert "The pictures show no tuned model: its seed 0 run, the one drawn, did not finish." in report
     save_per_seed_plot(tmp_path / "per_seed.png", comparison.scores, ["bbox_mAP"])
     only_diverged = [_diverged(name, seed) for name in (INITIAL, TUNED) for seed in (0, 1, 2)]
     save_per_seed_plot(tmp_path / "none.png", compare(only_diverged, [0, 1, 2]).scores, ["bbox_mAP"])

@@ -226,7 +226,7 @@ def test_a_run_that_diverges_is_reported_and_the_other_runs_still_count(study: S
     assert metrics["initial"]["bbox_mAP"]["std"] is not None and metrics["tuned"]["bbox_mAP"]["std"] is None
     assert metrics["tuned"]["bbox_mAP"]["mean"] is not None  # its one finished run's score
     report = files.REPORT.read_text(encoding="utf-8")
-    assert "**Diverged** (non-finite loss, no test score): tuned seed 2 (non-finite loss at epoch 2, step 2" in report
+    assert "**Runs without a test score**: tuned seed 2 (diverged: non-finite loss at epoch 2, step 2" in report
     with files.PER_SEED_CSV.open(encoding="utf-8") as handle:
         assert [(row["config"], row["seed"]) for row in csv.DictReader(handle)] == [
             ("initial", "1"), ("initial", "2"), ("tuned", "1")]
@@ -239,3 +239,35 @@ def test_a_run_that_diverges_is_reported_and_the_other_runs_still_count(study: S
                       ("tuned", "2"): ("FAILED", True)}
     (diverged,) = [r for r in client.search_runs([experiment.experiment_id]) if "diverged" in r.data.tags]
     assert [(m.step, m.value) for m in client.get_metric_history(diverged.info.run_id, "bbox_mAP")] == [(1, 0.01)]
+
+
+def test_a_run_out_of_memory_is_trained_again_alone_then_reported_and_the_other_runs_still_count(
+    study: StudyConfig, monkeypatch
+):
+    real_fit = runs.fit
+    calls: list[tuple[float, int]] = []
+
+    def fit_out_of_memory_for_tuned_seed_2(config, *args, **kwargs):
+        calls.append((config.train.lr, config.train.seed))
+        if (config.train.lr, config.train.seed) == (TUNED["lr"], 2):
+            kwargs["on_epoch_end"](EpochResult(1, {"bbox_mAP": 0.01, "train_loss": 2.5}), dict)
+            torch.empty(2**62, dtype=torch.uint8)  # torch's CPU allocator fails: a RuntimeError
+        return real_fit(config, *args, **kwargs)
+
+    monkeypatch.setattr(runs, "fit", fit_out_of_memory_for_tuned_seed_2)
+    monkeypatch.setattr(parallel, "local_capacity", lambda resources: 1)
+
+    metrics = run_evaluate(study)
+
+    # Its second try came after every other run, and failed again; the others all count.
+    assert calls[-2:] == [(TUNED["lr"], 2), (TUNED["lr"], 2)] and len(calls) == 5
+    assert (metrics["runs_trained"], metrics["runs_diverged"], metrics["runs_out_of_memory"]) == (4, 0, 1)
+    assert metrics["initial"]["bbox_mAP"]["std"] is not None and metrics["tuned"]["bbox_mAP"]["mean"] is not None
+    report = files.REPORT.read_text(encoding="utf-8")
+    assert "tuned seed 2 (out of memory: [enforce fail at alloc_cpu.cpp" in report
+    assert "DefaultCPUAllocator: can't allocate memory" in report and "trained once more, alone" in report
+    client = MlflowClient(study.mlflow.tracking_uri)
+    experiment = client.get_experiment_by_name(study.mlflow.experiment)
+    failed = {(r.data.tags.get("config"), r.data.tags.get("seed")): r.data.tags.get("out_of_memory", "")
+              for r in client.search_runs([experiment.experiment_id]) if r.info.status == "FAILED"}
+    assert list(failed) == [("tuned", "2")] and "can't allocate memory" in failed["tuned", "2"]

@@ -403,17 +403,28 @@ class ResourcesConfig(Section):
     cpu: Annotated[float, Field(gt=0)] = Field(
         4.0,
         description=(
-            "CPUs reserved per trial (fractions allowed); `evaluate` uses the same to train its seeds in "
-            "parallel."
+            "CPUs reserved per trial and per `evaluate` run (fractions allowed); a run trains with this many "
+            "torch threads."
         ),
     )
     gpu: Annotated[float, Field(ge=0)] = Field(
         1.0,
         description=(
-            "GPUs reserved per trial (fractions allowed); a local Ray that cannot hold one trial stops the stage "
-            "at once."
+            "GPUs reserved per trial and per `evaluate` run: 1, a fraction (0.5, 0.25) to run several side by "
+            "side on one GPU, each capped at its share of the GPU's memory, or 0 to train on the CPU; a local "
+            "Ray that cannot hold one trial stops the stage at once."
         ),
     )
+
+    @field_validator("gpu")
+    @classmethod
+    def _one_device_at_most(cls, value: float) -> float:
+        if value > 1:
+            raise ValueError(
+                f"gpu is {value:g}, but a trial or evaluate run trains on one device: Ray would reserve GPUs it "
+                "never uses; use 1, or a fraction (0.5, 0.25) to run several on one GPU"
+            )
+        return value
 
 
 class TuneConfig(Section):
@@ -651,6 +662,18 @@ class StudyConfig(Section):
             raise ValueError(
                 f"data.cache: false reads the images from data/PennFudanPed while training, which the nodes of the Ray cluster at '{self.tune.ray_address}' do not have; set "
                 "data.cache: true (the decoded samples reach every node through Ray's object store)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _cuda_runs_reserve_a_gpu(self) -> "StudyConfig":
+        # A run granted no GPU trains on the CPU (Ray 2.60 no longer hides the GPUs from it, so
+        # 'cuda' would use one nobody reserved, beside the trials that did).
+        if self.train.device == "cuda" and self.tune.resources_per_trial.gpu == 0:
+            raise ValueError(
+                "train.device is 'cuda' but tune.resources_per_trial.gpu is 0: trials and evaluate runs would "
+                "use a GPU that Ray did not reserve for them; give each a GPU share (e.g. gpu: 0.5) or use "
+                "train.device: auto (they then train on the CPU)"
             )
         return self
 

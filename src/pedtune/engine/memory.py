@@ -4,7 +4,9 @@ One process often trains several configurations in a row: a reused Ray Tune acto
 trial after another, a Ray worker runs several evaluate runs. Detection models allocate
 tensors of many sizes (proposals, masks, images of varying shapes), and glibc keeps the
 freed chunks in its arenas instead of returning them, so without this such a process grows
-by about the previous training's high-water mark each time.
+by about the previous training's high-water mark each time. On a GPU, torch's caching allocator
+likewise keeps the blocks of the previous training reserved, out of reach of the GPU's other
+processes (trials sharing it).
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import ctypes
 import ctypes.util
 import gc
 from functools import cache
+
+import torch
 
 
 @cache
@@ -29,8 +33,10 @@ def _libc() -> ctypes.CDLL | None:
 
 
 def release_freed_heap() -> bool:
-    """Collect garbage, then return free heap pages to the OS; False where libc cannot (not glibc)."""
+    """Collect garbage, return cached GPU blocks to the driver and free heap pages to the OS;
+    False where libc cannot (not glibc)."""
     gc.collect()
+    torch.cuda.empty_cache()  # a no-op in a process that never used CUDA
     libc = _libc()
     if libc is None:
         return False

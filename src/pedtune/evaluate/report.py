@@ -47,7 +47,7 @@ CI_POSITION = {
 class Comparison:
     seeds: tuple[int, ...]  # evaluate.seeds
     scores: dict[str, dict[int, dict[str, float]]]  # config -> seed -> test metric -> value (finished runs)
-    diverged: dict[str, dict[int, str]]  # config -> seed -> why, for runs whose loss diverged
+    failed: dict[str, dict[int, str]]  # config -> seed -> why, for runs without a test score (RunResult.failure)
     spreads: dict[str, dict[str, Spread | None]]  # config -> test metric -> over its finished runs (None: none)
     differences: dict[str, PairedDifference | None]  # test metric -> tuned - initial over the paired seeds
 
@@ -87,14 +87,14 @@ class Study:
 def compare(results: Iterable[RunResult], seeds: Sequence[int]) -> Comparison:
     """Spreads over each configuration's finished runs; differences over the seeds where both finished."""
     scores: dict[str, dict[int, dict[str, float]]] = {name: {} for name in CONFIGS}
-    diverged: dict[str, dict[int, str]] = {name: {} for name in CONFIGS}
+    failed: dict[str, dict[int, str]] = {name: {} for name in CONFIGS}
     for result in results:
-        if result.diverged is None:
+        if result.failure is None:
             scores[result.name][result.seed] = result.test
         else:
-            diverged[result.name][result.seed] = result.diverged
+            failed[result.name][result.seed] = result.failure
     for name in CONFIGS:
-        ran = sorted([*scores[name], *diverged[name]])
+        ran = sorted([*scores[name], *failed[name]])
         if ran != sorted(seeds):
             raise ValueError(f"{name}: results for seeds {ran}, expected {sorted(seeds)}")
     paired = _paired_seeds(seeds, scores)
@@ -116,7 +116,7 @@ def compare(results: Iterable[RunResult], seeds: Sequence[int]) -> Comparison:
     return Comparison(
         seeds=tuple(seeds),
         scores=scores,
-        diverged=diverged,
+        failed=failed,
         spreads={name: {metric: spread_of(name, metric) for metric in METRIC_NAMES} for name in CONFIGS},
         differences={metric: difference(metric) for metric in METRIC_NAMES},
     )
@@ -139,6 +139,7 @@ def metrics_json(study: Study) -> dict[str, Any]:
         "train_on": study.configs[INITIAL].evaluate.train_on,
         "runs_trained": len(study.trained),
         "runs_diverged": sum(1 for result in study.trained if result.diverged is not None),
+        "runs_out_of_memory": sum(1 for result in study.trained if result.out_of_memory is not None),
         "wall_time_s": round(study.wall_time_s, 1),
     }
 
@@ -161,12 +162,12 @@ def _delta_json(difference: PairedDifference | None) -> dict[str, Any]:
 
 
 def per_seed_csv(results: Iterable[RunResult]) -> str:
-    """One row per run that finished (a diverged run has no test score); ``run`` labels bar charts."""
+    """One row per run that finished (a diverged or out-of-memory run has no test score); ``run`` labels bar charts."""
     out = io.StringIO()
     fields = ("config", "seed", "run", *METRIC_NAMES, "wall_time_s")
     writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
-    finished = [result for result in results if result.diverged is None]
+    finished = [result for result in results if result.failure is None]
     for result in sorted(finished, key=lambda r: (CONFIGS.index(r.name), r.seed)):
         writer.writerow(
             {
@@ -214,7 +215,7 @@ def report_markdown(study: Study) -> str:
     sections = [
         _headline(study),
         _scores_table(study.comparison),
-        *([_diverged_note(study.comparison)] if any(study.comparison.diverged.values()) else []),
+        *([_failed_note(study.comparison)] if any(study.comparison.failed.values()) else []),
         _verdict_line(study),
         _method_note(study),
         "### Configurations",
@@ -282,21 +283,23 @@ def _mean_std(value: Spread | None) -> str:
     return f"{value.mean:.3f} (1 run)" if value.n == 1 else f"{value.mean:.3f} ± {value.std:.3f}"
 
 
-def _diverged_note(comparison: Comparison) -> str:
+def _failed_note(comparison: Comparison) -> str:
     runs = "; ".join(
-        f"{name} seed {seed} ({why})" for name in CONFIGS for seed, why in sorted(comparison.diverged[name].items())
+        f"{name} seed {seed} ({why})" for name in CONFIGS for seed, why in sorted(comparison.failed[name].items())
     )
     paired = comparison.paired_seeds
     note = (
-        f"**Diverged** (non-finite loss, no test score): {runs}. Each column's mean ± std covers its "
+        f"**Runs without a test score**: {runs}. Each column's mean ± std covers its "
         f"runs that finished; Δ and its interval cover the {_plural(len(paired), 'seed')} where both "
         f"configurations finished ({', '.join(str(seed) for seed in paired) or 'none'})."
     )
-    # The pictures show each configuration's model from the first seed; a diverged one has none.
+    if any(why.startswith("out of memory") for failed in comparison.failed.values() for why in failed.values()):
+        note += " A run that ran out of memory was trained once more, alone, after the others, and failed again."
+    # The pictures show each configuration's model from the first seed; a failed run has none.
     first = comparison.seeds[0]
-    missing = [name for name in CONFIGS if first in comparison.diverged[name]]
+    missing = [name for name in CONFIGS if first in comparison.failed[name]]
     if missing:
-        note += f" The pictures show no {' or '.join(missing)} model: its seed {first} run, the one drawn, diverged."
+        note += f" The pictures show no {' or '.join(missing)} model: its seed {first} run, the one drawn, did not finish."
     return note
 
 
@@ -321,7 +324,7 @@ def _verdict_line(study: Study) -> str:
 def _method_note(study: Study) -> str:
     comparison = study.comparison
     n, pairs = len(comparison.seeds), len(comparison.paired_seeds)
-    over = f"over {n} seeds" if not any(comparison.diverged.values()) else "over each configuration's finished runs"
+    over = f"over {n} seeds" if not any(comparison.failed.values()) else "over each configuration's finished runs"
     interval = (
         f"; its interval is the Student t-interval on those {pairs} differences ({pairs - 1} degrees of freedom)"
         if pairs >= 2
@@ -381,8 +384,8 @@ def _cost_table(study: Study) -> str:
 
 
 def _epochs_trained(study: Study, result: RunResult) -> int:
-    """A finished run's epochs; a diverged one's completed epochs (the partial one not counted)."""
-    return study.configs[result.name].train.epochs if result.diverged is None else len(result.history)
+    """A finished run's epochs; a failed one's completed epochs (the partial one not counted)."""
+    return study.configs[result.name].train.epochs if result.failure is None else len(result.history)
 
 
 def _key_value_table(rows: Mapping[str, str]) -> str:

@@ -21,6 +21,7 @@ from pedtune.engine.coco_eval import ground_truth
 from pedtune.engine.train import evaluate, fit, resolve_device
 from pedtune.errors import NonFiniteLossError
 from pedtune.evaluate.inputs import run_config
+from pedtune.placement import Grant, place_run
 
 log = console.get(__name__)
 INITIAL, TUNED = "initial", "tuned"
@@ -55,6 +56,16 @@ class RunResult:
     state_dict: dict[str, torch.Tensor] | None  # on the CPU; only when the spec asked for it
     trained_as: str | None = None  # another config's name when this result is that config's run
     diverged: str | None = None  # the NonFiniteLossError's message when training diverged
+    out_of_memory: str | None = None  # the allocator's message when the run ran out of memory
+
+    @property
+    def failure(self) -> str | None:
+        """Why the run has no test score (None when it has one)."""
+        if self.diverged is not None:
+            return f"diverged: {self.diverged}"
+        if self.out_of_memory is not None:
+            return f"out of memory: {self.out_of_memory}"
+        return None
 
 
 def shared_result(result: RunResult, name: str) -> RunResult:
@@ -83,36 +94,53 @@ def describe_device(device: torch.device) -> str:
     return device.type
 
 
-def train_and_test(spec: RunSpec, inputs: RunInputs) -> RunResult:
-    """The run's result; a run whose loss diverges is a result too (``diverged``), not an error,
-    so that the other runs' hours of training still reach the report."""
+def out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` is an allocation that failed: CUDA's allocator (past the run's share of the
+    GPU too), torch's CPU allocator, or Python's."""
+    if isinstance(error, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    # c10's DefaultCPUAllocator: "can't allocate memory" (POSIX), "not enough memory" (Windows).
+    return isinstance(error, RuntimeError) and any(
+        text in str(error) for text in ("can't allocate memory", "not enough memory")
+    )
+
+
+def unfinished_result(spec: RunSpec, history: list[dict[str, float]], wall_time_s: float, device: str,
+                      **why: str) -> RunResult:
+    """The result of a run that has no test score; ``why``: ``diverged=`` or ``out_of_memory=``."""
+    return RunResult(name=spec.name, seed=spec.seed, history=history, test={}, wall_time_s=wall_time_s,
+                     device=device, state_dict=None, **why)
+
+
+def train_and_test(spec: RunSpec, inputs: RunInputs, grant: Grant) -> RunResult:
+    """The run's result, trained within ``grant`` (:func:`pedtune.placement.place_run`).
+
+    A run whose loss diverges or that runs out of memory is a result too (``diverged``,
+    ``out_of_memory``), not an error, so that the other runs' hours of training still reach the
+    report (the caller may retry one that ran out of memory).
+    """
     started = time.perf_counter()
+    config = place_run(spec.config, grant)
     epochs: list[dict[str, float]] = []
     log.info(f"{spec.name} seed {spec.seed}: training {spec.config.train.epochs} epochs")
     try:
-        result = fit(
-            spec.config,
-            inputs.train,
-            inputs.val,
-            inputs.pretrained,
-            on_epoch_end=lambda epoch, state: epochs.append(dict(epoch.metrics)),
-        )
+        result = fit(config, inputs.train, inputs.val, inputs.pretrained,
+                     on_epoch_end=lambda epoch, state: epochs.append(dict(epoch.metrics)))
+        device = next(result.model.parameters()).device
+        loader = inference_loader(DetectionDataset(inputs.test), config)
+        test = evaluate(result.model, loader, ground_truth(inputs.test, config.train.coco_backend), device,
+                        f"{spec.name} seed {spec.seed} test")
     except NonFiniteLossError as error:
         log.warning(f"{spec.name} seed {spec.seed}: diverged ({error})")
-        return RunResult(
-            name=spec.name,
-            seed=spec.seed,
-            history=epochs,
-            test={},
-            wall_time_s=time.perf_counter() - started,
-            device=describe_device(resolve_device(spec.config.train.device)),
-            state_dict=None,
-            diverged=str(error),
-        )
-    device = next(result.model.parameters()).device
-    loader = inference_loader(DetectionDataset(inputs.test), spec.config)
-    test = evaluate(result.model, loader, ground_truth(inputs.test, spec.config.train.coco_backend), device,
-                    f"{spec.name} seed {spec.seed} test")
+        return unfinished_result(spec, epochs, time.perf_counter() - started,
+                                 describe_device(resolve_device(config.train.device)), diverged=str(error))
+    except (RuntimeError, MemoryError) as error:
+        if not out_of_memory(error):
+            raise
+        message = (str(error).strip() or type(error).__name__).splitlines()[0]
+        log.warning(f"{spec.name} seed {spec.seed}: out of memory ({message})")
+        return unfinished_result(spec, epochs, time.perf_counter() - started,
+                                 describe_device(resolve_device(config.train.device)), out_of_memory=message)
     log.info(f"{spec.name} seed {spec.seed}: test bbox_mAP {test['bbox_mAP']:.4f}, segm_mAP {test['segm_mAP']:.4f} "
              f"({console.duration(time.perf_counter() - started)})")
     state_dict = None

@@ -76,13 +76,15 @@ def log_run(
         tags["same_run_as"] = f"{result.trained_as}-seed{result.seed}"
     if result.diverged is not None:
         tags["diverged"] = result.diverged[:5000]  # MLflow's limit on a tag value
+    if result.out_of_memory is not None:
+        tags["out_of_memory"] = result.out_of_memory[:5000]
     with tracked_run(store, f"{result.name}-seed{result.seed}", tags, parent_run_id=parent_id) as run_id:
         log_params(store, run_id, run_params(config))
         for epoch, metrics in enumerate(result.history, start=1):
             log_metrics(store, run_id, metrics, step=epoch)
         final = {f"test_{name}": value for name, value in result.test.items()}
         log_metrics(store, run_id, {**final, "wall_time_s": result.wall_time_s}, step=len(result.history))
-    if result.diverged is not None:
+    if result.failure is not None:
         store.client.set_terminated(run_id, status="FAILED")
 
 
@@ -224,6 +226,9 @@ def _print_summary(metrics: Mapping[str, Any], store: Store, run_id: str) -> Non
     ]
     if metrics["runs_diverged"]:
         lines.append(f"{metrics['runs_diverged']} run(s) diverged: see {files.REPORT}")
+    if metrics["runs_out_of_memory"]:
+        lines.append(f"{metrics['runs_out_of_memory']} run(s) ran out of memory, also when trained again alone: "
+                     f"see {files.REPORT}")
     console.summary(log, "\n".join(lines),
                     wrote=[files.REPORT, paths.EVALUATE_DIR, paths.EVALUATE_METRICS, files.PER_SEED_CSV],
                     look=console.views(store.tracking_uri, run_id))

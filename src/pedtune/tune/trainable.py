@@ -28,6 +28,7 @@ from pedtune import console
 from pedtune.config import StudyConfig, with_train_overrides
 from pedtune.data.dataset import SampleStore
 from pedtune.engine.train import EpochHook, EpochResult, TrainedHook
+from pedtune.placement import Grant, place_run, ray_grant
 from pedtune.tune.space import decode_sample
 from pedtune.tune.storage import linking_filesystem
 
@@ -158,10 +159,12 @@ def train_trial(
 ) -> None:
     """The Tune function trainable; the keyword arguments arrive through ``tune.with_parameters``."""
     console.configure("tune")  # progress lines into the trial's log, prefixed as on the driver
-    # Ray sets OMP_NUM_THREADS for the worker, but torch may have read it before; more
-    # threads than reserved cores makes two concurrent trials fight over the CPUs.
-    torch.set_num_threads(max(1, int(base.tune.resources_per_trial.cpu)))
-    config = with_train_overrides(base, decode_sample(sample, base.tune.search_space))
+    # Ray sets OMP_NUM_THREADS for the worker, but torch may have read it before (more threads
+    # than reserved cores make two concurrent trials fight over the CPUs); a reused actor holds
+    # the previous trial's memory; a trial granted no GPU still sees the GPUs: place_run.
+    resources = base.tune.resources_per_trial
+    grant = ray_grant() or Grant(cpu=resources.cpu, gpu=resources.gpu)
+    config = place_run(with_train_overrides(base, decode_sample(sample, base.tune.search_space)), grant)
     reporter = EpochReporter(checkpoint_staging, base.tune.checkpoint_every)
     try:
         fit_fn(config, train_store, val_store, pretrained, on_epoch_end=reporter, resume=restored_state(),
