@@ -8,8 +8,8 @@ same sweep seed replays the same sweep) and reports that run's val scores epoch 
 ASHA stops it exactly where it would have stopped the real trial. A run that diverged fails
 its trial at the epoch it diverged.
 
-Many sweeps share one ``ray.init``; Tune's own per-trial files are switched off (the replay's
-callback keeps what the comparison needs).
+Many sweeps share one ``ray.init``; each sweep's folder is deleted once its callback has
+collected what the comparison needs.
 """
 
 from __future__ import annotations
@@ -128,8 +128,8 @@ def run_sweep(config: StudyConfig, table: Table, grid: Grid, storage: Path) -> S
 
 
 def quiet_tune() -> None:
-    """No per-trial result files (CSV, JSON, TensorBoard): a replayed trial's data lives in its ReplayLog."""
-    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
+    """No experiment box per sweep (verbose=0 silences the classic output engine only)."""
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
 

@@ -1,0 +1,103 @@
+"""``pedtune compare``: replayed sweeps per variant (searcher × scheduler × budget) over many searcher seeds.
+
+The replay takes the recorded problem (data, model, train section, search space, epochs) from
+the table's provenance and the sweep settings (ASHA's grace period and reduction factor,
+``max_concurrent``, ``n_initial_points``, the metric) from the current params.yaml's ``tune``
+section; each variant then sets the searcher, the scheduler, the budget and the seed.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from pedtune.benchmark.grid import Grid
+from pedtune.benchmark.replay import Sweep, quiet_tune, run_sweep, scratch_storage
+from pedtune.benchmark.table import Table, load_table
+from pedtune.benchmark.verdict import write_comparison
+from pedtune.config import ConfigError, StudyConfig, validate
+
+
+@dataclass(frozen=True)
+class Variant:
+    searcher: str
+    scheduler: str
+    budget: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.searcher}+{self.scheduler}, {self.budget} trials"
+
+
+def _log(message: str) -> None:
+    print(f"[compare] {message}", file=sys.stderr, flush=True)
+
+
+def replay_config(config: StudyConfig, provenance: dict[str, Any]) -> StudyConfig:
+    """The recorded study (its record section too) with this params.yaml's sweep settings; trials last the
+    recorded epochs."""
+    raw = dict(provenance["params"])
+    tune_section = config.tune.model_dump(mode="json")
+    tune_section["search_space"] = provenance["search_space"]
+    tune_section["asha"] = {**tune_section["asha"], "max_t": None}
+    raw.update(tune=tune_section, train={**raw["train"], "epochs": int(provenance["epochs"])},
+               mlflow=config.mlflow.model_dump(mode="json"), compare=config.compare.model_dump(mode="json"))
+    return validate(raw, source="the recording's params with this params.yaml's tune section")
+
+
+def variants(config: StudyConfig) -> list[Variant]:
+    budgets = config.compare.budgets or [config.tune.num_samples]
+    return [Variant(searcher, scheduler, budget) for budget in budgets for scheduler in config.compare.schedulers
+            for searcher in config.compare.searchers]
+
+
+def sweep_config(base: StudyConfig, variant: Variant, seed: int) -> StudyConfig:
+    raw = base.model_dump(mode="json")
+    raw["tune"].update(searcher=variant.searcher, scheduler=variant.scheduler, num_samples=variant.budget, seed=seed)
+    return validate(raw, source=f"the replay of {variant.label}")
+
+
+def run_variants(base: StudyConfig, table: Table, grid: Grid, seeds: int) -> dict[Variant, list[Sweep]]:
+    """Every variant's sweeps, seeds 0..seeds-1, inside one ``ray.init``."""
+    quiet_tune()
+    storage = scratch_storage()
+    results: dict[Variant, list[Sweep]] = {}
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
+             configure_logging=False)
+    try:
+        for variant in variants(base):
+            # Checked before the first sweep: a budget the searcher settings do not fit fails at once.
+            configs = [sweep_config(base, variant, seed) for seed in range(seeds)]
+            started = time.perf_counter()
+            results[variant] = [run_sweep(config, table, grid, storage) for config in configs]
+            _log(f"{variant.label}: {seeds} sweeps in {time.perf_counter() - started:.0f} s")
+    finally:
+        ray.shutdown()
+    return results
+
+
+def run_compare(config: StudyConfig, table_folder: str | None = None) -> Path:
+    """Replay every variant of ``config.compare`` on the table in ``record.folder``; write the verdict."""
+    folder = Path(table_folder or config.record.folder)
+    table, provenance = load_table(folder)
+    base = replay_config(config, provenance)
+    if [dist.model_dump() for dist in config.tune.search_space] != provenance["search_space"]:
+        _log("params.yaml's tune.search_space differs from the recording's: the replay searches the recorded one")
+    grid = Grid.from_config(base)
+    if len(grid.configurations()) != table.configs:
+        raise ConfigError(f"the recording's grid ({table.configs} configurations) does not match record.levels here "
+                          f"({len(grid.configurations())}); compare replays the levels it was recorded with")
+    started = time.perf_counter()
+    _log(f"{len(variants(base))} variants × {config.compare.seeds} seeds on {folder} ({table.configs} configurations "
+         f"× {len(table.seeds)} seeds × {table.epochs} epochs)")
+    sweeps = run_variants(base, table, grid, config.compare.seeds)
+    output = Path(config.compare.output)
+    write_comparison(output, base, table, provenance, folder, sweeps, time.perf_counter() - started)
+    _log(f"verdict in {output / 'verdict.md'}")
+    return output
