@@ -8,17 +8,14 @@ section; each variant then sets the searcher, the scheduler, the budget and the 
 
 from __future__ import annotations
 
-import logging
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import ray
-
 from pedtune.benchmark.grid import Grid
-from pedtune.benchmark.replay import Sweep, quiet_tune, run_sweep, scratch_storage
+from pedtune.benchmark.replay import Sweep, replay_session, run_sweep
 from pedtune.benchmark.table import Table, load_table
 from pedtune.benchmark.verdict import write_comparison
 from pedtune.config import ConfigError, StudyConfig, validate
@@ -63,22 +60,23 @@ def sweep_config(base: StudyConfig, variant: Variant, seed: int) -> StudyConfig:
     return validate(raw, source=f"the replay of {variant.label}")
 
 
+PROGRESS_EVERY = 10  # sweeps between progress lines
+
+
 def run_variants(base: StudyConfig, table: Table, grid: Grid, seeds: int) -> dict[Variant, list[Sweep]]:
     """Every variant's sweeps, seeds 0..seeds-1, inside one ``ray.init``."""
-    quiet_tune()
-    storage = scratch_storage()
+    # Checked before the first sweep: a budget the searcher settings do not fit fails at once.
+    planned = {variant: [sweep_config(base, variant, seed) for seed in range(seeds)] for variant in variants(base)}
     results: dict[Variant, list[Sweep]] = {}
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
-             configure_logging=False)
-    try:
-        for variant in variants(base):
-            # Checked before the first sweep: a budget the searcher settings do not fit fails at once.
-            configs = [sweep_config(base, variant, seed) for seed in range(seeds)]
+    with replay_session() as storage:
+        for variant, configs in planned.items():
             started = time.perf_counter()
-            results[variant] = [run_sweep(config, table, grid, storage) for config in configs]
-            _log(f"{variant.label}: {seeds} sweeps in {time.perf_counter() - started:.0f} s")
-    finally:
-        ray.shutdown()
+            results[variant] = []
+            for config in configs:
+                results[variant].append(run_sweep(config, table, grid, storage))
+                done = len(results[variant])
+                if done % PROGRESS_EVERY == 0 or done == len(configs):
+                    _log(f"{variant.label}: {done}/{len(configs)} sweeps, {time.perf_counter() - started:.0f} s")
     return results
 
 

@@ -14,15 +14,19 @@ collected what the comparison needs.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import ray
 from ray import tune
 from ray.tune import Callback
 from ray.tune.experiment import Trial
@@ -30,33 +34,10 @@ from ray.tune.experiment import Trial
 from pedtune.benchmark.grid import Grid
 from pedtune.benchmark.table import Table
 from pedtune.config import StudyConfig
-from pedtune.errors import NonFiniteLossError
+from pedtune.benchmark.trial import replay_trial
 from pedtune.tune.results import trial_dirname
 from pedtune.tune.searchers import build_scheduler, build_search_alg
 from pedtune.tune.space import param_space
-
-
-def proposal_number(trial_dir: str) -> int:
-    """``trial_0003_<id>`` (the tune stage's trial folder name) -> 3."""
-    return int(Path(trial_dir).name.split("_")[1])
-
-
-def recorded_seed(table: Table, sweep_seed: int, proposal: int) -> int:
-    """Which recorded seed's curve a trial replays: a draw fixed by the sweep's seed and the proposal."""
-    return table.seeds[int(np.random.default_rng([sweep_seed, proposal]).integers(len(table.seeds)))]
-
-
-def replay_trial(sample: dict[str, Any], *, table: Table, grid: Grid, metric: str, sweep_seed: int) -> None:
-    """The function trainable of a replayed sweep."""
-    number = grid.index_of(sample)
-    proposal = proposal_number(tune.get_context().get_trial_dir())
-    seed = recorded_seed(table, sweep_seed, proposal)
-    run = table.run(number, seed)
-    for epoch, scores in enumerate(run.epochs, start=1):
-        tune.report({metric: scores[metric], "epoch": epoch, "configuration": number, "recorded_seed": seed,
-                     "recorded_time_s": scores.get("epoch_time_s", 0.0)})
-    if run.diverged_at is not None:
-        raise NonFiniteLossError(run.diverged_at, 0, {"recorded": float("nan")})
 
 
 @dataclass
@@ -99,6 +80,7 @@ class Sweep:
     trials: tuple[ReplayedTrial, ...]
     events: tuple[tuple[int, int], ...]
     wall_s: float
+    tune_iterations: int  # the trials' training_iteration as Tune counted them, summed
 
 
 def run_sweep(config: StudyConfig, table: Table, grid: Grid, storage: Path) -> Sweep:
@@ -120,18 +102,30 @@ def run_sweep(config: StudyConfig, table: Table, grid: Grid, storage: Path) -> S
                                   failure_config=tune.FailureConfig(max_failures=0, fail_fast=False)),
     )
     started = time.perf_counter()
-    tuner.fit()
+    grid_result = tuner.fit()
     wall_s = time.perf_counter() - started
+    iterations = sum(int(result.metrics.get("training_iteration", 0)) for result in grid_result)
     shutil.rmtree(storage / name, ignore_errors=True)
     trials = tuple(sorted(log.trials.values(), key=lambda t: t.proposal))
-    return Sweep(config.tune.seed, trials, tuple(log.events), wall_s)
+    return Sweep(config.tune.seed, trials, tuple(log.events), wall_s, iterations)
 
 
-def quiet_tune() -> None:
-    """No experiment box per sweep (verbose=0 silences the classic output engine only)."""
+@contextmanager
+def replay_session() -> Iterator[Path]:
+    """A local Ray for many replayed sweeps, and a scratch folder for their Tune state; both go at the end."""
+    # verbose=0 silences only the classic output engine; the new one prints a box per sweep.
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-
-
-def scratch_storage() -> Path:
-    return Path(tempfile.mkdtemp(prefix="pedtune-replay-"))
+    storage = Path(tempfile.mkdtemp(prefix="pedtune-replay-"))
+    owned = not ray.is_initialized()  # inside a caller's session (tests), that session is used
+    if owned:
+        # Each sweep's trials run in a fresh worker; Ray keeps idle workers started ahead, and
+        # these imports (ray.tune alone takes seconds) then happen there, between sweeps.
+        os.environ["RAY_preload_python_modules"] = f"ray.tune,{replay_trial.__module__}"
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
+                 configure_logging=False)
+    try:
+        yield storage
+    finally:
+        if owned:
+            ray.shutdown()
+        shutil.rmtree(storage, ignore_errors=True)
