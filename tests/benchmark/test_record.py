@@ -51,8 +51,8 @@ def test_record_resumes_refuses_other_settings_and_its_table_replays(study: Path
     table_path = run_record(config)
     table, provenance = load_table(study / "bench")
     assert (table.configs, table.seeds, table.epochs) == (2, (0, 1), 1)
-    assert provenance["grid"]["configurations"] == [{"train.lr": 0.0003, "train.batch_size": 4},
-                                                    {"train.lr": 0.0316, "train.batch_size": 4}]
+    assert provenance["grid"]["configurations"] == [{"train.lr": 0.0006, "train.batch_size": 4},
+                                                    {"train.lr": 0.0178, "train.batch_size": 4}]
     assert len(provenance["dataset_hash"]) == 64 and provenance["params"]["model"]["weights"] == "none"
     lines = table_path.read_text().splitlines()
     assert len(lines) == 1 + 4 and all(",ok," in line for line in lines[1:])
