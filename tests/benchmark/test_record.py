@@ -64,7 +64,11 @@ def test_record_resumes_refuses_other_settings_and_its_table_replays(study: Path
     assert "3 of 4 runs recorded, 1 to go" in capsys.readouterr().err
     assert table_path.read_text().splitlines()[:4] == lines[:4] and len(table_path.read_text().splitlines()) == 5
 
-    # Other settings into the same folder: refused before any training, the table untouched.
+    # The same data from another place is the same recording ...
+    moved = deepcopy(raw)
+    moved["data"]["num_workers"] = 1
+    run_record(validate(moved))
+    # ... other settings into the same folder are refused before any training, the table untouched.
     other = deepcopy(raw)
     other["record"]["seeds"] = [0, 2]
     before = table_path.read_text()

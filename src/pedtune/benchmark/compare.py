@@ -80,17 +80,18 @@ def run_variants(base: StudyConfig, table: Table, grid: Grid, seeds: int) -> dic
     return results
 
 
-def run_compare(config: StudyConfig, table_folder: str | None = None) -> Path:
+def run_compare(config: StudyConfig) -> Path:
     """Replay every variant of ``config.compare`` on the table in ``record.folder``; write the verdict."""
-    folder = Path(table_folder or config.record.folder)
+    folder = Path(config.record.folder)
     table, provenance = load_table(folder)
     base = replay_config(config, provenance)
-    if [dist.model_dump() for dist in config.tune.search_space] != provenance["search_space"]:
+    if [dist.model_dump(mode="json") for dist in config.tune.search_space] != provenance["search_space"]:
         _log("params.yaml's tune.search_space differs from the recording's: the replay searches the recorded one")
     grid = Grid.from_config(base)
-    if len(grid.configurations()) != table.configs:
-        raise ConfigError(f"the recording's grid ({table.configs} configurations) does not match record.levels here "
-                          f"({len(grid.configurations())}); compare replays the levels it was recorded with")
+    if grid.configurations() != provenance["grid"]["configurations"]:
+        # The map from proposals to configurations must be the one the table was recorded on.
+        raise ConfigError(f"{folder}: the recorded grid differs from the one this pedtune computes from the "
+                          "recording's params (recorded by another version?)")
     started = time.perf_counter()
     _log(f"{len(variants(base))} variants × {config.compare.seeds} seeds on {folder} ({table.configs} configurations "
          f"× {len(table.seeds)} seeds × {table.epochs} epochs)")

@@ -31,8 +31,13 @@ from pedtune.io import write_json
 from pedtune.model.weights import load_weights
 from pedtune.tracking.store import git_commit
 
-# What defines the recorded problem: a resumed recording must agree on all of it.
-IDENTITY_KEYS = ("data", "model", "train", "search_space", "record", "epochs", "dataset_hash")
+# What defines the recorded problem: a resumed recording must agree on all of it. Where the data
+# came from (source, path) does not, as long as its content (the hash) and the split agree.
+IDENTITY_KEYS = ("split", "model", "train", "search_space", "record", "epochs", "dataset_hash")
+
+
+def identity(provenance: dict[str, Any]) -> dict[str, Any]:
+    return {"split": provenance["data"]["split"], **{key: provenance.get(key) for key in IDENTITY_KEYS[1:]}}
 
 
 def _log(message: str) -> None:
@@ -77,7 +82,8 @@ def provenance(config: StudyConfig, grid: Grid, dataset_hash: str, epochs: int) 
 
 
 def _check_same_recording(folder: Path, recorded: dict[str, Any], wanted: dict[str, Any]) -> None:
-    differing = [key for key in IDENTITY_KEYS if recorded.get(key) != wanted.get(key)]
+    before, now = identity(recorded), identity(wanted)
+    differing = [key for key in IDENTITY_KEYS if before[key] != now[key]]
     if differing:
         raise TableError(
             f"{folder} holds a recording made with other settings ({', '.join(differing)} differ): "
