@@ -10,9 +10,8 @@ at the same point of training. Errored trials, and trials without a score there,
 
 Too few trials: fANOVA fits a random forest to the (parameters -> score) points and reads
 each parameter's share of the variance from it. Below ``MIN_TRIALS`` trials, or below
-``MIN_TRIALS_PER_PARAM`` per searched parameter, the forest's splits rest on one or two
-points each and the shares mostly describe the forest's seed, not the parameters; no numbers
-are given then, only a sentence saying so.
+``MIN_TRIALS_PER_PARAM`` per searched parameter, each of the forest's splits rests on one or
+two points; no numbers are given then, only a sentence saying so.
 """
 
 from __future__ import annotations
