@@ -54,6 +54,18 @@ def _evaluate(config: StudyConfig) -> None:
     run_evaluate(config)
 
 
+def _record(config: StudyConfig) -> None:
+    from pedtune.benchmark.record import run_record
+
+    run_record(config)
+
+
+def _compare(config: StudyConfig) -> None:
+    from pedtune.benchmark.compare import run_compare
+
+    run_compare(config)
+
+
 def _check(config: StudyConfig) -> None:
     """``main`` has validated the file and timed the work on this machine: nothing left to do."""
 
@@ -66,6 +78,8 @@ STAGES: dict[str, tuple[Callable[[StudyConfig], None], str]] = {
     "train": (_train, "train the params.yaml configuration, log it to MLflow"),
     "tune": (_tune, "search hyperparameters with Ray Tune (resumes an interrupted sweep)"),
     "evaluate": (_evaluate, "initial vs tuned config over several seeds on the test split"),
+    "record": (_record, "train record.levels' grid of the search space at record.seeds into a benchmark table"),
+    "compare": (_compare, "replay Ray Tune sweeps (compare.searchers × schedulers × budgets) on the recorded table"),
 }
 LOGGING_STAGES = ("train", "tune", "evaluate")
 # Stopped within seconds when params.yaml is sized for a GPU this machine lacks (pedtune.engine.estimate).

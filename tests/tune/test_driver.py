@@ -72,6 +72,25 @@ def test_a_trial_whose_worker_process_dies_is_recorded_failed_and_the_sweep_comp
     outcome = {run.data.tags["trial_id"]: run for run in sweep_runs(study).children}
     assert {outcome[r["trial_id"]].info.status for r in died} == {"FAILED"}
 
+@pytest.mark.slow
+def test_importance_of_a_sweep_reaches_its_table_tune_json_and_mlflow(study: Path, capsys: pytest.CaptureFixture):
+    # fake_fit's score depends on the learning rate alone.
+    config = build_study(study, {
+        "train": {"epochs": 1, "lr": 0.01},
+        "tune": {"searcher": "random", "seed": 0, "num_samples": 10, "max_concurrent": 2, "scheduler": "fifo"},
+    })
+    metrics = run_tune(config, fit_fn=fake_fit)
+
+    fanova = metrics["importance"]["fanova"]
+    assert max(fanova, key=fanova.get) == "train.lr" and metrics["importance_trials"] == 10
+    assert metrics["importance_scored_at_epoch"] == 1
+    rows = read_csv(study / paths.TUNE_DIR / "importance.csv")
+    assert [r["param"] for r in rows] == ["train.lr", "train.batch_size", "train.weight_decay"]
+    (parent,) = sweep_runs(study).parents
+    assert parent.data.metrics["importance_fanova.train.lr"] == pytest.approx(fanova["train.lr"], abs=1e-4)
+    assert "hyperparameter importance (fANOVA" in capsys.readouterr().out
+
+
 def _start_sweep_in_subprocess(root: Path) -> subprocess.Popen:
     script = (
         f"import sys; sys.path[:0] = [{str(HERE)!r}, {str(HERE.parent)!r}]\n"

@@ -60,7 +60,11 @@ def test_one_child_run_per_trial_under_one_parent(sweep: Sweep):
         assert {key: child.data.tags.get(key) for key in provenance} == provenance
     assert {c.data.tags["trial_id"] for c in children} == {row["trial_id"] for row in sweep.rows()}
     artifacts = {a.path for a in sweep.runs.client.list_artifacts(parent.info.run_id, "tune")}
-    assert {"tune/best_params.yaml", "tune/trials.csv", "tune/learning_curves.png", "tune/tune.json"} <= artifacts
+    assert {"tune/best_params.yaml", "tune/trials.csv", "tune/learning_curves.png", "tune/tune.json",
+            "tune/importance.csv", "tune/importance.png"} <= artifacts
+    # Three trials are too few for importance: no numbers anywhere, the reason in the table.
+    assert sweep.metrics["importance"] is None and sweep.metrics["importance_trials"] == 3
+    assert not any(key.startswith("importance_") for key in parent.data.metrics)
 
 
 def test_child_runs_hold_the_trial_params_and_per_epoch_val_metrics_only(sweep: Sweep):

@@ -107,6 +107,12 @@ def _set(raw: dict, dotted: str, value) -> dict:
         ("data.source", "zip", "local_path"),
         ("model.min_size", 2000, "max_size"),
         ("model.trainable_backbone_layers", 6, "exceeds the 5 backbone stages of maskrcnn_resnet50_fpn"),
+        ("record.seeds", [0], "record.seeds: at least 2 seeds"),
+        ("record.seeds", [1, 1], "seeds must be distinct"),
+        ("record.levels", {"train.lr": 0}, "record.levels.train.lr: Input should be greater than 0"),
+        ("compare.searchers", ["grid"], "compare.searchers.0"),
+        ("compare.schedulers", ["asha", "asha"], "each once"),
+        ("compare.seeds", 0, "compare.seeds"),
     ],
 )
 def test_each_bad_value_fails_with_a_message_naming_it(raw, dotted, value, expected):

@@ -15,12 +15,14 @@ from pedtune.config.schema import Distribution, ResourcesConfig, StudyConfig, Tr
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _leaf_keys(tree: dict, prefix: str = "") -> list[str]:
+def _leaf_keys(tree: dict, prefix: str = "", model: type[BaseModel] = StudyConfig) -> list[str]:
     keys = []
     for key, value in tree.items():
         keys.append(prefix + key)
-        if isinstance(value, dict):
-            keys += _leaf_keys(value, f"{prefix}{key}.")
+        section = model.model_fields[key].annotation
+        # A mapping's own keys are data (record.levels: {train.lr: 4}), not schema keys.
+        if isinstance(value, dict) and isinstance(section, type) and issubclass(section, BaseModel):
+            keys += _leaf_keys(value, f"{prefix}{key}.", section)
     return keys
 
 

@@ -427,8 +427,12 @@ class ResourcesConfig(Section):
         return value
 
 
+SearcherName = Literal["hyperopt", "optuna", "random"]
+SchedulerName = Literal["asha", "fifo"]
+
+
 class TuneConfig(Section):
-    searcher: Literal["hyperopt", "optuna", "random"] = Field(
+    searcher: SearcherName = Field(
         "hyperopt",
         description="`hyperopt` (TPE), `optuna` (TPE) or `random` (the baseline).",
     )
@@ -446,7 +450,7 @@ class TuneConfig(Section):
             "`num_samples`, at least 1."
         ),
     )
-    scheduler: Literal["asha", "fifo"] = Field(
+    scheduler: SchedulerName = Field(
         "asha",
         description="`asha` (stops poor trials early) or `fifo` (every trial runs all its epochs).",
     )
@@ -575,6 +579,63 @@ class EvaluateConfig(Section):
         return value
 
 
+class RecordConfig(Section):
+    """``pedtune record``: the grid of configurations a recorded benchmark trains, and its seeds."""
+
+    levels: dict[str, PositiveInt] = Field(
+        default_factory=lambda: {"train.lr": 4, "train.weight_decay": 1},
+        description="Values recorded per searched non-choice parameter: the midpoints of that many equally "
+                    "likely bins of its distribution (a choice records all its values).",
+    )
+    seeds: list[Seed] = Field(
+        default_factory=lambda: [0, 1],
+        description="Training seeds: every grid configuration is trained once per seed (at least 2, distinct).",
+    )
+    epochs: PositiveInt | None = Field(
+        default=None, description="Epochs each configuration is trained and scored for; null: train.epochs."
+    )
+    folder: str = Field(
+        default="benchmarks/recorded",
+        description="Folder of the recorded table (table.csv) and its provenance (provenance.json).",
+    )
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds_distinct(cls, value: list[int]) -> list[int]:
+        if len(value) < 2:
+            raise ValueError("at least 2 seeds are needed to measure the seed noise")
+        if len(set(value)) != len(value):
+            raise ValueError("seeds must be distinct")
+        return value
+
+
+
+class CompareConfig(Section):
+    """``pedtune compare``: which searcher/scheduler variants to replay on the recorded table, and how often."""
+
+    searchers: list[SearcherName] = Field(
+        default_factory=lambda: ["hyperopt", "optuna", "random"],
+        description="Searchers to compare (each with each scheduler and budget).",
+    )
+    schedulers: list[SchedulerName] = Field(
+        default_factory=lambda: ["asha", "fifo"], description="Schedulers to compare."
+    )
+    budgets: list[PositiveInt] | None = Field(
+        default=None, description="Trials per sweep (tune.num_samples) to compare; null: the recording's own."
+    )
+    seeds: PositiveInt = Field(
+        default=50, description="Sweeps per variant, with searcher seeds 0, 1, ... (the spread they show is the verdict's yardstick)."
+    )
+    output: str = Field(default="results/compare", description="Folder of the verdict (verdict.md), its data and plots.")
+
+    @field_validator("searchers", "schedulers")
+    @classmethod
+    def _non_empty_distinct(cls, value: list[str]) -> list[str]:
+        if not value or len(set(value)) != len(value):
+            raise ValueError("must list at least one entry, each once")
+        return value
+
+
 class StudyConfig(Section):
     data: DataConfig = Field(description="Where the dataset comes from, how it is split and loaded.")
     model: ModelConfig = Field(description="The Mask R-CNN variant and its input size.")
@@ -588,6 +649,12 @@ class StudyConfig(Section):
     evaluate: EvaluateConfig = Field(
         EvaluateConfig(),
         description="The final comparison of the initial and the tuned configuration on the test split.",
+    )
+    record: RecordConfig = Field(
+        RecordConfig(), description="`pedtune record`: the benchmark table of learning curves on a grid of the search space.",
+    )
+    compare: CompareConfig = Field(
+        CompareConfig(), description="`pedtune compare`: searcher/scheduler variants replayed on the recorded table.",
     )
 
     @model_validator(mode="after")

@@ -33,6 +33,7 @@ from pedtune.model.weights import load_weights
 from pedtune.tracking.store import Store, log_metrics, open_store as open_mlflow, source_tags
 from pedtune.train import run_params
 from pedtune.tune.identity import sweep_id
+from pedtune.tune.importance import Importance, importance_mlflow, importance_summary, param_importance
 from pedtune.tune.outputs import BEST_PARAMS, CURVES_CSV, summary_table, tune_metrics, write_outputs
 from pedtune.tune.progress import SweepProgress
 from pedtune.tune.results import (
@@ -243,22 +244,28 @@ def _run_sweep(
             return tuner.fit()
 
 
-def _log_outcome(store: Store, run_id: str, metrics: dict[str, Any]) -> None:
-    log_metrics(store, run_id, {k: v for k, v in metrics.items() if v is not None}, step=0)
+def _log_outcome(store: Store, run_id: str, metrics: dict[str, Any], importance: Importance) -> None:
+    numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+    log_metrics(store, run_id, {**numbers, **importance_mlflow(importance)}, step=0)
     store.client.log_artifacts(run_id, str(paths.TUNE_DIR), artifact_path="tune")
     for path in (CURVES_CSV, paths.TUNE_METRICS):
         store.client.log_artifact(run_id, str(path), artifact_path="tune")
 
 
-def _conclude(config: StudyConfig, records: list[TrialRecord], wall_time_s: float) -> tuple[TrialRecord, dict]:
+def _conclude(
+    config: StudyConfig, records: list[TrialRecord], wall_time_s: float
+) -> tuple[TrialRecord, dict, Importance]:
     best = best_trial(records)
     params = [dist.param for dist in config.tune.search_space]
     if not console.quiet():
         print(summary_table(records, best, params, config.tune.metric), flush=True)
     if best is None:
         raise SweepError(f"all {len(records)} trials failed; the table above lists their errors")
-    write_outputs(config, records, best, wall_time_s)
-    return best, tune_metrics(records, best, wall_time_s)
+    importance = param_importance(records, config.tune.search_space, config.tune.metric)
+    if not console.quiet():
+        print(importance_summary(importance), flush=True)
+    write_outputs(config, records, best, wall_time_s, importance)
+    return best, tune_metrics(records, best, wall_time_s, importance), importance
 
 
 def run_tune(config: StudyConfig, fit_fn: FitFn = fit) -> dict[str, Any]:
@@ -296,9 +303,9 @@ def run_tune(config: StudyConfig, fit_fn: FitFn = fit) -> dict[str, Any]:
         records = collect_trials(grid, config, trial_retries(trials))
         prune_checkpoints(storage, experiment)
         reconcile_trial_runs(store, parent_id, records)
-        best, metrics = _conclude(config, records, wall_time_s())
+        best, metrics, importance = _conclude(config, records, wall_time_s())
         record_sweep_seconds(storage, experiment, wall_time_s())
-        _log_outcome(store, parent_id, metrics)
+        _log_outcome(store, parent_id, metrics, importance)
     console.summary(
         log,
         f"best val {config.tune.metric} {best.final:.4f} (trial {best.trial_id}) of {len(records)} trials in "

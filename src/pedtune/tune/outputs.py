@@ -13,6 +13,7 @@ import yaml
 from pedtune import paths
 from pedtune.config import StudyConfig, with_train_overrides
 from pedtune.io import atomic_path, write_json, write_text
+from pedtune.tune.importance import Importance, importance_csv, importance_metrics, plot_importance
 from pedtune.tune.plots import write_plots
 from pedtune.tune.results import ERROR, STOPPED_EARLY, TrialRecord
 
@@ -22,6 +23,8 @@ TUNE_PLOTS = Path("plots/tune")
 CURVES_CSV = TUNE_PLOTS / "curves.csv"
 BEST_PARAMS = "best_params.yaml"
 TRIALS_CSV = "trials.csv"
+IMPORTANCE_CSV = "importance.csv"
+IMPORTANCE_PNG = "importance.png"
 
 
 def _number(value: float) -> str:
@@ -78,7 +81,8 @@ def _json_number(value: float) -> float | None:
     return None if math.isnan(value) else round(value, 6)
 
 
-def tune_metrics(records: list[TrialRecord], best: TrialRecord, wall_time_s: float) -> dict[str, Any]:
+def tune_metrics(records: list[TrialRecord], best: TrialRecord, wall_time_s: float,
+                 importance: Importance | None = None) -> dict[str, Any]:
     """metrics/tune.json: comparable across sweeps with ``dvc metrics diff``."""
     initial = next((r for r in records if r.is_initial), None)
     return {
@@ -94,6 +98,7 @@ def tune_metrics(records: list[TrialRecord], best: TrialRecord, wall_time_s: flo
         # training time summed over trials, and the stage's wall time.
         "trial_time_s": round(sum(r.time_s for r in records), 1),
         "wall_time_s": round(wall_time_s, 1),
+        **(importance_metrics(importance) if importance is not None else {}),
     }
 
 
@@ -123,7 +128,8 @@ def summary_table(records: list[TrialRecord], best: TrialRecord | None, params: 
     return "\n".join(lines)
 
 
-def write_outputs(config: StudyConfig, records: list[TrialRecord], best: TrialRecord, wall_time_s: float) -> None:
+def write_outputs(config: StudyConfig, records: list[TrialRecord], best: TrialRecord, wall_time_s: float,
+                  importance: Importance | None = None) -> None:
     """Write every output of the stage; ``results/tune`` is swapped in whole."""
     params = [dist.param for dist in config.tune.search_space]
     with atomic_path(paths.TUNE_DIR) as folder:
@@ -131,5 +137,8 @@ def write_outputs(config: StudyConfig, records: list[TrialRecord], best: TrialRe
         (folder / BEST_PARAMS).write_text(best_params_yaml(config, best), encoding="utf-8")
         (folder / TRIALS_CSV).write_text(trials_csv(records, params, config.tune.metric), encoding="utf-8")
         write_plots(records, config, folder, best)
+        if importance is not None:
+            (folder / IMPORTANCE_CSV).write_text(importance_csv(importance), encoding="utf-8")
+            plot_importance(importance).savefig(folder / IMPORTANCE_PNG, dpi=110)
     write_text(CURVES_CSV, curves_csv(records))
-    write_json(paths.TUNE_METRICS, tune_metrics(records, best, wall_time_s))
+    write_json(paths.TUNE_METRICS, tune_metrics(records, best, wall_time_s, importance))

@@ -1,0 +1,1 @@
+"""A recorded benchmark of the tuning problem (``pedtune record``) and sweeps replayed on it (``pedtune compare``)."""

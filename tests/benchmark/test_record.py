@@ -1,0 +1,92 @@
+"""`pedtune record` on tiny synthetic data: the table, resuming it, refusing other settings, replaying it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from copy import deepcopy
+from pathlib import Path
+
+import pytest
+import yaml
+from study_copy import TINY, merge
+
+from pedtune import paths
+from pedtune.benchmark.compare import run_compare
+from pedtune.benchmark.record import run_record
+from pedtune.benchmark.table import TABLE_FILE, TableError, load_table, read_provenance
+from pedtune.config import validate
+from pedtune.data.stage import run_split
+from pedtune.data.synthetic import write_synthetic_dataset
+from pedtune.model.weights import save_weights
+
+REPO = Path(__file__).resolve().parents[2]
+RECORD = {
+    "train": {"epochs": 1, "batch_size": 4, "lr": 0.01},
+    "tune": {"search_space": [
+        {"param": "train.lr", "type": "qloguniform", "lower": 0.0001, "upper": 0.1, "q": 0.0001},
+        {"param": "train.batch_size", "type": "choice", "values": [4]},
+    ]},
+    "record": {"seeds": [0, 1], "folder": "bench"},
+    "compare": {"seeds": 2, "searchers": ["hyperopt", "random"], "schedulers": ["fifo"], "budgets": [3]},
+}
+
+
+def _study(root: Path) -> dict:
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw = merge(merge(raw, deepcopy(TINY)), deepcopy(RECORD))
+    raw["record"]["levels"] = {"train.lr": 2}
+    config = validate(raw)
+    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    write_synthetic_dataset(config.data.synthetic, root / paths.DATA_ROOT)
+    run_split(config)
+    save_weights(config.model, root / paths.PRETRAINED)
+    return raw
+
+
+@pytest.mark.slow
+def test_record_resumes_refuses_other_settings_and_its_table_replays(study: Path, capsys: pytest.CaptureFixture):
+    raw = _study(study)
+    config = validate(raw)
+    table_path = run_record(config)
+    table, provenance = load_table(study / "bench")
+    assert (table.configs, table.seeds, table.epochs) == (2, (0, 1), 1)
+    assert provenance["grid"]["configurations"] == [{"train.lr": 0.0006, "train.batch_size": 4},
+                                                    {"train.lr": 0.0178, "train.batch_size": 4}]
+    assert len(provenance["dataset_hash"]) == 64 and provenance["params"]["model"]["weights"] == "none"
+    lines = table_path.read_text().splitlines()
+    assert len(lines) == 1 + 4 and all(",ok," in line for line in lines[1:])
+
+    # Interrupted after three runs: only the fourth is trained again.
+    table_path.write_text("\n".join(lines[:-1]) + "\n")
+    capsys.readouterr()
+    run_record(config)
+    assert "3 of 4 runs recorded, 1 to go" in capsys.readouterr().err
+    assert table_path.read_text().splitlines()[:4] == lines[:4] and len(table_path.read_text().splitlines()) == 5
+
+    # The same data from another place is the same recording ...
+    moved = deepcopy(raw)
+    moved["data"]["num_workers"] = 1
+    run_record(validate(moved))
+    # ... other settings into the same folder are refused before any training, the table untouched.
+    other = deepcopy(raw)
+    other["record"]["seeds"] = [0, 2]
+    before = table_path.read_text()
+    with pytest.raises(TableError, match="other settings"):
+        run_record(validate(other))
+    assert table_path.read_text() == before and read_provenance(study / "bench")["record"]["seeds"] == [0, 1]
+
+    output = run_compare(config)
+    verdict = (output / "verdict.md").read_text()
+    assert "| hyperopt+fifo | 3 |" in verdict and "| random+fifo | 3 |" in verdict
+
+
+def test_the_cli_names_an_unfinished_table(study: Path):
+    raw = _study(study)
+    (study / "bench").mkdir()
+    (study / "bench" / TABLE_FILE).write_text("config\n")
+    result = subprocess.run([sys.executable, "-m", "pedtune", "compare"], capture_output=True, text=True, cwd=study)
+    assert result.returncode == 1 and "provenance.json not found" in result.stderr
+    result = subprocess.run([sys.executable, "-m", "pedtune", "record"], capture_output=True, text=True, cwd=study)
+    assert result.returncode == 1 and "exists without its provenance.json" in result.stderr
+    assert raw["record"]["folder"] == "bench"

@@ -1,0 +1,109 @@
+"""Real Ray Tune sweeps replayed on hand-made tables (one Ray session for the module)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from table_fakes import small_config, write_table
+
+from pedtune.benchmark.compare import Variant, replay_config, run_compare, sweep_config
+from pedtune.benchmark.grid import Grid
+from pedtune.benchmark.replay import Sweep, replay_session, run_sweep
+from pedtune.benchmark.table import Table, load_table
+from pedtune.benchmark.verdict import judge
+
+pytestmark = pytest.mark.slow
+
+# Four configurations: lr in 2 bins × batch size 2 or 4. Configuration 3 (the high lr, batch 4) dominates.
+FOUR = {"record": {"levels": {"train.lr": 2}}, "train": {"epochs": 3}}
+TRUE = [0.1, 0.2, 0.3, 0.6]
+
+
+@pytest.fixture(scope="module")
+def storage() -> Iterator[Path]:
+    with replay_session() as folder:
+        yield folder
+
+
+def _table(folder: Path, score) -> tuple[Table, Grid, object]:
+    config = small_config(FOUR)
+    write_table(folder, config, score)
+    table, provenance = load_table(folder)
+    base = replay_config(config, provenance)
+    return table, Grid.from_config(base), base
+
+
+def _sweep(base, table, grid, storage, searcher, scheduler, budget, seed) -> Sweep:
+    return run_sweep(sweep_config(base, Variant(searcher, scheduler, budget), seed), table, grid, storage)
+
+
+def test_every_searcher_finds_a_dominating_configuration(tmp_path: Path, storage: Path):
+    table, grid, base = _table(tmp_path, lambda n, s, e: TRUE[n] * e / 3 + 0.01 * s)
+    for searcher in ("hyperopt", "optuna", "random"):
+        sweep = _sweep(base, table, grid, storage, searcher, "fifo", 10, seed=1)
+        outcome = judge(sweep, table, "bbox_mAP")
+        assert outcome.found_best and outcome.regret == 0.0, searcher
+        assert len(sweep.trials) == 10 and sweep.trials[0].configuration == grid.index_of(
+            {"train.lr": 0.005, "train.batch_size": 2})  # the train section comes first
+
+
+def test_asha_trial_epochs_are_the_epochs_the_replay_reported(tmp_path: Path, storage: Path):
+    table, grid, base = _table(tmp_path, lambda n, s, e: TRUE[n] * e / 3 + 0.01 * s)
+    sweep = _sweep(base, table, grid, storage, "random", "asha", 8, seed=3)
+    reported = sum(len(t.scores) for t in sweep.trials)
+    assert len(sweep.events) == reported == sweep.tune_iterations
+    assert reported < 8 * 3  # ASHA stopped some trials
+    for trial in sweep.trials:  # each trial replayed its recorded run, epoch by epoch
+        run = table.run(trial.configuration, trial.seed)
+        assert trial.scores == [row["bbox_mAP"] for row in run.epochs[: len(trial.scores)]]
+    assert judge(sweep, table, "bbox_mAP").trial_epochs == reported
+
+
+def test_the_same_seed_replays_the_same_sweep(tmp_path: Path, storage: Path):
+    table, grid, base = _table(tmp_path, lambda n, s, e: TRUE[n] * e / 3 + 0.05 * (s == n % 2))
+    first, again = (_sweep(base, table, grid, storage, "hyperopt", "asha", 6, seed=7) for _ in range(2))
+    assert first.trials == again.trials and first.events == again.events
+    other = _sweep(base, table, grid, storage, "hyperopt", "asha", 6, seed=8)
+    assert other.trials != first.trials
+
+
+def test_random_search_best_so_far_matches_its_closed_form(tmp_path: Path, storage: Path):
+    # No seed noise, one epoch: after k trials random search holds max(initial, k - 1 uniform draws
+    # with replacement); its expectation, sum_i max(v_i, x0) P(max draw = v_i), is exact.
+    table, grid, base = _table(tmp_path, lambda n, s, e: TRUE[n])
+    base = base.model_copy(update={"train": base.train.model_copy(update={"epochs": 1})})
+    budget, sweeps = 5, 16
+    initial = TRUE[grid.index_of({"train.lr": 0.005, "train.batch_size": 2})]
+    values = np.sort(np.asarray(TRUE))
+    curves = []
+    for seed in range(sweeps):
+        sweep = _sweep(base, table, grid, storage, "random", "fifo", budget, seed)
+        picks = [t.configuration for t in sweep.trials]
+        curves.append([max(TRUE[c] for c in picks[:k]) for k in range(1, budget + 1)])
+    observed = np.asarray(curves)
+    for k in range(1, budget + 1):
+        m = k - 1
+        cdf = (np.arange(1, 5) / 4) ** m
+        probability = np.diff(np.concatenate([[0.0], cdf]))
+        best = np.maximum(values, initial)
+        expected = float(np.sum(best * probability)) if m else initial
+        sd = float(np.sqrt(np.sum((best - expected) ** 2 * probability))) if m else 0.0
+        assert abs(observed[:, k - 1].mean() - expected) <= 3 * sd / np.sqrt(sweeps) + 1e-9, k
+
+
+def test_compare_writes_the_verdict_for_every_variant(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.chdir(tmp_path)
+    config = small_config({**FOUR, "compare": {"seeds": 2, "searchers": ["hyperopt", "random"],
+                                                 "schedulers": ["asha", "fifo"], "budgets": [4]},
+                           "record": {**FOUR["record"], "folder": "table"}})
+    write_table(tmp_path / "table", config, lambda n, s, e: TRUE[n] * e / 3 + 0.01 * s)
+    output = run_compare(config)
+    verdict = (output / "verdict.md").read_text()
+    for label in ("hyperopt+asha", "random+asha", "hyperopt+fifo", "random+fifo"):
+        assert f"| {label} | 4 |" in verdict
+    assert "| random+fifo | 4 |" in verdict and "baseline" in verdict
+    assert (output / "best_so_far.png").stat().st_size > 0 and (output / "regret.png").stat().st_size > 0
+    assert len((output / "sweeps.csv").read_text().splitlines()) == 1 + 4 * 2
