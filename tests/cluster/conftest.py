@@ -7,33 +7,14 @@ import os
 import sys
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import boto3
 import pytest
 
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent / "tune")]
 
-from loopback import LoopbackCluster, Service, start_cluster, start_mlflow, start_moto  # noqa: E402
-
-BUCKET = "pedtune-sweeps"
-
-
-@dataclass(frozen=True)
-class S3:
-    service: Service
-    env: dict[str, str]  # the standard AWS settings every node and the driver get
-
-    def client(self):
-        return boto3.client("s3", endpoint_url=self.service.url, region_name=self.env["AWS_DEFAULT_REGION"],
-                            aws_access_key_id="testing", aws_secret_access_key="testing")
-
-    def keys(self, prefix: str = "") -> list[str]:
-        pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
-        return [item["Key"] for page in pages for item in page.get("Contents", [])]
-
+from loopback import BUCKET, S3, LoopbackCluster, Service, start_cluster, start_mlflow, start_moto  # noqa: E402
 
 @pytest.fixture(scope="session")
 def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3]:

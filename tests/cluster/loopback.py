@@ -22,7 +22,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import boto3
+
 BIN = Path(sys.executable).parent
+BUCKET = "pedtune-sweeps"
 OBJECT_STORE_BYTES = 200 * 1024**2
 
 
@@ -74,6 +77,20 @@ class Service:
 
     def stop(self) -> None:
         stop(self.process)
+
+
+@dataclass(frozen=True)
+class S3:
+    service: Service
+    env: dict[str, str]  # the standard AWS settings every node and the driver get
+
+    def client(self):
+        return boto3.client("s3", endpoint_url=self.service.url, region_name=self.env["AWS_DEFAULT_REGION"],
+                            aws_access_key_id="testing", aws_secret_access_key="testing")
+
+    def keys(self, prefix: str = "") -> list[str]:
+        pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
+        return [item["Key"] for page in pages for item in page.get("Contents", [])]
 
 
 def start_moto(log_dir: Path) -> Service:

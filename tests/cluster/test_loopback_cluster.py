@@ -17,8 +17,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import BUCKET, S3
-from loopback import LoopbackCluster, Service, wait_until
+from loopback import BUCKET, S3, LoopbackCluster, Service, wait_until
 from mlflow.tracking import MlflowClient
 from tune_fakes import DELAY_ENV
 from tune_study import build_study, read_csv

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import BUCKET, S3
+from loopback import BUCKET, S3
 
 from pedtune.config import ConfigError, validate
 from pedtune.tune.driver import WALL_TIME_FILE, prune_checkpoints, record_sweep_seconds, restorable, sweep_seconds
