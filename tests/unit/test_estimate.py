@@ -84,7 +84,9 @@ def test_what_counts_as_gpu_sized(raw_params):
     on_cpu = validate(_set(yaml.safe_load(yaml.safe_dump(raw_params)), "train.device", "cpu"))
     assert gpu_sized(on_cpu, "train") == []
     assert gpu_sized(on_cpu, "tune") == ["tune.resources_per_trial.gpu: 1 (a GPU for every trial)"]
-    on_cluster = validate(_set(raw_params, "tune.ray_address", "127.0.0.1:6379"))
+    # A cluster needs storage every node reaches: a relative storage_path is refused with an address.
+    cluster = _set(_set(raw_params, "tune.ray_address", "127.0.0.1:6379"), "tune.storage_path", "s3://bucket/sweeps")
+    on_cluster = validate(cluster)
     assert gpu_sized(on_cluster, "tune") == [] and len(gpu_sized(on_cluster, "train")) == 1
 
 
