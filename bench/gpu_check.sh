@@ -85,7 +85,7 @@ bench mask_paste 120 mask_paste_cuda mask_paste --arch r50 --images 25 --reps 3
 bench evaluation 240 evaluation_cuda_epochs4 evaluation --arch r50 --amp on --epochs 4 --reps 1 \
     --proposal-reps 1 --proposals 1000
 # Issue 23: trials per hour at 1, 0.5 and 0.25 GPU per trial (each capped at its share of the memory).
-bench gpu_packing 240 gpu_packing_cuda gpu_packing --trials-per-slot 2
+bench gpu_packing 240 gpu_packing_cuda gpu_packing
 # fit trains at 10.5 img/s against the step benchmark's 27-36: new batch shapes (60 steps meet
 # many), and fewer of them when padded to multiples of 128?
 bench train_step 120 train_step_cuda_steps60 train_step --arch r50 --amp on --steps 60 --reps 2
