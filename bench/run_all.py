@@ -195,7 +195,7 @@ def rows(r: dict[str, dict[str, Any]], only: str | None = None) -> list[tuple[st
         out.append((f"9. trials per hour by GPU share per trial ({label})",
                     "; ".join(f"{run['gpu_per_trial']:g} GPU: {run['trials_per_hour']:.0f}/h"
                               + (f" ({run['ratio_vs_whole_gpu']:.2f}×)" if run["ratio_vs_whole_gpu"] else "")
-                              + f", GPU busy {run['gpu_busy_percent']} %, {run['errored']} errored"
+                              + f", GPU busy {run['gpu_busy_percent']} %, {run['out_of_memory']} out of memory"
                               for run in g["runs"]), "—", "—"))
     return out
 
