@@ -122,7 +122,9 @@ def hidden_from_workers(extra: Sequence[Path]) -> list[Path]:
     paths = {repo, *extra}
     for pth in Path(sysconfig.get_paths()["purelib"]).glob("__editable__*pedtune*.pth"):
         paths.update(Path(line.strip()) for line in pth.read_text().splitlines() if line.strip().startswith("/"))
-    return sorted(path for path in paths if path.exists())
+    # A path inside another is hidden with it (and its mount point is gone once the outer tmpfs is on).
+    kept = [path for path in paths if path.exists()]
+    return sorted(path for path in kept if not any(other != path and path.is_relative_to(other) for other in kept))
 
 
 @dataclass
