@@ -549,6 +549,15 @@ class TuneConfig(Section):
         return self
 
 
+def distinct_seeds(value: list[int], why: str) -> list[int]:
+    """Seeds of repeated runs: at least two (``why`` says what for) and no repeats."""
+    if len(value) < 2:
+        raise ValueError(f"at least 2 seeds are needed {why}")
+    if len(set(value)) != len(value):
+        raise ValueError("seeds must be distinct")
+    return value
+
+
 class EvaluateConfig(Section):
     seeds: list[Seed] = Field(
         [1, 2, 3],
@@ -572,11 +581,7 @@ class EvaluateConfig(Section):
     @field_validator("seeds")
     @classmethod
     def _seeds_distinct(cls, value: list[int]) -> list[int]:
-        if len(value) < 2:
-            raise ValueError("at least 2 seeds are needed to estimate a spread")
-        if len(set(value)) != len(value):
-            raise ValueError("seeds must be distinct")
-        return value
+        return distinct_seeds(value, "to estimate a spread")
 
 
 class RecordConfig(Section):
@@ -602,12 +607,7 @@ class RecordConfig(Section):
     @field_validator("seeds")
     @classmethod
     def _seeds_distinct(cls, value: list[int]) -> list[int]:
-        if len(value) < 2:
-            raise ValueError("at least 2 seeds are needed to measure the seed noise")
-        if len(set(value)) != len(value):
-            raise ValueError("seeds must be distinct")
-        return value
-
+        return distinct_seeds(value, "to measure the seed noise")
 
 
 class CompareConfig(Section):
