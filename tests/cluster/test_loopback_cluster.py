@@ -96,8 +96,6 @@ def test_a_storage_folder_the_workers_cannot_see_stops_the_stage_in_seconds(stud
     assert not list((study / "sweeps").glob("sweep-*/trial_*"))
 
 
-@pytest.mark.skip(reason="fails on main after this session's merges (passed on the cluster branch before them, at load 9-12) "
-                  "twice in a row: resumed trials report resumed_from 0 and a killed node's trial 0 retries; issue 23 stays open")
 def test_a_sweep_on_the_cluster_stores_in_s3_tracks_on_a_server_and_resumes_after_a_kill(
     study: Path, cluster: LoopbackCluster, s3: S3, mlflow_server: Service, driver_env
 ):
@@ -158,8 +156,6 @@ def test_the_evaluate_stage_runs_its_seeds_on_the_cluster(study: Path, cluster: 
     assert metrics["initial"]["bbox_mAP"]["mean"] is not None
 
 
-@pytest.mark.skip(reason="fails on main after this session's merges (passed on the cluster branch before them, at load 9-12) "
-                  "twice in a row: resumed trials report resumed_from 0 and a killed node's trial 0 retries; issue 23 stays open")
 def test_a_lost_worker_node_s_trial_resumes_on_another_and_the_sweep_completes(
     study: Path, cluster: LoopbackCluster, s3: S3, driver_env
 ):

@@ -84,6 +84,15 @@ def test_rpn_test_proposals_bounds_the_proposals_at_inference():
     assert 0 < len(proposals[0]) <= 7
 
 
+def test_box_batch_size_per_image_bounds_the_proposals_the_heads_train_on():
+    model = build_model(ModelConfig(arch=LIGHT, weights="none", min_size=64, max_size=96, box_batch_size_per_image=8))
+    target = {"boxes": torch.tensor([[10.0, 10.0, 50.0, 60.0]]), "labels": torch.tensor([1]),
+              "masks": torch.ones(1, 64, 80, dtype=torch.uint8)}
+    proposals = [torch.tensor([[10.0, 10.0, 50.0, 60.0]] * 10 + [[0.0, 0.0, 5.0, 5.0]] * 30)]
+    sampled, *_ = model.roi_heads.select_training_samples(proposals, [target])
+    assert len(sampled[0]) == 8 and model.roi_heads.fg_bg_sampler.positive_fraction == 0.25
+
+
 def test_masks_are_pasted_with_host_boxes_and_match_torchvisions_own_paste(monkeypatch):
     torch.manual_seed(0)
     model = build_model(ModelConfig(arch=LIGHT, weights="none", min_size=64, max_size=96)).eval()

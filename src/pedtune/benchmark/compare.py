@@ -8,17 +8,19 @@ section; each variant then sets the searcher, the scheduler, the budget and the 
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pedtune import console
 from pedtune.benchmark.grid import Grid
 from pedtune.benchmark.replay import Sweep, replay_session, run_sweep
 from pedtune.benchmark.table import Table, load_table
 from pedtune.benchmark.verdict import write_comparison
 from pedtune.config import ConfigError, StudyConfig, validate
+
+log = console.get(__name__)
 
 
 @dataclass(frozen=True)
@@ -32,8 +34,6 @@ class Variant:
         return f"{self.searcher}+{self.scheduler}, {self.budget} trials"
 
 
-def _log(message: str) -> None:
-    print(f"[compare] {message}", file=sys.stderr, flush=True)
 
 
 def replay_config(config: StudyConfig, provenance: dict[str, Any]) -> StudyConfig:
@@ -76,7 +76,7 @@ def run_variants(base: StudyConfig, table: Table, grid: Grid, seeds: int) -> dic
                 results[variant].append(run_sweep(config, table, grid, storage))
                 done = len(results[variant])
                 if done % PROGRESS_EVERY == 0 or done == len(configs):
-                    _log(f"{variant.label}: {done}/{len(configs)} sweeps, {time.perf_counter() - started:.0f} s")
+                    log.info(f"{variant.label}: {done}/{len(configs)} sweeps, {time.perf_counter() - started:.0f} s")
     return results
 
 
@@ -86,17 +86,18 @@ def run_compare(config: StudyConfig) -> Path:
     table, provenance = load_table(folder)
     base = replay_config(config, provenance)
     if [dist.model_dump(mode="json") for dist in config.tune.search_space] != provenance["search_space"]:
-        _log("params.yaml's tune.search_space differs from the recording's: the replay searches the recorded one")
+        log.info("params.yaml's tune.search_space differs from the recording's: the replay searches the recorded one")
     grid = Grid.from_config(base)
     if grid.configurations() != provenance["grid"]["configurations"]:
         # The map from proposals to configurations must be the one the table was recorded on.
         raise ConfigError(f"{folder}: the recorded grid differs from the one this pedtune computes from the "
                           "recording's params (recorded by another version?)")
     started = time.perf_counter()
-    _log(f"{len(variants(base))} variants × {config.compare.seeds} seeds on {folder} ({table.configs} configurations "
-         f"× {len(table.seeds)} seeds × {table.epochs} epochs)")
+    log.info(f"{len(variants(base))} variants × {config.compare.seeds} seeds on {folder} ({table.configs} configurations "
+             f"× {len(table.seeds)} seeds × {table.epochs} epochs)")
     sweeps = run_variants(base, table, grid, config.compare.seeds)
     output = Path(config.compare.output)
     write_comparison(output, base, table, provenance, folder, sweeps, time.perf_counter() - started)
-    _log(f"verdict in {output / 'verdict.md'}")
+    console.summary(log, f"{sum(len(runs) for runs in sweeps.values())} replayed sweeps in "
+                         f"{console.duration(time.perf_counter() - started)}", wrote=[output / "verdict.md"])
     return output

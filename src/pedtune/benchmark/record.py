@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import platform
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from pedtune import paths
+from pedtune import console, paths
 from pedtune.benchmark.grid import Grid
 from pedtune.benchmark.table import PROVENANCE_FILE, TABLE_FILE, RecordedRun, TableError, append_run, \
     read_provenance, read_runs
@@ -31,6 +30,8 @@ from pedtune.io import write_json
 from pedtune.model.weights import load_weights
 from pedtune.tracking.store import git_commit
 
+log = console.get(__name__)
+
 # What defines the recorded problem: a resumed recording must agree on all of it. Where the data
 # came from (source, path) does not, as long as its content (the hash) and the split agree.
 IDENTITY_KEYS = ("split", "model", "train", "search_space", "record", "epochs", "dataset_hash")
@@ -40,8 +41,6 @@ def identity(provenance: dict[str, Any]) -> dict[str, Any]:
     return {"split": provenance["data"]["split"], **{key: provenance.get(key) for key in IDENTITY_KEYS[1:]}}
 
 
-def _log(message: str) -> None:
-    print(f"[record] {message}", file=sys.stderr, flush=True)
 
 
 def _package_commit() -> str:
@@ -108,7 +107,7 @@ def record_run(config: StudyConfig, overrides: dict[str, Any], number: int, seed
     try:
         fit(run_config, *stores, pretrained, on_epoch_end=keep)
     except NonFiniteLossError as error:
-        _log(f"configuration {number} seed {seed} diverged at epoch {error.epoch}: recorded as diverged")
+        log.info(f"configuration {number} seed {seed} diverged at epoch {error.epoch}: recorded as diverged")
         return RecordedRun(number, seed, overrides, tuple(history), diverged_at=error.epoch)
     return RecordedRun(number, seed, overrides, tuple(history))
 
@@ -133,7 +132,7 @@ def run_record(config: StudyConfig) -> Path:
     configurations = grid.configurations()
     plan = [(number, seed) for seed in config.record.seeds for number in range(len(configurations))]
     todo = [item for item in plan if item not in done]
-    _log(f"{len(configurations)} configurations × {len(config.record.seeds)} seeds × {epochs} epochs into {folder}: "
+    log.info(f"{len(configurations)} configurations × {len(config.record.seeds)} seeds × {epochs} epochs into {folder}: "
          f"{len(plan) - len(todo)} of {len(plan)} runs recorded, {len(todo)} to go")
     if not todo:
         return folder / TABLE_FILE
@@ -144,14 +143,14 @@ def run_record(config: StudyConfig) -> Path:
     started = time.perf_counter()
     for count, (number, seed) in enumerate(todo, start=1):
         overrides = configurations[number]
-        _log(f"run {len(plan) - len(todo) + count}/{len(plan)}: configuration {number} ({_describe(overrides)}), "
+        log.info(f"run {len(plan) - len(todo) + count}/{len(plan)}: configuration {number} ({_describe(overrides)}), "
              f"seed {seed}")
         run = record_run(config, overrides, number, seed, epochs, stores, pretrained)
         append_run(folder, run, grid.params)
         elapsed = time.perf_counter() - started
         left = elapsed / count * (len(todo) - count)
         final = f"val {config.tune.metric} {run.epochs[-1][config.tune.metric]:.4f}" if run.epochs else "no epoch"
-        _log(f"configuration {number} seed {seed}: {final}; {elapsed / 60:.1f} min so far, about "
+        log.info(f"configuration {number} seed {seed}: {final}; {elapsed / 60:.1f} min so far, about "
              f"{left / 60:.0f} min to go")
-    _log(f"recorded {len(plan)} runs in {folder / TABLE_FILE}")
+    console.summary(log, f"recorded {len(plan)} runs", wrote=[folder / TABLE_FILE])
     return folder / TABLE_FILE

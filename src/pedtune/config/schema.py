@@ -163,6 +163,14 @@ class ModelConfig(Section):
             "(training keeps torchvision's 2000); fewer make evaluation cheaper."
         ),
     )
+    box_batch_size_per_image: PositiveInt = Field(
+        512,
+        description=(
+            "Region proposals sampled per image to train the box and mask heads (torchvision's "
+            "`box_batch_size_per_image`, a quarter of them positive at most); fewer make a training step cheaper, "
+            "on the CPU most of all."
+        ),
+    )
 
     @model_validator(mode="after")
     def _sizes_ordered(self) -> "ModelConfig":

@@ -88,6 +88,7 @@ def build_model(cfg: ModelConfig, pretrained: Mapping[str, torch.Tensor] | None 
         # keeps torchvision's 2000. Fewer make the per-epoch val scoring much cheaper.
         "rpn_pre_nms_top_n_test": cfg.rpn_test_proposals,
         "rpn_post_nms_top_n_test": cfg.rpn_test_proposals,
+        "box_batch_size_per_image": cfg.box_batch_size_per_image,
     }
     if cfg.arch == "maskrcnn_resnet50_fpn":
         backbone = resnet_fpn_backbone(
