@@ -45,7 +45,7 @@ def raw_params() -> dict:
 def tiny_config(raw_params: dict) -> StudyConfig:
     """params.yaml shrunk to the light model on 48-64 px images for 2 epochs, on the CPU."""
     raw_params["model"].update(arch="maskrcnn_mobilenet_v3_large_fpn", weights="none", min_size=48, max_size=64,
-                               detections_per_img=10)
+                               detections_per_img=10, box_batch_size_per_image=64)
     raw_params["train"].update(epochs=2, batch_size=2, warmup_epochs=0.5, device="cpu", lr=0.005)
     raw_params["data"].update(num_workers=0)
     raw_params["tune"]["asha"].update(grace_period=1)

@@ -1,7 +1,7 @@
 """Real services on 127.0.0.1 for the cluster tests: a Ray head and worker nodes, moto's S3 server, an MLflow server.
 
-Every process is started in its own session and stopped by its process group, never by name
-(other Ray instances may run on the machine). A worker node runs in a private mount namespace
+Every process is started in its own session and stopped with that session, never by name (other
+Ray instances may run on the machine; Ray's workers run in process groups of their own). A worker node runs in a private mount namespace
 (``unshare -m``) with empty tmpfs mounted over the study folders and the project's source, so
 its trials find neither data, nor repository, nor MLflow store: only the pinned dependencies.
 """
@@ -46,18 +46,27 @@ def wait_until(check, timeout_s: float, what: str, process: subprocess.Popen | N
     raise TimeoutError(f"{what} not ready within {timeout_s:g} s")
 
 
+def kill_session(session: int, sig: signal.Signals) -> None:
+    """Signal every process of a session: a process started with ``start_new_session`` and all it started."""
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.getsid(int(entry)) == session:
+                    os.kill(int(entry), sig)
+            except ProcessLookupError:  # ended meanwhile
+                pass
+
+
 def stop(process: subprocess.Popen, timeout_s: float = 5) -> None:
-    """SIGTERM the process's group (it was started in a session of its own), then SIGKILL what is left."""
+    """SIGTERM the process's group (it was started in a session of its own), then SIGKILL what is left of
+    its session (also children that outlived their parent, and Ray's workers in their own groups)."""
     if process.poll() is None:
         try:
             os.killpg(process.pid, signal.SIGTERM)
             process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             pass
-    try:
-        os.killpg(process.pid, signal.SIGKILL)  # also children that outlived their parent
-    except ProcessLookupError:
-        pass
+    kill_session(process.pid, signal.SIGKILL)
     process.wait()
 
 
@@ -166,8 +175,9 @@ class LoopbackCluster:
         wait_until(lambda: b"Ray runtime started" in log.read_bytes(), 120, f"Ray {name} (see {log})", process)
 
     def kill_worker(self, worker: subprocess.Popen) -> None:
-        """The node is lost as a machine would be: every process of it SIGKILLed at once."""
-        os.killpg(worker.pid, signal.SIGKILL)
+        """The node is lost as a machine would be: every process of it SIGKILLed at once (its trials' workers
+        too, which a signal to the node's process group would miss)."""
+        kill_session(worker.pid, signal.SIGKILL)
         worker.wait()
 
     def stop(self) -> None:

@@ -1,4 +1,5 @@
-"""README's smoke run, exactly as README.md writes it, in a throw-away copy of the study."""
+"""README's smoke run, exactly as README.md writes it, in a throw-away copy of the study: the whole study
+(fetch → … → tune → evaluate) as one DVC experiment on tiny synthetic data, and what DVC and MLflow then show."""
 
 from __future__ import annotations
 
@@ -8,7 +9,11 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
+from mlflow.tracking import MlflowClient
 from study_copy import REPO, run
+
+from pedtune.config import load_config, validate
 
 pytestmark = pytest.mark.slow
 
@@ -21,7 +26,7 @@ def readme_block(containing: str) -> str:
     return found[0]
 
 
-def test_the_smoke_run_as_readme_gives_it_is_a_dvc_experiment(study: Path):
+def test_the_smoke_run_as_readme_gives_it_reproduces_the_whole_study_as_a_dvc_experiment(study: Path):
     # The study copy, but with the shipped params.yaml and profiles: what a fresh clone holds.
     shutil.copy(REPO / "params.yaml", study / "params.yaml")
     shutil.copytree(REPO / "profiles", study / "profiles")
@@ -47,3 +52,62 @@ def test_the_smoke_run_as_readme_gives_it_is_a_dvc_experiment(study: Path):
     # params.yaml's history is untouched: the profile lives in the experiment, not in a commit.
     assert run(["git", "log", "--format=%s", "--", "params.yaml"], study).stdout.split("\n")[0] == "shipped params"
     assert run(["git", "show", "HEAD:params.yaml"], study).stdout == committed
+
+    check_the_whole_study(study)
+
+
+def check_the_whole_study(study: Path) -> None:
+    """What every stage wrote, what DVC and MLflow show of it, and that a change reruns only what it affects."""
+    tune = json.loads((study / "metrics/tune.json").read_text())
+    assert tune["num_trials"] == 3
+    evaluate = json.loads((study / "metrics/evaluate.json").read_text())
+    assert {"initial", "tuned", "delta"} <= set(evaluate)
+    report = (study / "results/evaluate/report.md").read_text()
+    assert "initial" in report and "tuned" in report
+    assert list((study / "results/evaluate/pictures").glob("*.png"))
+
+    # README's `dvc metrics show` and `dvc plots show` find every file dvc.yaml declares.
+    metrics = json.loads(run(["dvc", "metrics", "show", "--json"], study).stdout)
+    shown = {path for rev in metrics.values() for path, entry in rev["data"].items() if "error" not in entry}
+    assert shown == {"metrics/train.json", "metrics/tune.json", "metrics/evaluate.json"}, metrics
+    plots = json.loads(run(["dvc", "plots", "show", "--json"], study).stdout)
+    assert not plots.get("errors"), plots["errors"]
+    assert all(plots["data"][name] for name in plots["data"]), [n for n, d in plots["data"].items() if not d]
+    # Only the plots dvc.yaml defines at its top level: no stage's file drawn again on its own.
+    defined = {next(iter(entry)) if isinstance(entry, dict) else entry
+               for entry in yaml.safe_load((study / "dvc.yaml").read_text())["plots"]}
+    assert set(plots["data"]) == defined, sorted(plots["data"])
+
+    # best_params.yaml is a drop-in for the train: section.
+    params = yaml.safe_load((study / "params.yaml").read_text())
+    params["train"] = yaml.safe_load((study / "results/tune/best_params.yaml").read_text())
+    validate(params)
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{study}/mlruns/mlflow.db")
+    experiment = client.get_experiment_by_name(load_config(study / "params.yaml").mlflow.experiment)
+    runs = client.search_runs([experiment.experiment_id], max_results=100)
+    by_stage: dict[str, list] = {}
+    for mlrun in runs:
+        by_stage.setdefault(mlrun.data.tags.get("stage", "trial"), []).append(mlrun)
+    assert all(r.info.status == "FINISHED" for r in runs if "mlflow.parentRunId" not in r.data.tags)
+    parents = {r.info.run_id for r in runs if "mlflow.parentRunId" not in r.data.tags}
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 3  # train, the sweep, the evaluation
+    assert len(children) == 3 + 4  # one per trial, one per (config, seed)
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} <= parents
+
+    assert "up to date" in run(["dvc", "status"], study).stdout
+    assert "Running stage" not in run(["dvc", "repro"], study).stdout
+
+    # A change to one tune param invalidates tune and evaluate only.
+    text = (study / "params.yaml").read_text()
+    (study / "params.yaml").write_text(text.replace("  seed: 0\n  num_samples", "  seed: 1\n  num_samples", 1))
+    status = run(["dvc", "status"], study).stdout
+    assert "tune:" in status
+    assert not any(f"{stage}:" in status for stage in ("fetch", "weights", "split", "train", "evaluate"))
+    planned = run(["dvc", "repro", "--dry"], study).stdout
+    assert "> pedtune tune" in planned
+    assert not any(f"> pedtune {stage}" in planned for stage in ("fetch", "weights", "split", "train"))
+    # evaluate follows whenever the sweep's result (best_params.yaml) changes.
+    dag = run(["dvc", "dag", "--dot"], study).stdout
+    assert '"tune" -> "evaluate"' in dag

@@ -46,7 +46,8 @@ def test_ray_only_when_two_runs_fit_or_a_cluster_is_named(monkeypatch):
 def tiny_config() -> StudyConfig:
     raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text(encoding="utf-8"))
     raw["model"].update(
-        arch="maskrcnn_mobilenet_v3_large_fpn", weights="none", min_size=48, max_size=64, detections_per_img=10
+        arch="maskrcnn_mobilenet_v3_large_fpn", weights="none", min_size=48, max_size=64, detections_per_img=10,
+        box_batch_size_per_image=64
     )
     raw["train"].update(epochs=1, warmup_epochs=0.5, device="cpu")
     raw["data"].update(num_workers=0)

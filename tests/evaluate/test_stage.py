@@ -36,7 +36,8 @@ def study(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> StudyConfig:
     monkeypatch.chdir(tmp_path)
     raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text(encoding="utf-8"))
     raw["model"].update(
-        arch="maskrcnn_mobilenet_v3_large_fpn", weights="none", min_size=64, max_size=96, detections_per_img=10
+        arch="maskrcnn_mobilenet_v3_large_fpn", weights="none", min_size=64, max_size=96, detections_per_img=10,
+        box_batch_size_per_image=64
     )
     raw["train"].update(epochs=1, warmup_epochs=0.5, device="cpu")
     raw["data"].update(source="synthetic", num_workers=0)

@@ -26,7 +26,7 @@ TINY: dict[str, Any] = {
     "data": {"source": "synthetic", "num_workers": 0,
              "synthetic": {"num_images": 12, "height": 64, "width": 80, "max_instances": 2}},
     "model": {"arch": "maskrcnn_mobilenet_v3_large_fpn", "weights": "none", "min_size": 64, "max_size": 96,
-              "detections_per_img": 10},
+              "detections_per_img": 10, "box_batch_size_per_image": 64},
     "train": {"epochs": 2, "warmup_epochs": 0.5, "device": "cpu", "batch_size": 4},
     "tune": {"num_samples": 3, "max_concurrent": 2, "resources_per_trial": {"cpu": 1, "gpu": 0},
              "asha": {"grace_period": 1, "reduction_factor": 2},

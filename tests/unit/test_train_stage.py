@@ -22,7 +22,8 @@ def test_the_train_stage_trains_on_train_and_scores_on_val(tmp_path: Path, monke
     monkeypatch.chdir(tmp_path)
     raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text(encoding="utf-8"))
     raw["model"].update(
-        arch="maskrcnn_mobilenet_v3_large_fpn", weights="none", min_size=64, max_size=96, detections_per_img=10
+        arch="maskrcnn_mobilenet_v3_large_fpn", weights="none", min_size=64, max_size=96, detections_per_img=10,
+        box_batch_size_per_image=64
     )
     raw["train"].update(epochs=1, warmup_epochs=0.5, device="cpu", batch_size=4)
     raw["data"].update(source="synthetic", num_workers=0)

@@ -134,8 +134,10 @@ def _new_tuner(
             storage_filesystem=storage.filesystem,  # local: checkpoints are linked into it, not copied
             callbacks=[callback, SweepProgress(config)],
             failure_config=tune.FailureConfig(max_failures=config.tune.max_failures, fail_fast=False),
-            # Only the latest epoch's state is needed to resume a trial.
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            # Only the latest epoch's state is needed to resume a trial. Tune deletes the one before it
+            # as it registers a new one and then uploads its snapshot: in object storage, a driver
+            # killed in between would resume from a deleted checkpoint, so the one before stays too.
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1 if storage.local else 2),
             verbose=0,  # SweepProgress reports each trial's end, the best so far and an ETA instead
         ),
     )
