@@ -120,9 +120,10 @@ def test_a_sweep_on_the_cluster_stores_in_s3_tracks_on_a_server_and_resumes_afte
     cluster_study(study, cluster, {"storage_path": f"s3://{BUCKET}/sweeps", "num_samples": 3, "max_concurrent": 1,
                                    "scheduler": "fifo", "max_failures": 1},
                   tracking_uri=mlflow_server.url, train={"epochs": 4})
-    # Tune snapshots every 10 s or more, more rarely than these 4-s epochs; real epochs take minutes.
+    # Tune snapshots every 10 s or more and uploads the snapshot after it deletes the checkpoint before the
+    # last two: real epochs take minutes, and these must be long enough too, also on a loaded machine.
     driver_env = {**driver_env, "TUNE_GLOBAL_CHECKPOINT_S": "1"}
-    driver = start_driver(study, driver_env, epoch_s=4)
+    driver = start_driver(study, driver_env, epoch_s=8)
     try:  # killed mid-trial, once Tune's snapshot in the bucket lists its checkpoint and the wall-time ledger is there
         wait_until(lambda: checkpointed_mid_run(s3, "sweeps/", epochs=4)
                    and any(key.endswith(WALL_TIME_FILE) for key in s3.keys("sweeps/")), 240, "a checkpoint", driver)

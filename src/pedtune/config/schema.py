@@ -536,7 +536,8 @@ class TuneConfig(Section):
                 f"'{value}' is a Ray Client address, which pedtune does not use: the sweep's driver must run on a "
                 "node of the cluster, where the tracking store and the sweep's state are reachable. Submit the "
                 "study to the cluster as a Ray Job instead: `ray job submit --address http://<head>:8265 "
-                "--working-dir . -- dvc repro` with tune.ray_address: auto (docs/cluster.md)"
+                "--working-dir . -- sh -c \"dvc config --local core.no_scm true && dvc repro\"` with tune.ray_address: auto "
+                "(docs/cluster.md)"
             )
         if value and value != "auto" and not re.fullmatch(r"[^\s:/]+:\d+", value):
             raise ValueError(f"'{value}' is not \"\" (a local Ray), \"auto\" or host:port of a cluster's head")
