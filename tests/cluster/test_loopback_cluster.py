@@ -25,6 +25,7 @@ from tune_study import build_study, read_csv
 
 from pedtune import paths
 from pedtune.tune.driver import WALL_TIME_EVERY_S, WALL_TIME_FILE
+from pedtune.tune.trainable import CHECKPOINT_FILE
 
 pytestmark = pytest.mark.slow
 
@@ -80,19 +81,26 @@ def trial_runs(tracking_uri: str) -> tuple[list, list, MlflowClient]:
 
 def checkpointed_mid_run(s3: S3, prefix: str, epochs: int) -> set[str]:
     """The trials that Tune's latest experiment snapshot under ``prefix`` lists with a checkpoint before their
-    last epoch: running trials that a restore resumes from that checkpoint.
+    last epoch whose files are still in the bucket: running trials that a restore resumes from it.
 
-    A checkpoint counts once the driver has the trial's report and its snapshot is in the bucket,
-    which can lag the checkpoint's files by seconds; a driver or node lost in between restarts the
-    trial from scratch. The snapshot holds each trial's checkpoints pickled, hex-encoded, in its JSON.
+    A checkpoint counts once the driver has the trial's report and its snapshot is in the bucket. The
+    snapshot can lag by seconds (under load, by more than these short test epochs): a driver lost
+    before it names the checkpoint restarts the trial from scratch, and one lost after the checkpoint
+    it names was replaced cannot restore the trial. The snapshot holds each trial's checkpoints
+    pickled, hex-encoded, in its JSON.
     """
-    states = sorted(key for key in s3.keys(prefix) if "/experiment_state-" in key)
+    keys = s3.keys(prefix)
+    states = sorted(key for key in keys if "/experiment_state-" in key)
     if not states:
         return set()
     text = s3.client().get_object(Bucket=BUCKET, Key=states[-1])["Body"].read().decode()
     pickled = b"".join(bytes.fromhex(run) for run in re.findall(r"(?:[0-9a-f]{2}){32,}", text))
-    found = re.findall(rb"(trial_\d+_[0-9a-f]+)/checkpoint_(\d+)", pickled)
-    return {trial.decode() for trial, number in found if int(number) + 1 < epochs}
+    latest: dict[str, tuple[int, str]] = {}  # a trial's newest checkpoint; it holds the one before too
+    for path, trial, number in re.findall(rb"%s/(\S*?(trial_\d+_[0-9a-f]+)/checkpoint_(\d+))" % BUCKET.encode(),
+                                          pickled):
+        latest[trial.decode()] = max(latest.get(trial.decode(), (-1, "")), (int(number), path.decode()))
+    return {trial for trial, (number, path) in latest.items()
+            if number + 1 < epochs and f"{path}/{CHECKPOINT_FILE}" in keys}
 
 
 def test_a_trial_no_node_can_hold_stops_the_stage_in_seconds(study: Path, cluster: LoopbackCluster, driver_env):
@@ -185,11 +193,16 @@ def test_a_lost_worker_node_s_trial_resumes_on_another_and_the_sweep_completes(
                                    "scheduler": "fifo", "max_failures": 2}, train={"epochs": 4})
     driver = start_driver(study, {**driver_env, "TUNE_GLOBAL_CHECKPOINT_S": "1"}, epoch_s=3)
 
-    def both_checkpointed() -> bool:
-        return len(checkpointed_mid_run(s3, "failover/", epochs=4)) == 2
+    def both_checkpointed_mid_run() -> bool:
+        # A trial's second checkpoint is written after the driver took its first; its last not yet.
+        latest: dict[str, int] = {}
+        for key in s3.keys("failover/"):
+            if found := re.search(r"/(trial_\d+_[0-9a-f]+)/checkpoint_(\d+)/", key):
+                latest[found[1]] = max(latest.get(found[1], 0), int(found[2]))
+        return len(latest) == 2 and all(1 <= number < 3 for number in latest.values())
 
     try:
-        wait_until(both_checkpointed, 300, "a checkpoint of each trial", driver)
+        wait_until(both_checkpointed_mid_run, 300, "a checkpoint of each running trial", driver)
     except BaseException:
         os.killpg(driver.pid, signal.SIGKILL)
         raise
