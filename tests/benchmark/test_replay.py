@@ -11,7 +11,7 @@ from table_fakes import small_config, write_table
 
 from pedtune.benchmark.compare import Variant, replay_config, run_compare, sweep_config
 from pedtune.benchmark.grid import Grid
-from pedtune.benchmark.replay import Sweep, replay_session, run_sweep
+from pedtune.benchmark.replay import Sweep, replay_session, replay_trainable, run_sweep
 from pedtune.benchmark.table import Table, load_table
 from pedtune.benchmark.verdict import judge
 
@@ -37,7 +37,8 @@ def _table(folder: Path, score) -> tuple[Table, Grid, object]:
 
 
 def _sweep(base, table, grid, storage, searcher, scheduler, budget, seed) -> Sweep:
-    return run_sweep(sweep_config(base, Variant(searcher, scheduler, budget), seed), table, grid, storage)
+    trainable = replay_trainable(table, grid, base.tune.metric)
+    return run_sweep(sweep_config(base, Variant(searcher, scheduler, budget), seed), trainable, storage)
 
 
 def test_every_searcher_finds_a_dominating_configuration(tmp_path: Path, storage: Path):

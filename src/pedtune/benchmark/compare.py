@@ -15,7 +15,7 @@ from typing import Any
 
 from pedtune import console
 from pedtune.benchmark.grid import Grid
-from pedtune.benchmark.replay import Sweep, replay_session, run_sweep
+from pedtune.benchmark.replay import Sweep, replay_session, replay_trainable, run_sweep
 from pedtune.benchmark.table import Table, load_table
 from pedtune.benchmark.verdict import write_comparison
 from pedtune.config import ConfigError, StudyConfig, validate
@@ -32,8 +32,6 @@ class Variant:
     @property
     def label(self) -> str:
         return f"{self.searcher}+{self.scheduler}, {self.budget} trials"
-
-
 
 
 def replay_config(config: StudyConfig, provenance: dict[str, Any]) -> StudyConfig:
@@ -64,19 +62,22 @@ PROGRESS_EVERY = 10  # sweeps between progress lines
 
 
 def run_variants(base: StudyConfig, table: Table, grid: Grid, seeds: int) -> dict[Variant, list[Sweep]]:
-    """Every variant's sweeps, seeds 0..seeds-1, inside one ``ray.init``."""
+    """Every variant's sweeps, seeds 0..seeds-1, one after another inside one ``ray.init``.
+
+    (Not side by side in threads: Tune's trainable registry is not thread-safe.)
+    """
     # Checked before the first sweep: a budget the searcher settings do not fit fails at once.
-    planned = {variant: [sweep_config(base, variant, seed) for seed in range(seeds)] for variant in variants(base)}
-    results: dict[Variant, list[Sweep]] = {}
+    planned = [(variant, sweep_config(base, variant, seed)) for variant in variants(base) for seed in range(seeds)]
+    results: dict[Variant, list[Sweep]] = {variant: [] for variant in variants(base)}
     with replay_session() as storage:
-        for variant, configs in planned.items():
-            started = time.perf_counter()
-            results[variant] = []
-            for config in configs:
-                results[variant].append(run_sweep(config, table, grid, storage))
-                done = len(results[variant])
-                if done % PROGRESS_EVERY == 0 or done == len(configs):
-                    log.info(f"{variant.label}: {done}/{len(configs)} sweeps, {time.perf_counter() - started:.0f} s")
+        trainable = replay_trainable(table, grid, base.tune.metric)
+        started = time.perf_counter()
+        for done, (variant, config) in enumerate(planned, start=1):
+            results[variant].append(run_sweep(config, trainable, storage))
+            if done % PROGRESS_EVERY == 0 or done == len(planned):
+                elapsed = time.perf_counter() - started
+                log.info(f"{done}/{len(planned)} sweeps in {console.duration(elapsed)}, about "
+                         f"{console.duration(elapsed / done * (len(planned) - done))} to go")
     return results
 
 
@@ -86,15 +87,16 @@ def run_compare(config: StudyConfig) -> Path:
     table, provenance = load_table(folder)
     base = replay_config(config, provenance)
     if [dist.model_dump(mode="json") for dist in config.tune.search_space] != provenance["search_space"]:
-        log.info("params.yaml's tune.search_space differs from the recording's: the replay searches the recorded one")
+        log.info("params.yaml's tune.search_space differs from the recording's: the replay searches the recorded "
+                 "one")
     grid = Grid.from_config(base)
     if grid.configurations() != provenance["grid"]["configurations"]:
         # The map from proposals to configurations must be the one the table was recorded on.
         raise ConfigError(f"{folder}: the recorded grid differs from the one this pedtune computes from the "
                           "recording's params (recorded by another version?)")
     started = time.perf_counter()
-    log.info(f"{len(variants(base))} variants × {config.compare.seeds} seeds on {folder} ({table.configs} configurations "
-             f"× {len(table.seeds)} seeds × {table.epochs} epochs)")
+    log.info(f"{len(variants(base))} variants × {config.compare.seeds} seeds on {folder} ({table.configs} "
+             f"configurations × {len(table.seeds)} seeds × {table.epochs} epochs)")
     sweeps = run_variants(base, table, grid, config.compare.seeds)
     output = Path(config.compare.output)
     write_comparison(output, base, table, provenance, folder, sweeps, time.perf_counter() - started)

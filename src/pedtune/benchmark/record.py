@@ -41,8 +41,6 @@ def identity(provenance: dict[str, Any]) -> dict[str, Any]:
     return {"split": provenance["data"]["split"], **{key: provenance.get(key) for key in IDENTITY_KEYS[1:]}}
 
 
-
-
 def _package_commit() -> str:
     """The commit of the checkout pedtune itself runs from (the study folder may be a copy of it)."""
     here = ["git", "-C", str(Path(__file__).resolve().parent)]
@@ -132,8 +130,8 @@ def run_record(config: StudyConfig) -> Path:
     configurations = grid.configurations()
     plan = [(number, seed) for seed in config.record.seeds for number in range(len(configurations))]
     todo = [item for item in plan if item not in done]
-    log.info(f"{len(configurations)} configurations × {len(config.record.seeds)} seeds × {epochs} epochs into {folder}: "
-         f"{len(plan) - len(todo)} of {len(plan)} runs recorded, {len(todo)} to go")
+    log.info(f"{len(configurations)} configurations × {len(config.record.seeds)} seeds × {epochs} epochs into "
+             f"{folder}: {len(plan) - len(todo)} of {len(plan)} runs recorded, {len(todo)} to go")
     if not todo:
         return folder / TABLE_FILE
     size = (config.model.min_size, config.model.max_size)
@@ -143,14 +141,14 @@ def run_record(config: StudyConfig) -> Path:
     started = time.perf_counter()
     for count, (number, seed) in enumerate(todo, start=1):
         overrides = configurations[number]
-        log.info(f"run {len(plan) - len(todo) + count}/{len(plan)}: configuration {number} ({_describe(overrides)}), "
-             f"seed {seed}")
+        log.info(f"run {len(plan) - len(todo) + count}/{len(plan)}: configuration {number} "
+                 f"({_describe(overrides)}), seed {seed}")
         run = record_run(config, overrides, number, seed, epochs, stores, pretrained)
         append_run(folder, run, grid.params)
         elapsed = time.perf_counter() - started
         left = elapsed / count * (len(todo) - count)
         final = f"val {config.tune.metric} {run.epochs[-1][config.tune.metric]:.4f}" if run.epochs else "no epoch"
         log.info(f"configuration {number} seed {seed}: {final}; {elapsed / 60:.1f} min so far, about "
-             f"{left / 60:.0f} min to go")
+                 f"{left / 60:.0f} min to go")
     console.summary(log, f"recorded {len(plan)} runs", wrote=[folder / TABLE_FILE])
     return folder / TABLE_FILE

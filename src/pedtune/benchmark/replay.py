@@ -8,8 +8,8 @@ same sweep seed replays the same sweep) and reports that run's val scores epoch 
 ASHA stops it exactly where it would have stopped the real trial. A run that diverged fails
 its trial at the epoch it diverged.
 
-Many sweeps share one ``ray.init``; each sweep's folder is deleted once its callback has
-collected what the comparison needs.
+Many sweeps share one ``ray.init`` and one trainable; each sweep's folder is deleted once its
+callback has collected what the comparison needs.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from ray.tune.experiment import Trial
 from pedtune.benchmark.grid import Grid
 from pedtune.benchmark.table import Table
 from pedtune.config import StudyConfig
-from pedtune.benchmark.trial import replay_trial
+from pedtune.benchmark.trial import replay_trial, sweep_name
 from pedtune.tune.results import trial_dirname
 from pedtune.tune.searchers import build_scheduler, build_search_alg
 from pedtune.tune.space import param_space
@@ -83,15 +83,19 @@ class Sweep:
     tune_iterations: int  # the trials' training_iteration as Tune counted them, summed
 
 
-def run_sweep(config: StudyConfig, table: Table, grid: Grid, storage: Path) -> Sweep:
-    """One sweep with ``config.tune``'s searcher, scheduler, budget and seed (Ray must be initialised)."""
+def replay_trainable(table: Table, grid: Grid, metric: str) -> Any:
+    """The trainable of every sweep on ``table`` (Ray must be initialised: the table goes into its object store)."""
+    # A replayed trial needs next to no CPU: the searcher's limit sets the concurrency.
+    return tune.with_resources(tune.with_parameters(replay_trial, table=table, grid=grid, metric=metric),
+                               {"cpu": 0.01})
+
+
+def run_sweep(config: StudyConfig, trainable: Any, storage: Path) -> Sweep:
+    """One sweep with ``config.tune``'s searcher, scheduler, budget and seed, of :func:`replay_trainable`."""
     log = ReplayLog(config.tune.metric)
-    trainable = tune.with_parameters(replay_trial, table=table, grid=grid, metric=config.tune.metric,
-                                     sweep_seed=config.tune.seed)
-    name = f"{config.tune.searcher}-{config.tune.scheduler}-{config.tune.num_samples}-{config.tune.seed}"
+    name = sweep_name(config.tune.searcher, config.tune.scheduler, config.tune.num_samples, config.tune.seed)
     tuner = tune.Tuner(
-        # A replayed trial needs next to no CPU: the searcher's limit sets the concurrency.
-        tune.with_resources(trainable, {"cpu": 0.01}),
+        trainable,
         param_space=param_space(config.tune.search_space),
         tune_config=tune.TuneConfig(
             metric=config.tune.metric, mode=config.tune.mode, search_alg=build_search_alg(config),

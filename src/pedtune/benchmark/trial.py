@@ -27,11 +27,22 @@ def recorded_seed(table: Table, sweep_seed: int, proposal: int) -> int:
     return table.seeds[int(np.random.default_rng([sweep_seed, proposal]).integers(len(table.seeds)))]
 
 
-def replay_trial(sample: dict[str, Any], *, table: Table, grid: Grid, metric: str, sweep_seed: int) -> None:
-    """The function trainable of a replayed sweep."""
+def sweep_name(searcher: str, scheduler: str, budget: int, seed: int) -> str:
+    """A replayed sweep's experiment name; its trials read the sweep's seed back from it (:func:`sweep_seed`)."""
+    return f"{searcher}-{scheduler}-{budget}-{seed}"
+
+
+def sweep_seed(experiment_name: str) -> int:
+    return int(experiment_name.rsplit("-", 1)[1])
+
+
+def replay_trial(sample: dict[str, Any], *, table: Table, grid: Grid, metric: str) -> None:
+    """The function trainable of a replayed sweep: one for every sweep on a table (put into Ray's
+    object store once), the sweep's seed read from the sweep's name."""
+    context = tune.get_context()
     number = grid.index_of(sample)
-    proposal = proposal_number(tune.get_context().get_trial_dir())
-    seed = recorded_seed(table, sweep_seed, proposal)
+    proposal = proposal_number(context.get_trial_dir())
+    seed = recorded_seed(table, sweep_seed(context.get_experiment_name()), proposal)
     run = table.run(number, seed)
     for epoch, scores in enumerate(run.epochs, start=1):
         tune.report({metric: scores[metric], "epoch": epoch, "configuration": number, "recorded_seed": seed,
