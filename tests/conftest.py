@@ -58,3 +58,9 @@ def real_pennfudan() -> Path:
     if not (REAL_PENNFUDAN / "PNGImages").is_dir():
         pytest.skip(f"real PennFudanPed copy not found at {REAL_PENNFUDAN}")
     return REAL_PENNFUDAN
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Slow tests first: on several workers (``-n``) the longest files then start first instead of
+    running alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
