@@ -80,6 +80,15 @@ def trial_runs(tracking_uri: str) -> tuple[list, list, MlflowClient]:
     return parents, children, client
 
 
+def stored_checkpoints(keys: list[str]) -> dict[str, int]:
+    """Each trial's newest checkpoint number among the bucket's ``keys``."""
+    newest: dict[str, int] = {}
+    for key in keys:
+        if found := re.search(r"/(trial_\d+_[0-9a-f]+)/checkpoint_(\d+)/", key):
+            newest[found[1]] = max(newest.get(found[1], 0), int(found[2]))
+    return newest
+
+
 def checkpointed_mid_run(s3: S3, prefix: str, epochs: int) -> set[str]:
     """The trials that Tune's latest experiment snapshot under ``prefix`` lists with a checkpoint before their
     last epoch whose files are still in the bucket: running trials that a restore resumes from it.
@@ -102,11 +111,9 @@ def checkpointed_mid_run(s3: S3, prefix: str, epochs: int) -> set[str]:
         latest[trial.decode()] = max(latest.get(trial.decode(), (-1, "")), (int(number), path.decode()))
     # Up to date for the trial: no newer checkpoint in the bucket, so the driver has not yet taken
     # one that would replace it (files land before the driver takes them).
-    stored = {(found[1], int(found[2])) for key in keys
-              if (found := re.search(r"/(trial_\d+_[0-9a-f]+)/checkpoint_(\d+)/", key))}
+    stored = stored_checkpoints(keys)
     return {trial for trial, (number, path) in latest.items()
-            if number + 1 < epochs and f"{path}/{CHECKPOINT_FILE}" in keys
-            and max(n for t, n in stored if t == trial) == number}
+            if number + 1 < epochs and f"{path}/{CHECKPOINT_FILE}" in keys and stored.get(trial) == number}
 
 
 def test_a_trial_no_node_can_hold_stops_the_stage_in_seconds(study: Path, cluster: LoopbackCluster, driver_env):
@@ -205,10 +212,7 @@ def test_a_lost_worker_node_s_trial_resumes_on_another_and_the_sweep_completes(
 
     def both_checkpointed_mid_run() -> bool:
         # A trial's second checkpoint is written after the driver took its first; its last not yet.
-        latest: dict[str, int] = {}
-        for key in s3.keys("failover/"):
-            if found := re.search(r"/(trial_\d+_[0-9a-f]+)/checkpoint_(\d+)/", key):
-                latest[found[1]] = max(latest.get(found[1], 0), int(found[2]))
+        latest = stored_checkpoints(s3.keys("failover/"))
         return len(latest) == 2 and all(1 <= number < 5 for number in latest.values())
 
     try:
