@@ -15,6 +15,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent / "tune")]
 
 from loopback import BUCKET, S3, LoopbackCluster, Service, start_cluster, start_mlflow, start_moto  # noqa: E402
+from tune_fakes import HOLD_ENV  # noqa: E402
 
 @pytest.fixture(scope="session")
 def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3]:
@@ -36,11 +37,19 @@ def studies(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def cluster_env(s3: S3) -> dict[str, str]:
-    """What every process of the cluster (nodes and drivers) shares: AWS settings and Ray's auth token."""
+def hold_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The fake trials' hold (``tune_fakes.hold``): outside the studies, so the worker nodes see it."""
+    return tmp_path_factory.mktemp("hold") / "hold"
+
+
+@pytest.fixture(scope="session")
+def cluster_env(s3: S3, hold_file: Path) -> dict[str, str]:
+    """What every process of the cluster (nodes and drivers) shares: AWS settings, Ray's auth token and the
+    fake trials' hold."""
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
     # Ray 2.60 enables token authentication when a token exists; one of its own for this cluster.
     env.update(s3.env, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=uuid.uuid4().hex, RAY_USAGE_STATS_ENABLED="0")
+    env[HOLD_ENV] = str(hold_file)
     return env
 
 

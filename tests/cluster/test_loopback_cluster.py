@@ -21,7 +21,7 @@ import pytest
 import yaml
 from loopback import BUCKET, S3, LoopbackCluster, Service, wait_until
 from mlflow.tracking import MlflowClient
-from tune_fakes import DELAY_ENV
+from tune_fakes import hold, release
 from tune_study import build_study, read_csv
 
 from pedtune import paths
@@ -50,9 +50,16 @@ def cluster_study(root: Path, cluster: LoopbackCluster, tune: dict[str, Any], tr
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-def start_driver(root: Path, env: dict[str, str], epoch_s: float) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", FAKE_SWEEP], cwd=root, env={**env, DELAY_ENV: str(epoch_s)},
+def start_driver(root: Path, env: dict[str, str]) -> subprocess.Popen:
+    # Tune snapshots its state every second, so the test need not wait 10 s for the snapshot naming a checkpoint.
+    return subprocess.Popen([sys.executable, "-c", FAKE_SWEEP], cwd=root, env={**env, "TUNE_GLOBAL_CHECKPOINT_S": "1"},
                             start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def kill(process: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError):  # it may have ended already
+        os.killpg(process.pid, signal.SIGKILL)
+    process.communicate()
 
 
 def finish(process: subprocess.Popen, timeout_s: float = 400) -> str:
@@ -94,10 +101,10 @@ def checkpointed_mid_run(s3: S3, prefix: str, epochs: int) -> set[str]:
     last epoch whose files are still in the bucket: running trials that a restore resumes from it.
 
     A checkpoint counts once the driver has the trial's report and its snapshot is in the bucket. The
-    snapshot can lag by seconds (under load, by more than these short test epochs): a driver lost
-    before it names the checkpoint restarts the trial from scratch, and one lost after the checkpoint
-    it names was replaced cannot restore the trial. The snapshot holds each trial's checkpoints
-    pickled, hex-encoded, in its JSON.
+    snapshot is uploaded in the background and can lag by seconds: a driver lost before it names the
+    checkpoint restarts the trial from scratch, one lost after the checkpoint it names was replaced
+    cannot restore the trial (so the tests hold the trials while they wait). The snapshot holds each
+    trial's checkpoints pickled, hex-encoded, in its JSON.
     """
     keys = s3.keys(prefix)
     states = sorted(key for key in keys if "/experiment_state-" in key)
@@ -135,32 +142,26 @@ def test_a_storage_folder_the_workers_cannot_see_stops_the_stage_in_seconds(stud
     assert not list((study / "sweeps").glob("sweep-*/trial_*"))
 
 
-@pytest.mark.skip(reason="Tune's snapshot in the bucket lags the trials' checkpoints by more than these 8-s epochs under "
-                  "load, so no kill moment is sure to leave a restorable one: killed early, the trial restarts (resumed_from "
-                  "0); killed late, its named checkpoint was replaced (ValueError: Could not recover from checkpoint); "
-                  "waiting until the snapshot names the newest checkpoint, the sweep ended first. Issue 23 stays open")
 def test_a_sweep_on_the_cluster_stores_in_s3_tracks_on_a_server_and_resumes_after_a_kill(
-    study: Path, cluster: LoopbackCluster, s3: S3, mlflow_server: Service, driver_env
+    study: Path, cluster: LoopbackCluster, s3: S3, mlflow_server: Service, driver_env, hold_file: Path
 ):
     cluster_study(study, cluster, {"storage_path": f"s3://{BUCKET}/sweeps", "num_samples": 3, "max_concurrent": 1,
                                    "scheduler": "fifo", "max_failures": 1},
                   tracking_uri=mlflow_server.url, train={"epochs": 4})
-    # Tune snapshots every 10 s or more and uploads the snapshot after it deletes the checkpoint before the
-    # last two: real epochs take minutes, and these must be long enough too, also on a loaded machine.
-    driver_env = {**driver_env, "TUNE_GLOBAL_CHECKPOINT_S": "1"}
-    driver = start_driver(study, driver_env, epoch_s=8)
-    try:  # killed mid-trial, once Tune's snapshot in the bucket lists its checkpoint and the wall-time ledger is there
+    hold(hold_file, after_epoch=2)
+    driver = start_driver(study, driver_env)
+    try:  # killed mid-trial, once Tune's snapshot in the bucket names its checkpoint and the wall-time ledger is there
         wait_until(lambda: checkpointed_mid_run(s3, "sweeps/", epochs=4)
                    and any(key.endswith(WALL_TIME_FILE) for key in s3.keys("sweeps/")), 240, "a checkpoint", driver)
     finally:
-        os.killpg(driver.pid, signal.SIGKILL)
-        driver.communicate()
+        kill(driver)
+        release(hold_file)
     killed_at = time.time()
     (ledger,) = [key for key in s3.keys("sweeps/") if key.endswith(WALL_TIME_FILE)]
     written = s3.client().get_object(Bucket=BUCKET, Key=ledger)
     recorded_s = json.loads(written["Body"].read())["seconds"]
 
-    output = finish(start_driver(study, driver_env, epoch_s=0))
+    output = finish(start_driver(study, driver_env))
     assert f"resuming the sweep in s3://{BUCKET}/sweeps/sweep-" in output
 
     rows = read_csv(study / paths.TUNE_DIR / "trials.csv")
@@ -202,26 +203,23 @@ def test_the_evaluate_stage_runs_its_seeds_on_the_cluster(study: Path, cluster: 
 
 
 def test_a_lost_worker_node_s_trial_resumes_on_another_and_the_sweep_completes(
-    study: Path, cluster: LoopbackCluster, s3: S3, driver_env
+    study: Path, cluster: LoopbackCluster, s3: S3, driver_env, hold_file: Path
 ):
     first = cluster.workers[0]
     cluster.add_worker()
     cluster_study(study, cluster, {"storage_path": f"s3://{BUCKET}/failover", "num_samples": 2, "max_concurrent": 2,
                                    "scheduler": "fifo", "max_failures": 2}, train={"epochs": 6})
-    driver = start_driver(study, {**driver_env, "TUNE_GLOBAL_CHECKPOINT_S": "1"}, epoch_s=3)
-
-    def both_checkpointed_mid_run() -> bool:
-        # A trial's second checkpoint is written after the driver took its first; its last not yet.
-        latest = stored_checkpoints(s3.keys("failover/"))
-        return len(latest) == 2 and all(1 <= number < 5 for number in latest.values())
-
-    try:
-        wait_until(both_checkpointed_mid_run, 300, "a checkpoint of each running trial", driver)
+    hold(hold_file, after_epoch=2)
+    driver = start_driver(study, driver_env)
+    try:  # both trials held before their third epoch, their second checkpoint named in Tune's snapshot
+        wait_until(lambda: len(checkpointed_mid_run(s3, "failover/", epochs=6)) == 2, 240,
+                   "a checkpoint of each running trial", driver)
+        cluster.kill_worker(first)  # one trial ran there (one CPU per node)
     except BaseException:
-        with contextlib.suppress(ProcessLookupError):  # the driver may have ended already
-            os.killpg(driver.pid, signal.SIGKILL)
+        kill(driver)
         raise
-    cluster.kill_worker(first)  # one trial ran there (one CPU per node)
+    finally:
+        release(hold_file)
     output = finish(driver)
     rows = read_csv(study / paths.TUNE_DIR / "trials.csv")
     assert [row["status"] for row in rows] == ["COMPLETED", "COMPLETED"], output[-5000:]
