@@ -17,7 +17,7 @@ SCRIPT = REPO / "bench" / "gpu_check.sh"
 RESULTS = ("mask_paste_cuda", "evaluation_cuda_epochs4", "gpu_packing_cuda", "train_step_cuda_steps60",
            "train_step_cuda_steps60_div128", "evaluation_cuda_profiled")
 TINY_ON_CPU = ("--synthetic --num-images 8 --image-size 48x64 --min-size 48 --max-size 64 --device cpu --threads 1 "
-               "--set model.arch=maskrcnn_mobilenet_v3_large_fpn")
+               "--set model.arch=maskrcnn_mobilenet_v3_large_fpn --set model.box_batch_size_per_image=32")
 
 
 def _run(out: Path, *args: str, extra: str = TINY_ON_CPU) -> subprocess.CompletedProcess[str]:

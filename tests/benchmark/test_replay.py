@@ -5,15 +5,22 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import json
+
 import numpy as np
 import pytest
-from table_fakes import small_config, write_table
+import yaml
+from table_fakes import SMALL, small_config, write_table
 
 from pedtune.benchmark.compare import Variant, replay_config, run_compare, sweep_config
 from pedtune.benchmark.grid import Grid
 from pedtune.benchmark.replay import Sweep, replay_session, replay_trainable, run_sweep
 from pedtune.benchmark.table import Table, load_table
+from pedtune.benchmark.real import REAL_FOLDER, load_real_sweeps
+from pedtune.benchmark.table import TableError
 from pedtune.benchmark.verdict import judge
+from pedtune.tune.outputs import TRIALS_CSV, trials_csv
+from pedtune.tune.results import COMPLETED, STOPPED_EARLY, TrialRecord
 
 pytestmark = pytest.mark.slow
 
@@ -24,7 +31,7 @@ TRUE = [0.1, 0.2, 0.3, 0.6]
 
 @pytest.fixture(scope="module")
 def storage() -> Iterator[Path]:
-    with replay_session() as folder:
+    with replay_session(slots=SMALL["tune"]["max_concurrent"]) as folder:
         yield folder
 
 
@@ -95,12 +102,34 @@ def test_random_search_best_so_far_matches_its_closed_form(tmp_path: Path, stora
         assert abs(observed[:, k - 1].mean() - expected) <= 3 * sd / np.sqrt(sweeps) + 1e-9, k
 
 
-def test_compare_writes_the_verdict_for_every_variant(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def _real_sweep(folder: Path, config, tune: dict, trials: list[tuple[float, int, str, int, float]]) -> None:
+    """A real sweep's folder as the docs say to keep one: its params.yaml and the trials.csv the tune stage
+    wrote; ``trials``: (lr, batch size, status, epochs, final score) per trial."""
+    raw = config.model_dump(mode="json")
+    raw["tune"].update(tune)
+    folder.mkdir(parents=True)
+    (folder / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    records = [TrialRecord(trial_id=f"t{n}", overrides={"train.lr": lr, "train.batch_size": batch}, status=status,
+                           is_initial=n == 1, metric="bbox_mAP", time_s=1.0,
+                           history=tuple({"epoch": e, "bbox_mAP": final * e / epochs} for e in range(1, epochs + 1)))
+               for n, (lr, batch, status, epochs, final) in enumerate(trials, start=1)]
+    (folder / TRIALS_CSV).write_text(trials_csv(records, ["train.lr", "train.batch_size"], "bbox_mAP"))
+
+
+def test_compare_writes_the_verdict_for_every_variant_and_places_real_sweeps_in_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
     monkeypatch.chdir(tmp_path)
     config = small_config({**FOUR, "compare": {"seeds": 2, "searchers": ["hyperopt", "random"],
                                                  "schedulers": ["asha", "fifo"], "budgets": [4]},
                            "record": {**FOUR["record"], "folder": "table"}})
     write_table(tmp_path / "table", config, lambda n, s, e: TRUE[n] * e / 3 + 0.01 * s)
+    # Picks the high lr at batch 4 (configuration 3, the best): its real score far above every replay's.
+    _real_sweep(tmp_path / "table" / REAL_FOLDER / "random-fifo", config,
+                {"searcher": "random", "scheduler": "fifo", "num_samples": 4},
+                [(0.005, 2, COMPLETED, 3, 0.1), (0.05, 4, COMPLETED, 3, 0.9), (0.05, 2, STOPPED_EARLY, 1, 0.95)])
+    _real_sweep(tmp_path / "table" / REAL_FOLDER / "optuna-fifo", config,
+                {"searcher": "optuna", "scheduler": "fifo", "num_samples": 4}, [(0.001, 2, COMPLETED, 3, 0.1)])
     output = run_compare(config)
     verdict = (output / "verdict.md").read_text()
     for label in ("hyperopt+asha", "random+asha", "hyperopt+fifo", "random+fifo"):
@@ -108,3 +137,17 @@ def test_compare_writes_the_verdict_for_every_variant(tmp_path: Path, monkeypatc
     assert "| random+fifo | 4 |" in verdict and "baseline" in verdict
     assert (output / "best_so_far.png").stat().st_size > 0 and (output / "regret.png").stat().st_size > 0
     assert len((output / "sweeps.csv").read_text().splitlines()) == 1 + 4 * 2
+    assert "| random-fifo | random+fifo, 4 trials | 0 | #3 | 0.9000 |" in verdict
+    assert "| 100% | no | 7 |" in verdict  # above every replay; 3 + 3 + 1 trial-epochs
+    assert "| optuna-fifo | optuna+fifo, 4 trials | 0 | #0 | 0.1000 | not replayed |" in verdict
+    real = json.loads((output / "compare.json").read_text())["real_sweeps"]
+    assert real["random-fifo"]["replays"] == 2 and real["random-fifo"]["regret"] == 0.0
+    assert real["optuna-fifo"]["regret"] == pytest.approx(TRUE[3] - TRUE[0])
+
+
+def test_a_real_sweep_of_another_problem_is_refused(tmp_path: Path):
+    table, grid, base = _table(tmp_path / "table", lambda n, s, e: TRUE[n])
+    other = base.model_copy(update={"model": base.model.model_copy(update={"min_size": 64})})
+    _real_sweep(tmp_path / "table" / REAL_FOLDER / "other", other, {}, [(0.005, 2, COMPLETED, 3, 0.1)])
+    with pytest.raises(TableError, match="other sweep settings than the replay \\(model differ"):
+        load_real_sweeps(tmp_path / "table", base, grid)

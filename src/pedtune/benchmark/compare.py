@@ -8,30 +8,23 @@ section; each variant then sets the searcher, the scheduler, the budget and the 
 
 from __future__ import annotations
 
+import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ray.util import ActorPool
+
 from pedtune import console
 from pedtune.benchmark.grid import Grid
-from pedtune.benchmark.replay import Sweep, replay_session, replay_trainable, run_sweep
+from pedtune.benchmark.replay import Sweep, replay_session, sweep_runners
 from pedtune.benchmark.table import Table, load_table
+from pedtune.benchmark.real import load_real_sweeps
+from pedtune.benchmark.variant import Variant
 from pedtune.benchmark.verdict import write_comparison
 from pedtune.config import ConfigError, StudyConfig, validate
 
 log = console.get(__name__)
-
-
-@dataclass(frozen=True)
-class Variant:
-    searcher: str
-    scheduler: str
-    budget: int
-
-    @property
-    def label(self) -> str:
-        return f"{self.searcher}+{self.scheduler}, {self.budget} trials"
 
 
 def replay_config(config: StudyConfig, provenance: dict[str, Any]) -> StudyConfig:
@@ -61,19 +54,19 @@ def sweep_config(base: StudyConfig, variant: Variant, seed: int) -> StudyConfig:
 PROGRESS_EVERY = 10  # sweeps between progress lines
 
 
-def run_variants(base: StudyConfig, table: Table, grid: Grid, seeds: int) -> dict[Variant, list[Sweep]]:
-    """Every variant's sweeps, seeds 0..seeds-1, one after another inside one ``ray.init``.
-
-    (Not side by side in threads: Tune's trainable registry is not thread-safe.)
-    """
+def run_variants(base: StudyConfig, table: Table, grid: Grid, seeds: int, parallel: int) -> dict[Variant, list[Sweep]]:
+    """Every variant's sweeps, seeds 0..seeds-1, ``parallel`` at a time, inside one ``ray.init``."""
     # Checked before the first sweep: a budget the searcher settings do not fit fails at once.
     planned = [(variant, sweep_config(base, variant, seed)) for variant in variants(base) for seed in range(seeds)]
     results: dict[Variant, list[Sweep]] = {variant: [] for variant in variants(base)}
-    with replay_session() as storage:
-        trainable = replay_trainable(table, grid, base.tune.metric)
+    with replay_session(parallel * base.tune.max_concurrent) as storage:
+        runners = sweep_runners(min(parallel, len(planned)), table, grid, base.tune.metric, storage)
+        pool = ActorPool(runners)
         started = time.perf_counter()
-        for done, (variant, config) in enumerate(planned, start=1):
-            results[variant].append(run_sweep(config, trainable, storage))
+        # In plan order, so each variant's sweeps come in seed order whatever finishes first.
+        sweeps = pool.map(lambda runner, config: runner.run.remote(config), [config for _, config in planned])
+        for done, ((variant, _), sweep) in enumerate(zip(planned, sweeps), start=1):
+            results[variant].append(sweep)
             if done % PROGRESS_EVERY == 0 or done == len(planned):
                 elapsed = time.perf_counter() - started
                 log.info(f"{done}/{len(planned)} sweeps in {console.duration(elapsed)}, about "
@@ -94,12 +87,14 @@ def run_compare(config: StudyConfig) -> Path:
         # The map from proposals to configurations must be the one the table was recorded on.
         raise ConfigError(f"{folder}: the recorded grid differs from the one this pedtune computes from the "
                           "recording's params (recorded by another version?)")
+    real = load_real_sweeps(folder, base, grid)  # read first: a malformed one fails before the sweeps
     started = time.perf_counter()
+    parallel = config.compare.parallel or os.cpu_count() or 1
     log.info(f"{len(variants(base))} variants × {config.compare.seeds} seeds on {folder} ({table.configs} "
-             f"configurations × {len(table.seeds)} seeds × {table.epochs} epochs)")
-    sweeps = run_variants(base, table, grid, config.compare.seeds)
+             f"configurations × {len(table.seeds)} seeds × {table.epochs} epochs), {parallel} sweeps at a time")
+    sweeps = run_variants(base, table, grid, config.compare.seeds, parallel)
     output = Path(config.compare.output)
-    write_comparison(output, base, table, provenance, folder, sweeps, time.perf_counter() - started)
+    write_comparison(output, base, table, provenance, folder, sweeps, time.perf_counter() - started, real)
     console.summary(log, f"{sum(len(runs) for runs in sweeps.values())} replayed sweeps in "
                          f"{console.duration(time.perf_counter() - started)}", wrote=[output / "verdict.md"])
     return output

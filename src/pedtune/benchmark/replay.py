@@ -8,8 +8,10 @@ same sweep seed replays the same sweep) and reports that run's val scores epoch 
 ASHA stops it exactly where it would have stopped the real trial. A run that diverged fails
 its trial at the epoch it diverged.
 
-Many sweeps share one ``ray.init`` and one trainable; each sweep's folder is deleted once its
-callback has collected what the comparison needs.
+Many sweeps share one ``ray.init``. Sweeps run side by side, each driven by a :class:`SweepRunner`:
+a Ray actor, so each Tune driver has a process (and Tune's trainable registry, which is not
+thread-safe) of its own; one runner drives its sweeps one after another with one trainable. Each
+sweep's folder is deleted once its callback has collected what the comparison needs.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from ray.tune.experiment import Trial
 from pedtune.benchmark.grid import Grid
 from pedtune.benchmark.table import Table
 from pedtune.config import StudyConfig
-from pedtune.benchmark.trial import replay_trial, sweep_name
+from pedtune.benchmark.trial import ReplayTrial, sweep_name
 from pedtune.tune.results import trial_dirname
 from pedtune.tune.searchers import build_scheduler, build_search_alg
 from pedtune.tune.space import param_space
@@ -83,11 +85,16 @@ class Sweep:
     tune_iterations: int  # the trials' training_iteration as Tune counted them, summed
 
 
+# A running replayed trial holds one (its CPU use is negligible). Tune starts an actor for each
+# staged trial that resources allow; were they plentiful, it would start one per trial instead
+# of reusing the actor of a finished one.
+REPLAY_SLOT = "replay_trial"
+
+
 def replay_trainable(table: Table, grid: Grid, metric: str) -> Any:
     """The trainable of every sweep on ``table`` (Ray must be initialised: the table goes into its object store)."""
-    # A replayed trial needs next to no CPU: the searcher's limit sets the concurrency.
-    return tune.with_resources(tune.with_parameters(replay_trial, table=table, grid=grid, metric=metric),
-                               {"cpu": 0.01})
+    return tune.with_resources(tune.with_parameters(ReplayTrial, table=table, grid=grid, metric=metric),
+                               {"cpu": 0, REPLAY_SLOT: 1})
 
 
 def run_sweep(config: StudyConfig, trainable: Any, storage: Path) -> Sweep:
@@ -103,7 +110,9 @@ def run_sweep(config: StudyConfig, trainable: Any, storage: Path) -> Sweep:
             trial_dirname_creator=trial_dirname,
         ),
         run_config=tune.RunConfig(name=name, storage_path=str(storage), callbacks=[log], verbose=0,
-                                  failure_config=tune.FailureConfig(max_failures=0, fail_fast=False)),
+                                  failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
+                                  # Nothing to save, and a trial saved at its end does not pass on its actor.
+                                  checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False)),
     )
     started = time.perf_counter()
     grid_result = tuner.fit()
@@ -114,18 +123,41 @@ def run_sweep(config: StudyConfig, trainable: Any, storage: Path) -> Sweep:
     return Sweep(config.tune.seed, trials, tuple(log.events), wall_s, iterations)
 
 
+# The classic output engine, silenced by verbose=0 (the new one prints a box per sweep).
+QUIET_TUNE = {"RAY_AIR_NEW_OUTPUT": "0"}
+
+
+@ray.remote(num_cpus=0)
+class SweepRunner:
+    """A Tune driver in a Ray worker process of its own, for sweeps one after another on one table."""
+
+    def __init__(self, table: Table, grid: Grid, metric: str, storage: str) -> None:
+        self.trainable = replay_trainable(table, grid, metric)
+        self.storage = Path(storage)
+
+    def run(self, config: StudyConfig) -> Sweep:
+        return run_sweep(config, self.trainable, self.storage)
+
+
+def sweep_runners(count: int, table: Table, grid: Grid, metric: str, storage: Path) -> list[Any]:
+    """``count`` :class:`SweepRunner` actors; the table goes into Ray's object store once for all."""
+    table_ref = ray.put(table)
+    runner = SweepRunner.options(runtime_env={"env_vars": QUIET_TUNE})
+    return [runner.remote(table_ref, grid, metric, str(storage)) for _ in range(count)]
+
+
 @contextmanager
-def replay_session() -> Iterator[Path]:
-    """A local Ray for many replayed sweeps, and a scratch folder for their Tune state; both go at the end."""
-    # verbose=0 silences only the classic output engine; the new one prints a box per sweep.
-    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+def replay_session(slots: int) -> Iterator[Path]:
+    """A local Ray for many replayed sweeps, ``slots`` trials running at once in all, and a scratch folder for
+    their Tune state; both go at the end."""
+    os.environ.update(QUIET_TUNE)
     storage = Path(tempfile.mkdtemp(prefix="pedtune-replay-"))
-    owned = not ray.is_initialized()  # inside a caller's session (tests), that session is used
+    owned = not ray.is_initialized()  # inside a caller's session, that session is used
     if owned:
-        # Each sweep's trials run in a fresh worker; Ray keeps idle workers started ahead, and
+        # Each sweep's trials run in fresh workers; Ray keeps idle workers started ahead, and
         # these imports (ray.tune alone takes seconds) then happen there, between sweeps.
-        os.environ["RAY_preload_python_modules"] = f"ray.tune,{replay_trial.__module__}"
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
+        os.environ["RAY_preload_python_modules"] = f"ray.tune,{ReplayTrial.__module__}"
+        ray.init(num_cpus=os.cpu_count() or 1, resources={REPLAY_SLOT: slots}, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
                  configure_logging=False)
     try:
         yield storage

@@ -72,7 +72,7 @@ def append_run(folder: Path, run: RecordedRun, params: list[str]) -> None:
     write_text(path, text + run_rows(run, params))
 
 
-def _typed(text: str) -> Any:
+def typed_value(text: str) -> Any:
     for kind in (int, float):
         try:
             return kind(text)
@@ -100,7 +100,7 @@ def read_runs(folder: Path, params: list[str]) -> list[RecordedRun]:
         if [int(r["epoch"]) for r in trained] != list(range(1, len(trained) + 1)):
             raise TableError(f"{path}: configuration {config}, seed {seed} does not list its epochs 1, 2, ... in order")
         runs.append(RecordedRun(
-            config=config, seed=seed, overrides={p: _typed(rows[0][p]) for p in params},
+            config=config, seed=seed, overrides={p: typed_value(rows[0][p]) for p in params},
             epochs=tuple({k: float(r[k]) for k in (*SCORE_FIELDS, *TIME_FIELDS) if r.get(k)} for r in trained),
             diverged_at=diverged[0] if diverged else None,
         ))

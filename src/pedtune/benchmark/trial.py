@@ -1,7 +1,7 @@
-"""The function trainable of a replayed sweep, in a module of its own.
+"""The trainable of a replayed sweep, in a module of its own.
 
-Each sweep starts a fresh Ray worker for its trials, which imports this module: it imports
-only what a trial needs (not the searchers, Optuna and HyperOpt), to keep that start short.
+Each sweep starts fresh Ray workers for its trials, which import this module: it imports only
+what a trial needs (not the searchers, Optuna and HyperOpt), to keep that start short.
 """
 
 from __future__ import annotations
@@ -36,16 +36,31 @@ def sweep_seed(experiment_name: str) -> int:
     return int(experiment_name.rsplit("-", 1)[1])
 
 
-def replay_trial(sample: dict[str, Any], *, table: Table, grid: Grid, metric: str) -> None:
-    """The function trainable of a replayed sweep: one for every sweep on a table (put into Ray's
-    object store once), the sweep's seed read from the sweep's name."""
-    context = tune.get_context()
-    number = grid.index_of(sample)
-    proposal = proposal_number(context.get_trial_dir())
-    seed = recorded_seed(table, sweep_seed(context.get_experiment_name()), proposal)
-    run = table.run(number, seed)
-    for epoch, scores in enumerate(run.epochs, start=1):
-        tune.report({metric: scores[metric], "epoch": epoch, "configuration": number, "recorded_seed": seed,
-                     "recorded_time_s": scores.get("epoch_time_s", 0.0)})
-    if run.diverged_at is not None:
-        raise NonFiniteLossError(run.diverged_at, 0, {"recorded": float("nan")})
+class ReplayTrial(tune.Trainable):
+    """The trainable of a replayed sweep: one step reports one recorded epoch of the trial's configuration.
+
+    A class, not a function: Tune reuses its actor for the sweep's next trial (``reset_config``)
+    instead of starting a Ray worker per trial, which is most of a replayed trial's cost. The
+    sweep's seed is read from the sweep's name, the proposal number from the trial's folder name.
+    """
+
+    def setup(self, config: dict[str, Any], *, table: Table, grid: Grid, metric: str) -> None:
+        self.table, self.grid, self.metric = table, grid, metric
+        self.reset_config(config)
+
+    def reset_config(self, new_config: dict[str, Any]) -> bool:
+        self.configuration = self.grid.index_of(new_config)
+        # Tune's storage context of this trial (reset with the trial): the names Tune gave it.
+        proposal = proposal_number(self._storage.trial_dir_name)
+        self.seed = recorded_seed(self.table, sweep_seed(self._storage.experiment_dir_name), proposal)
+        self.run = self.table.run(self.configuration, self.seed)
+        return True
+
+    def step(self) -> dict[str, Any]:
+        epoch = self.iteration + 1
+        if epoch > len(self.run.epochs):  # only a run that diverged has fewer epochs than the trial
+            raise NonFiniteLossError(epoch, 0, {"recorded": float("nan")})
+        scores = self.run.epochs[epoch - 1]
+        return {self.metric: scores[self.metric], "epoch": epoch, "configuration": self.configuration,
+                "recorded_seed": self.seed, "recorded_time_s": scores.get("epoch_time_s", 0.0),
+                "done": epoch == self.table.epochs}

@@ -20,6 +20,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from scipy import stats
 
+from pedtune.benchmark.real import REAL_FOLDER, RealSweep
 from pedtune.benchmark.replay import ReplayedTrial, Sweep
 from pedtune.benchmark.table import Table
 from pedtune.config import StudyConfig
@@ -36,6 +37,7 @@ class Outcome:
 
     seed: int
     picked: int  # configuration number; -1 if no trial finished
+    picked_score: float  # the picked trial's final score on the seed it replayed (what the sweep reported)
     regret: float
     trial_epochs: int
     found_best: bool
@@ -57,8 +59,11 @@ def _record(trial: ReplayedTrial, epochs: int, metric: str, reported: int, final
 
 
 def _pick(records: list[TrialRecord]) -> int:
-    best = best_trial(records)
-    return -1 if best is None else int(best.overrides["configuration"])
+    return _configuration(best_trial(records))
+
+
+def _configuration(record: TrialRecord | None) -> int:
+    return -1 if record is None else int(record.overrides["configuration"])
 
 
 def judge(sweep: Sweep, table: Table, metric: str) -> Outcome:
@@ -76,10 +81,12 @@ def judge(sweep: Sweep, table: Table, metric: str) -> Outcome:
         records = [_record(by_proposal[p], table.epochs, metric, n, final=False) for p, n in sorted(reported.items())]
         curve.append(worth(_pick(records)))
     final = [_record(t, table.epochs, metric, len(t.scores), final=True) for t in sweep.trials]
-    picked = _pick(final)
+    pick = best_trial(final)
+    picked = _configuration(pick)
     of_best = [r for r, t in zip(final, sweep.trials) if t.configuration == best]
     return Outcome(
-        seed=sweep.seed, picked=picked, regret=top - worth(picked), trial_epochs=len(sweep.events),
+        seed=sweep.seed, picked=picked, picked_score=math.nan if pick is None else pick.final,
+        regret=top - worth(picked), trial_epochs=len(sweep.events),
         found_best=picked == best, best_tried=bool(of_best),
         best_stopped_early=any(r.status == STOPPED_EARLY for r in of_best), curve=tuple(curve), wall_s=sweep.wall_s,
     )
@@ -211,6 +218,79 @@ def verdict_markdown(rows: list[dict[str, Any]], config: StudyConfig, table: Tab
     return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class RealCheck:
+    """A real sweep set against the replayed sweeps of its variant."""
+
+    real: RealSweep
+    replays: int  # replayed sweeps of the same variant; 0: the variant was not replayed
+    score_range: tuple[float, float]  # central 95 % of the replays' picked scores
+    score_percentile: float  # share of replays whose picked score is below the real one (ties count half)
+    epochs_range: tuple[float, float]
+    regret: float
+
+    @property
+    def inside(self) -> bool:
+        low, high = self.score_range
+        return self.replays > 0 and low <= self.real.picked_score <= high
+
+
+def _percentile(values: list[float], value: float) -> float:
+    array = np.asarray(values, dtype=np.float64)
+    return float((np.sum(array < value) + 0.5 * np.sum(array == value)) / len(array))
+
+
+def _central(values: list[float]) -> tuple[float, float]:
+    tail = 100 * (1 - CONFIDENCE) / 2
+    return float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))
+
+
+def check_real(real: list[RealSweep], results: dict[Any, list[Outcome]], table: Table, metric: str) -> list[RealCheck]:
+    top = table.true_score(table.best_config(metric), metric)
+    checks = []
+    for sweep in real:
+        outcomes = [o for o in results.get(sweep.variant, []) if math.isfinite(o.picked_score)]
+        regret = top - (table.true_score(sweep.picked, metric) if sweep.picked >= 0 else 0.0)
+        if not outcomes:
+            checks.append(RealCheck(sweep, 0, (math.nan, math.nan), math.nan, (math.nan, math.nan), regret))
+            continue
+        scores = [o.picked_score for o in outcomes]
+        checks.append(RealCheck(sweep, len(outcomes), _central(scores), _percentile(scores, sweep.picked_score),
+                                _central([float(o.trial_epochs) for o in outcomes]), regret))
+    return checks
+
+
+def real_markdown(checks: list[RealCheck], metric: str) -> list[str]:
+    if not checks:
+        return []
+    lines = [
+        "## Real sweeps against their replay",
+        "",
+        f"Each real sweep is the tune stage run for real on the recorded problem (`{REAL_FOLDER}/` beside the table). "
+        f"Its pick's val {metric} is set against the picked scores of the replayed sweeps of the same variant: "
+        f"their central {CONFIDENCE:.0%} range, and the share of replayed sweeps below it. The pick is mapped to "
+        "the grid configuration whose bins hold it, for its regret.",
+        "",
+        f"| real sweep | variant | seed | picked configuration | its val {metric} | replay's {CONFIDENCE:.0%} range | "
+        f"percentile in the replay | inside | trial-epochs | replay's {CONFIDENCE:.0%} range | regret of the pick |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for check in checks:
+        real = check.real
+        if check.replays == 0:
+            lines.append(f"| {real.name} | {real.variant.label} | {real.seed} | #{real.picked} | "
+                         f"{_fmt(real.picked_score)} | not replayed | — | — | {real.trial_epochs} | — | "
+                         f"{_fmt(check.regret)} |")
+            continue
+        low, high = check.score_range
+        epochs_low, epochs_high = check.epochs_range
+        lines.append(f"| {real.name} | {real.variant.label} | {real.seed} | #{real.picked} | {_fmt(real.picked_score)} | "
+                     f"[{_fmt(low)}, {_fmt(high)}] | {check.score_percentile:.0%} | "
+                     f"{'yes' if check.inside else 'no'} | {real.trial_epochs} | "
+                     f"[{epochs_low:g}, {epochs_high:g}] | {_fmt(check.regret)} |")
+    return [*lines, ""]
+
+
 def _overrides(overrides: dict[str, Any]) -> str:
     return ", ".join(f"{k.removeprefix('train.')} {v:g}" if isinstance(v, float) else f"{k.removeprefix('train.')} {v}"
                      for k, v in overrides.items())
@@ -218,14 +298,16 @@ def _overrides(overrides: dict[str, Any]) -> str:
 
 def sweeps_csv(results: dict[Any, list[Outcome]]) -> str:
     out = io.StringIO()
-    fields = ["searcher", "scheduler", "budget", "seed", "picked", "regret", "trial_epochs", "found_best",
+    fields = ["searcher", "scheduler", "budget", "seed", "picked", "picked_score", "regret", "trial_epochs", "found_best",
               "best_tried", "best_stopped_early", "wall_s"]
     writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     for variant, outcomes in results.items():
         for o in outcomes:
             writer.writerow({"searcher": variant.searcher, "scheduler": variant.scheduler, "budget": variant.budget,
-                             "seed": o.seed, "picked": o.picked, "regret": f"{o.regret:.6g}",
+                             "seed": o.seed, "picked": o.picked,
+                             "picked_score": "" if math.isnan(o.picked_score) else f"{o.picked_score:.6g}",
+                             "regret": f"{o.regret:.6g}",
                              "trial_epochs": o.trial_epochs, "found_best": str(o.found_best).lower(),
                              "best_tried": str(o.best_tried).lower(),
                              "best_stopped_early": str(o.best_stopped_early).lower(), "wall_s": f"{o.wall_s:.2f}"})
@@ -274,8 +356,18 @@ def plot_regret(results: dict[Any, list[Outcome]]) -> Figure:
     return figure
 
 
-def comparison_json(rows: list[dict[str, Any]], wall_s: float) -> dict[str, Any]:
+def comparison_json(rows: list[dict[str, Any]], wall_s: float, checks: list[RealCheck]) -> dict[str, Any]:
+    real = {
+        check.real.name: {
+            "picked": check.real.picked,
+            "picked_score": None if math.isnan(check.real.picked_score) else round(check.real.picked_score, 6),
+            "replays": check.replays, "percentile": None if check.replays == 0 else round(check.score_percentile, 4),
+            "inside": check.inside, "trial_epochs": check.real.trial_epochs, "regret": round(check.regret, 6),
+        }
+        for check in checks
+    }
     return {
+        "real_sweeps": real,
         "wall_time_s": round(wall_s, 1),
         "variants": {
             f"{r['variant'].searcher}+{r['variant'].scheduler}+{r['variant'].budget}": {
@@ -290,17 +382,19 @@ def comparison_json(rows: list[dict[str, Any]], wall_s: float) -> dict[str, Any]
 
 
 def write_comparison(output: Path, config: StudyConfig, table: Table, provenance: dict[str, Any], folder: Path,
-                     sweeps: dict[Any, list[Sweep]], wall_s: float) -> list[dict[str, Any]]:
+                     sweeps: dict[Any, list[Sweep]], wall_s: float, real: list[RealSweep]) -> list[dict[str, Any]]:
     """verdict.md, sweeps.csv, compare.json and the two plots, swapped into ``output`` whole."""
     metric = config.tune.metric
     results = {variant: [judge(s, table, metric) for s in runs] for variant, runs in sweeps.items()}
     rows = summarise(results)
+    checks = check_real(real, results, table, metric)
     with atomic_path(output) as tmp:
         tmp.mkdir()
-        (tmp / "verdict.md").write_text(verdict_markdown(rows, config, table, provenance, folder, wall_s),
-                                        encoding="utf-8")
+        verdict = verdict_markdown(rows, config, table, provenance, folder, wall_s) + "\n".join(
+            real_markdown(checks, metric))
+        (tmp / "verdict.md").write_text(verdict, encoding="utf-8")
         (tmp / "sweeps.csv").write_text(sweeps_csv(results), encoding="utf-8")
-        write_json(tmp / "compare.json", comparison_json(rows, wall_s))
+        write_json(tmp / "compare.json", comparison_json(rows, wall_s, checks))
         plot_best_so_far(results, table, metric).savefig(tmp / "best_so_far.png", dpi=110)
         plot_regret(results).savefig(tmp / "regret.png", dpi=110)
     return rows

@@ -635,6 +635,10 @@ class CompareConfig(Section):
     seeds: PositiveInt = Field(
         default=50, description="Sweeps per variant, with searcher seeds 0, 1, ... (the spread they show is the verdict's yardstick)."
     )
+    parallel: PositiveInt | None = Field(
+        default=None, description="Sweeps replayed side by side, each driven from a Ray worker process of its own; "
+        "null: one per CPU.",
+    )
     output: str = Field(default="results/compare", description="Folder of the verdict (verdict.md), its data and plots.")
 
     @field_validator("searchers", "schedulers")
