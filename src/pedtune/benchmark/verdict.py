@@ -287,7 +287,7 @@ def real_markdown(checks: list[RealCheck], metric: str) -> list[str]:
         lines.append(f"| {real.name} | {real.variant.label} | {real.seed} | #{real.picked} | {_fmt(real.picked_score)} | "
                      f"[{_fmt(low)}, {_fmt(high)}] | {check.score_percentile:.0%} | "
                      f"{'yes' if check.inside else 'no'} | {real.trial_epochs} | "
-                     f"[{epochs_low:g}, {epochs_high:g}] | {_fmt(check.regret)} |")
+                     f"[{epochs_low:.1f}, {epochs_high:.1f}] | {_fmt(check.regret)} |")
     return [*lines, ""]
 
 
@@ -390,8 +390,8 @@ def write_comparison(output: Path, config: StudyConfig, table: Table, provenance
     checks = check_real(real, results, table, metric)
     with atomic_path(output) as tmp:
         tmp.mkdir()
-        verdict = verdict_markdown(rows, config, table, provenance, folder, wall_s) + "\n".join(
-            real_markdown(checks, metric))
+        verdict = "\n".join([verdict_markdown(rows, config, table, provenance, folder, wall_s),
+                              *real_markdown(checks, metric)])
         (tmp / "verdict.md").write_text(verdict, encoding="utf-8")
         (tmp / "sweeps.csv").write_text(sweeps_csv(results), encoding="utf-8")
         write_json(tmp / "compare.json", comparison_json(rows, wall_s, checks))
