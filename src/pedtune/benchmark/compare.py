@@ -17,9 +17,9 @@ from ray.util import ActorPool
 
 from pedtune import console
 from pedtune.benchmark.grid import Grid
+from pedtune.benchmark.real import load_real_sweeps
 from pedtune.benchmark.replay import Sweep, replay_session, sweep_runners
 from pedtune.benchmark.table import Table, load_table
-from pedtune.benchmark.real import load_real_sweeps
 from pedtune.benchmark.variant import Variant
 from pedtune.benchmark.verdict import write_comparison
 from pedtune.config import ConfigError, StudyConfig, validate

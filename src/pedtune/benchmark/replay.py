@@ -157,8 +157,8 @@ def replay_session(slots: int) -> Iterator[Path]:
         # Each sweep's trials run in fresh workers; Ray keeps idle workers started ahead, and
         # these imports (ray.tune alone takes seconds) then happen there, between sweeps.
         os.environ["RAY_preload_python_modules"] = f"ray.tune,{ReplayTrial.__module__}"
-        ray.init(num_cpus=os.cpu_count() or 1, resources={REPLAY_SLOT: slots}, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
-                 configure_logging=False)
+        ray.init(num_cpus=os.cpu_count() or 1, resources={REPLAY_SLOT: slots}, include_dashboard=False,
+                 log_to_driver=False, logging_level=logging.WARNING, configure_logging=False)
     try:
         yield storage
     finally:

@@ -284,7 +284,8 @@ def real_markdown(checks: list[RealCheck], metric: str) -> list[str]:
             continue
         low, high = check.score_range
         epochs_low, epochs_high = check.epochs_range
-        lines.append(f"| {real.name} | {real.variant.label} | {real.seed} | #{real.picked} | {_fmt(real.picked_score)} | "
+        lines.append(f"| {real.name} | {real.variant.label} | {real.seed} | #{real.picked} | "
+                     f"{_fmt(real.picked_score)} | "
                      f"[{_fmt(low)}, {_fmt(high)}] | {check.score_percentile:.0%} | "
                      f"{'yes' if check.inside else 'no'} | {real.trial_epochs} | "
                      f"[{epochs_low:.1f}, {epochs_high:.1f}] | {_fmt(check.regret)} |")
@@ -298,8 +299,8 @@ def _overrides(overrides: dict[str, Any]) -> str:
 
 def sweeps_csv(results: dict[Any, list[Outcome]]) -> str:
     out = io.StringIO()
-    fields = ["searcher", "scheduler", "budget", "seed", "picked", "picked_score", "regret", "trial_epochs", "found_best",
-              "best_tried", "best_stopped_early", "wall_s"]
+    fields = ["searcher", "scheduler", "budget", "seed", "picked", "picked_score", "regret", "trial_epochs",
+              "found_best", "best_tried", "best_stopped_early", "wall_s"]
     writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     for variant, outcomes in results.items():
