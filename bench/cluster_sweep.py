@@ -4,9 +4,10 @@ A Ray head with no CPUs and one worker node (in a private mount namespace: no da
 repository, no MLflow store there) on 127.0.0.1, the sweep's state in S3 (moto's server), the
 project's code shipped by ``runtime_env``. The driver is ``pedtune.tune.driver.run_tune`` in
 its own process, as the stage runs, with a training function that sleeps ``--epoch-s`` per
-epoch and reports (and checkpoints) every epoch through the real hooks. Ideal = trials ×
-epochs × epoch_s ÷ the worker's CPUs; the stage's wall time is what ``metrics/tune.json``
-records (from the driver's start to its summary: Ray connection, runtime_env, data, trials).
+epoch (set in the nodes' environment, where the trials run) and reports (and checkpoints) every
+epoch through the real hooks. Ideal = trials × epochs × epoch_s ÷ the worker's CPUs; the
+stage's wall time is what ``metrics/tune.json`` records (from the driver's start to its
+summary: Ray connection, runtime_env, data, trials).
 
     python -m bench.cluster_sweep                    # 4 trials x 3 epochs x 5 s, 2 at a time
 """
@@ -59,7 +60,9 @@ def main(argv: list[str] | None = None) -> dict:
         env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
         env.update(AWS_ENDPOINT_URL=moto.url, AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench",
                    AWS_DEFAULT_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true", RAY_AUTH_MODE="token",
-                   RAY_AUTH_TOKEN=uuid.uuid4().hex, RAY_USAGE_STATS_ENABLED="0")
+                   RAY_AUTH_TOKEN=uuid.uuid4().hex, RAY_USAGE_STATS_ENABLED="0",
+                   # The nodes' environment: a trial on a `ray start` node does not see the driver's.
+                   PEDTUNE_FAKE_EPOCH_S=str(args.epoch_s))
         study = root / "study"
         study.mkdir()
         cluster, cwd = None, os.getcwd()
@@ -74,8 +77,7 @@ def main(argv: list[str] | None = None) -> dict:
                          "num_samples": args.trials, "max_concurrent": args.worker_cpus, "scheduler": "fifo"},
             })
             driver_env = {**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(common.REPO / "src"),
-                                                                             os.environ.get("PYTHONPATH")])),
-                          "PEDTUNE_FAKE_EPOCH_S": str(args.epoch_s)}
+                                                                             os.environ.get("PYTHONPATH")]))}
             started = time.perf_counter()
             done = subprocess.run([sys.executable, "-c", DRIVER], cwd=study, env=driver_env, capture_output=True,
                                   text=True, timeout=1800)
@@ -89,13 +91,18 @@ def main(argv: list[str] | None = None) -> dict:
             if cluster is not None:
                 cluster.stop()
             moto.stop()
-    ideal = args.trials * args.epochs * args.epoch_s / args.worker_cpus
+    slept = args.trials * args.epochs * args.epoch_s
+    if metrics["trial_time_s"] < slept:
+        raise SystemExit(f"the trials took {metrics['trial_time_s']} s in all, less than the {slept:g} s their "
+                         f"epochs sleep: PEDTUNE_FAKE_EPOCH_S did not reach the worker node")
+    ideal = slept / args.worker_cpus
     result = {
         "trials": args.trials, "epochs": args.epochs, "epoch_s": args.epoch_s, "concurrency": args.worker_cpus,
         "nodes": "head (0 CPU) + 1 worker (unshare -m, no study or source)", "storage": "s3 (moto server)",
         "searcher": params["tune"]["searcher"],
         "ideal_s": ideal,
         "stage_wall_s": metrics["wall_time_s"],
+        "trial_time_s": metrics["trial_time_s"],  # summed over trials: the sleeps and each trial's own costs
         "process_wall_s": round(process_s, 1),
         "ratio_wall_vs_ideal": round(metrics["wall_time_s"] / ideal, 3),
         "ratio_process_vs_ideal": round(process_s / ideal, 3),
