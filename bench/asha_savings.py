@@ -1,6 +1,6 @@
 """ASHA's savings: the same searcher and seed with ASHA and with FIFO; trial-epochs used and best val mAP.
 
-Both sweeps run through the project's driver (``pedtune.tune.driver._run_sweep``) with the
+Both sweeps run through the project's driver (``pedtune.stages.tune._run_sweep``) with the
 real ``fit``. To run in minutes on a CPU the data is synthetic and tiny, and each trial's
 model samples fewer RoIs and proposals (``--roi-batch``, ``--proposals``: same code path,
 less per-RoI work; the light model spends most of a step in its RoI heads at tiny sizes).

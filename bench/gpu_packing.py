@@ -1,6 +1,6 @@
 """GPU packing: trials per hour with a whole GPU, half of one and a quarter of one per trial.
 
-A trial here is what a Tune trial runs, without Ray: ``pedtune.placement.place_run`` with the
+A trial here is what a Tune trial runs, without Ray: ``pedtune.run_limits.place_run`` with the
 trial's grant (``cores / concurrency`` CPUs and the GPU share, to whose memory the process is
 capped), then ``fit``. For a share, ``1 / share`` worker processes start at once, like the
 sweep's reused actors, and each trains ``--trials-per-slot`` trials one after the other. The
@@ -44,7 +44,7 @@ from pedtune.data.dataset import open_store
 from pedtune.engine.train import fit
 from pedtune.evaluate.parallel import available_cpus
 from pedtune.evaluate.runs import out_of_memory
-from pedtune.placement import Grant, place_run
+from pedtune.run_limits import Grant, place_run
 
 SHARES = (1.0, 0.5, 0.25)
 

@@ -1,7 +1,7 @@
 """Ray Tune overhead: a sweep's wall time versus the ideal (sum of trial compute / concurrency),
 and the time from ``ray.init`` to the first trial running.
 
-The sweep goes through the project's driver (``pedtune.tune.driver._run_sweep``: its
+The sweep goes through the project's driver (``pedtune.stages.tune._run_sweep``: its
 ``ray.init`` settings, ``tune.with_parameters`` payload, resources, searcher, scheduler,
 ``reuse_actors``, per-epoch checkpoints, and by default its MLflow callback on a throw-away
 SQLite store) with a training function that sleeps ``--epoch-s`` per epoch and reports every
@@ -153,7 +153,7 @@ def sweep(config: StudyConfig, stores: tuple, pretrained: dict, fit_fn: SleepFit
 
     from pedtune.config.schema import MlflowConfig
     from pedtune.tracking.store import open_store
-    from pedtune.tune.tracking import SweepLoggerCallback, sweep_run
+    from pedtune.tracking.sweep import SweepLoggerCallback, sweep_run
 
     sid = uuid.uuid4().hex[:8]
     experiment_dir = workdir / f"sweep-{sid}"

@@ -18,7 +18,7 @@ from pedtune.tracking.server import check_reachable
 
 
 def _fetch(config: StudyConfig) -> None:
-    from pedtune.data.stage import run_fetch
+    from pedtune.stages.fetch import run_fetch
 
     run_fetch(config)
 
@@ -31,37 +31,37 @@ def _weights(config: StudyConfig) -> None:
 
 
 def _split(config: StudyConfig) -> None:
-    from pedtune.data.stage import run_split
+    from pedtune.stages.fetch import run_split
 
     run_split(config)
 
 
 def _train(config: StudyConfig) -> None:
-    from pedtune.train import run_train
+    from pedtune.stages.train import run_train
 
     run_train(config)
 
 
 def _tune(config: StudyConfig) -> None:
-    from pedtune.tune.driver import run_tune
+    from pedtune.stages.tune import run_tune
 
     run_tune(config)
 
 
 def _evaluate(config: StudyConfig) -> None:
-    from pedtune.evaluate.stage import run_evaluate
+    from pedtune.stages.evaluate import run_evaluate
 
     run_evaluate(config)
 
 
 def _record(config: StudyConfig) -> None:
-    from pedtune.benchmark.record import run_record
+    from pedtune.stages.record import run_record
 
     run_record(config)
 
 
 def _compare(config: StudyConfig) -> None:
-    from pedtune.benchmark.compare import run_compare
+    from pedtune.stages.compare import run_compare
 
     run_compare(config)
 

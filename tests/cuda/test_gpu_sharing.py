@@ -1,7 +1,7 @@
 """GPU sharing on a real GPU (skipped without CUDA): the memory cap of a GPU share, ``gpu: 0`` on
 a GPU node, the cache a reused process frees, and an evaluate run out of memory retried alone.
 
-tests/unit/test_placement.py checks the same logic with CUDA mocked.
+tests/unit/test_run_limits.py checks the same logic with CUDA mocked.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pedtune.data.dataset import SampleStore
 from pedtune.engine import train as engine
 from pedtune.evaluate import parallel
 from pedtune.evaluate.runs import INITIAL, RunInputs, RunResult, RunSpec, train_and_test
-from pedtune.placement import Grant, place_run
+from pedtune.run_limits import Grant, place_run
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

@@ -16,13 +16,14 @@ from pedtune import paths
 from pedtune.config import StudyConfig, validate
 from pedtune.config.schema import SyntheticConfig
 from pedtune.data.split import read_split
-from pedtune.data.stage import run_split
+from pedtune.stages.fetch import run_split
 from pedtune.data.synthetic import write_synthetic_dataset
 from pedtune.engine.coco_eval import METRIC_NAMES
 from pedtune.engine.train import EpochResult
 from pedtune.errors import NonFiniteLossError
-from pedtune.evaluate import files, parallel, runs, stage
-from pedtune.evaluate.stage import run_evaluate
+from pedtune.evaluate import files, parallel, runs
+from pedtune.stages import evaluate as stage
+from pedtune.stages.evaluate import run_evaluate
 from pedtune.evaluate.stats import IMPROVEMENT, NO_DIFFERENCE, WORSE
 from pedtune.model.weights import save_weights
 

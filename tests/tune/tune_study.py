@@ -17,7 +17,7 @@ from study_copy import merge
 
 from pedtune import paths
 from pedtune.config import StudyConfig, validate
-from pedtune.data.stage import run_split
+from pedtune.stages.fetch import run_split
 from pedtune.data.synthetic import write_synthetic_dataset
 from pedtune.model.weights import save_weights
 

@@ -7,11 +7,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pedtune import paths, train
+from pedtune import paths
+from pedtune.stages import train
 from pedtune.config import validate
 from pedtune.config.schema import SyntheticConfig
 from pedtune.data.split import read_split
-from pedtune.data.stage import run_split
+from pedtune.stages.fetch import run_split
 from pedtune.data.synthetic import write_synthetic_dataset
 from pedtune.model.weights import save_weights
 

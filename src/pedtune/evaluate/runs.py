@@ -21,7 +21,7 @@ from pedtune.engine.coco_eval import ground_truth
 from pedtune.engine.train import evaluate, fit, resolve_device
 from pedtune.errors import NonFiniteLossError
 from pedtune.evaluate.inputs import run_config
-from pedtune.placement import Grant, place_run
+from pedtune.run_limits import Grant, place_run
 
 log = console.get(__name__)
 INITIAL, TUNED = "initial", "tuned"
@@ -113,7 +113,7 @@ def unfinished_result(spec: RunSpec, history: list[dict[str, float]], wall_time_
 
 
 def train_and_test(spec: RunSpec, inputs: RunInputs, grant: Grant) -> RunResult:
-    """The run's result, trained within ``grant`` (:func:`pedtune.placement.place_run`).
+    """The run's result, trained within ``grant`` (:func:`pedtune.run_limits.place_run`).
 
     A run whose loss diverges or that runs out of memory is a result too (``diverged``,
     ``out_of_memory``), not an error, so that the other runs' hours of training still reach the

@@ -28,7 +28,7 @@ from pedtune import console
 from pedtune.config import StudyConfig, with_train_overrides
 from pedtune.data.dataset import SampleStore
 from pedtune.engine.train import EpochHook, EpochResult, TrainedHook
-from pedtune.placement import Grant, place_run, ray_grant
+from pedtune.run_limits import Grant, place_run, ray_grant
 from pedtune.tune.space import decode_sample
 from pedtune.tune.storage import linking_filesystem
 

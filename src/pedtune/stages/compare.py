@@ -16,12 +16,12 @@ from typing import Any
 from ray.util import ActorPool
 
 from pedtune import console
-from pedtune.benchmark.grid import Grid
-from pedtune.benchmark.real import load_real_sweeps
-from pedtune.benchmark.replay import Sweep, replay_session, sweep_runners
-from pedtune.benchmark.table import Table, load_table
-from pedtune.benchmark.variant import Variant
-from pedtune.benchmark.verdict import write_comparison
+from pedtune.replay.grid import Grid
+from pedtune.replay.real import load_real_sweeps
+from pedtune.replay.sweep import Sweep, replay_session, sweep_runners
+from pedtune.replay.table import Table, load_table
+from pedtune.replay.variant import Variant
+from pedtune.replay.verdict import write_comparison
 from pedtune.config import ConfigError, StudyConfig, validate
 
 log = console.get(__name__)

@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 from ray import tune
 
-from pedtune.benchmark.grid import Grid
-from pedtune.benchmark.table import Table
+from pedtune.replay.grid import Grid
+from pedtune.replay.table import Table
 from pedtune.errors import NonFiniteLossError
 
 

@@ -18,8 +18,8 @@ from typing import Any
 import torch
 
 from pedtune import console, paths
-from pedtune.benchmark.grid import Grid
-from pedtune.benchmark.table import PROVENANCE_FILE, TABLE_FILE, RecordedRun, TableError, append_run, \
+from pedtune.replay.grid import Grid
+from pedtune.replay.table import PROVENANCE_FILE, TABLE_FILE, RecordedRun, TableError, append_run, \
     read_provenance, read_runs
 from pedtune.config import StudyConfig, with_train_overrides
 from pedtune.data.dataset import SampleStore, open_store

@@ -10,12 +10,12 @@ from typing import Any
 import yaml
 from study_copy import merge
 
-from pedtune.benchmark.grid import Grid
-from pedtune.benchmark.record import provenance
-from pedtune.benchmark.table import RecordedRun, append_run
+from pedtune.replay.grid import Grid
+from pedtune.stages.record import provenance
+from pedtune.replay.table import RecordedRun, append_run
 from pedtune.config import StudyConfig, validate
 from pedtune.io import write_json
-from pedtune.benchmark.table import PROVENANCE_FILE
+from pedtune.replay.table import PROVENANCE_FILE
 
 REPO = Path(__file__).resolve().parents[2]
 SMALL: dict[str, Any] = {

@@ -15,9 +15,9 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from pedtune.benchmark.grid import Grid
-from pedtune.benchmark.table import TableError, typed_value
-from pedtune.benchmark.variant import Variant
+from pedtune.replay.grid import Grid
+from pedtune.replay.table import TableError, typed_value
+from pedtune.replay.variant import Variant
 from pedtune.config import StudyConfig, load_config
 from pedtune.tune.outputs import TRIALS_CSV
 from pedtune.tune.results import TrialRecord, best_trial

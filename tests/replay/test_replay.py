@@ -12,13 +12,13 @@ import pytest
 import yaml
 from table_fakes import SMALL, small_config, write_table
 
-from pedtune.benchmark.compare import Variant, replay_config, run_compare, sweep_config
-from pedtune.benchmark.grid import Grid
-from pedtune.benchmark.replay import Sweep, replay_session, replay_trainable, run_sweep
-from pedtune.benchmark.table import Table, load_table
-from pedtune.benchmark.real import REAL_FOLDER, load_real_sweeps
-from pedtune.benchmark.table import TableError
-from pedtune.benchmark.verdict import judge
+from pedtune.stages.compare import Variant, replay_config, run_compare, sweep_config
+from pedtune.replay.grid import Grid
+from pedtune.replay.sweep import Sweep, replay_session, replay_trainable, run_sweep
+from pedtune.replay.table import Table, load_table
+from pedtune.replay.real import REAL_FOLDER, load_real_sweeps
+from pedtune.replay.table import TableError
+from pedtune.replay.verdict import judge
 from pedtune.tune.outputs import TRIALS_CSV, trials_csv
 from pedtune.tune.results import COMPLETED, STOPPED_EARLY, TrialRecord
 

@@ -23,7 +23,7 @@ from ray import tune
 from ray.tune import ResultGrid
 
 from pedtune import console, paths
-from pedtune.cluster import check_capacity, check_shared_folder, ray_session
+from pedtune.ray_cluster import check_capacity, check_shared_folder, ray_session
 from pedtune.config import StudyConfig, flatten
 from pedtune.data.dataset import SampleStore, open_store
 from pedtune.data.split import Split, read_split
@@ -31,7 +31,7 @@ from pedtune.engine.train import fit
 from pedtune.errors import PedtuneError
 from pedtune.model.weights import load_weights
 from pedtune.tracking.store import Store, log_metrics, open_store as open_mlflow, source_tags
-from pedtune.train import run_params
+from pedtune.stages.train import run_params
 from pedtune.tune.identity import sweep_id
 from pedtune.tune.importance import Importance, importance_mlflow, importance_summary, param_importance
 from pedtune.tune.outputs import BEST_PARAMS, CURVES_CSV, summary_table, tune_metrics, write_outputs
@@ -49,7 +49,7 @@ from pedtune.tune.searchers import build_scheduler, build_search_alg, n_initial_
 from pedtune.tune.space import param_space
 from pedtune.tune.storage import STAGING_FOLDER, SweepStorage, checkpoint_staging, open_storage
 from pedtune.tune.trainable import FitFn, train_trial
-from pedtune.tune.tracking import SweepLoggerCallback, mark_stale_trial_runs, reconcile_trial_runs, sweep_run
+from pedtune.tracking.sweep import SweepLoggerCallback, mark_stale_trial_runs, reconcile_trial_runs, sweep_run
 
 
 log = console.get(__name__)

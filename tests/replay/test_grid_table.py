@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from table_fakes import small_config, write_table
 
-from pedtune.benchmark.grid import Grid, level_of, level_values
-from pedtune.benchmark.table import TABLE_FILE, TableError, load_table
+from pedtune.replay.grid import Grid, level_of, level_values
+from pedtune.replay.table import TABLE_FILE, TableError, load_table
 from pedtune.config import ConfigError
 from pedtune.config.schema import Distribution
 from pedtune.tune.space import ray_domain

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from pedtune.config import ConfigError, StudyConfig, validate
 from pedtune.config.schema import ResourcesConfig
 from pedtune.engine import memory
-from pedtune.placement import Grant, place_run, ray_grant
+from pedtune.run_limits import Grant, place_run, ray_grant
 from pedtune.tune import trainable
 
 

@@ -33,10 +33,10 @@ from ray import tune
 from ray.tune import Callback
 from ray.tune.experiment import Trial
 
-from pedtune.benchmark.grid import Grid
-from pedtune.benchmark.table import Table
+from pedtune.replay.grid import Grid
+from pedtune.replay.table import Table
 from pedtune.config import StudyConfig
-from pedtune.benchmark.trial import ReplayTrial, sweep_name
+from pedtune.replay.trial import ReplayTrial, sweep_name
 from pedtune.tune.results import trial_dirname
 from pedtune.tune.searchers import build_scheduler, build_search_alg
 from pedtune.tune.space import param_space

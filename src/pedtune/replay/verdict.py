@@ -20,9 +20,9 @@ import numpy as np
 from matplotlib.figure import Figure
 from scipy import stats
 
-from pedtune.benchmark.real import REAL_FOLDER, RealSweep
-from pedtune.benchmark.replay import ReplayedTrial, Sweep
-from pedtune.benchmark.table import Table
+from pedtune.replay.real import REAL_FOLDER, RealSweep
+from pedtune.replay.sweep import ReplayedTrial, Sweep
+from pedtune.replay.table import Table
 from pedtune.config import StudyConfig
 from pedtune.io import atomic_path, write_json
 from pedtune.tune.results import COMPLETED, ERROR, STOPPED_EARLY, TrialRecord, best_trial

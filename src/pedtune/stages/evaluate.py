@@ -43,7 +43,7 @@ from pedtune.tracking.store import (
     source_tags,
     tracked_run,
 )
-from pedtune.train import run_params
+from pedtune.stages.train import run_params
 
 log = console.get(__name__)
 
