@@ -70,7 +70,7 @@ class SleepFit:
         with path.open("a") as handle:
             handle.write(json.dumps({"t": time.time(), **event}) + "\n")
 
-    def __call__(self, config: StudyConfig, train_store: Any, eval_store: Any,
+    def __call__(self, config: StudyConfig, train_samples: Any, eval_samples: Any,
                  pretrained: Mapping[str, torch.Tensor] | None = None, on_epoch_end: EpochHook | None = None,
                  resume: Mapping[str, Any] | None = None, on_epoch_trained: TrainedHook | None = None) -> None:
         log = Path(self.log_dir) / f"{uuid.uuid4().hex}.jsonl"
@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> dict:
     })
     runs = []
     with common.dataset(args) as root, tempfile.TemporaryDirectory(prefix="pedtune-bench-tune-") as tmp:
-        stores = common.stores(root, config)
+        stores = common.sample_sets(root, config)
         pretrained = build_model(config.model).state_dict()
         sizes = {"tiny": 0.0}
         for state in set(args.states) - {"tiny"}:

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import torch
 
 from pedtune.config import ConfigError, StudyConfig
+from pedtune.device import resolve_device
 from pedtune.engine.memory import release_freed_heap
-from pedtune.engine.train import resolve_device
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from pedtune.config import StudyConfig
-from pedtune.data.dataset import SampleStore
+from pedtune.data.dataset import SampleSet
 from pedtune.engine import train as engine
 from pedtune.evaluate import parallel
 from pedtune.evaluate.runs import INITIAL, RunInputs, RunResult, RunSpec, train_and_test
@@ -63,7 +63,7 @@ def test_the_next_run_in_a_process_starts_without_the_previous_runs_cached_block
     assert torch.cuda.memory_reserved() - torch.cuda.memory_allocated() < min(cached, 20 * 2**20)
 
 
-def test_an_evaluate_run_out_of_its_share_is_reported_then_fits_alone(auto_config, synthetic_store: SampleStore):
+def test_an_evaluate_run_out_of_its_share_is_reported_then_fits_alone(auto_config, synthetic_store: SampleSet):
     spec = RunSpec(INITIAL, 1, auto_config, keep_model=False)
     inputs = RunInputs(train=synthetic_store, val=synthetic_store, test=synthetic_store, pretrained={})
     starved = Grant(cpu=1.0, gpu=1e-4)  # a few MB of the device: the model alone does not fit

@@ -12,13 +12,13 @@ import yaml
 from study_copy import TINY, merge
 
 from pedtune import paths
-from pedtune.stages.compare import run_compare
-from pedtune.stages.record import run_record
-from pedtune.replay.table import TABLE_FILE, TableError, load_table, read_provenance
 from pedtune.config import validate
-from pedtune.stages.fetch import run_split
 from pedtune.data.synthetic import write_synthetic_dataset
 from pedtune.model.weights import save_weights
+from pedtune.replay.table import TABLE_FILE, TableError, load_table, read_provenance
+from pedtune.stages.compare import run_compare
+from pedtune.stages.record import run_record
+from pedtune.stages.split import run_split
 
 REPO = Path(__file__).resolve().parents[2]
 RECORD = {

@@ -15,8 +15,9 @@ from tune_fakes import DELAY_ENV, WORKER_DIES_LR, fake_fit
 from tune_study import build_study, read_csv, sweep_runs
 
 from pedtune import paths
-from pedtune.errors import ClusterError
 from pedtune.data.split import read_split
+from pedtune.errors import ClusterError
+from pedtune.stages.inputs import read_inputs
 from pedtune.stages.tune import _trial_inputs, restorable, run_tune
 from pedtune.tune.storage import open_storage
 
@@ -152,10 +153,10 @@ def test_an_interrupted_sweep_resumes_without_duplicate_runs(study: Path, capfd:
 def test_trials_train_on_the_train_split_and_score_on_val(study: Path):
     config = build_study(study)
     split, _ = read_split(paths.SPLIT_FILE)
-    inputs = _trial_inputs(config, split, fake_fit)
-    assert list(inputs.train_store.stems) == list(split.train)
-    assert list(inputs.val_store.stems) == list(split.val)
-    assert not set(split.test) & (set(inputs.train_store.stems) | set(inputs.val_store.stems))
+    inputs = _trial_inputs(read_inputs(config), fake_fit)
+    assert list(inputs.train_samples.stems) == list(split.train)
+    assert list(inputs.val_samples.stems) == list(split.val)
+    assert not set(split.test) & (set(inputs.train_samples.stems) | set(inputs.val_samples.stems))
 
 
 def test_resources_this_machine_lacks_fail_at_once(study: Path):

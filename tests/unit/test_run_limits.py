@@ -91,7 +91,7 @@ def test_a_reused_trial_actor_frees_the_previous_trials_gpu_memory_and_trains_wh
 ):
     trained: list[tuple[str, int]] = []
 
-    def fake_fit(config, train_store, eval_store, pretrained=None, on_epoch_end=None, resume=None,
+    def fake_fit(config, train_samples, eval_samples, pretrained=None, on_epoch_end=None, resume=None,
                  on_epoch_trained=None):
         trained.append((config.train.device, cuda.emptied))
 
@@ -100,7 +100,7 @@ def test_a_reused_trial_actor_frees_the_previous_trials_gpu_memory_and_trains_wh
     sample = {dist.param: getattr(base.train, dist.train_key) for dist in base.tune.search_space}
     for grant in (Grant(cpu=1.0, gpu=0.5), Grant(cpu=1.0, gpu=0.0)):  # two trials, one actor
         monkeypatch.setattr(trainable, "ray_grant", lambda grant=grant: grant)
-        trainable.train_trial(sample, base=base, train_store=None, val_store=None, pretrained={},
+        trainable.train_trial(sample, base=base, train_samples=None, val_samples=None, pretrained={},
                               fit_fn=fake_fit, checkpoint_staging=tmp_path)
     # Each trial emptied the cache before it trained: the second one what the first had left.
     assert trained == [("auto", 1), ("cpu", 2)] and cuda.fractions == [0.5]

@@ -19,7 +19,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from pedtune.config.schema import CocoBackend
-from pedtune.data.dataset import SampleStore
+from pedtune.data.dataset import SampleSet
 
 IOU_TYPES = ("bbox", "segm")
 # COCOeval.stats positions of the numbers we report, under stable names.
@@ -68,11 +68,11 @@ def _xywh(boxes: torch.Tensor) -> list[list[float]]:
     return boxes.tolist()
 
 
-def ground_truth(store: SampleStore, backend: CocoBackend = "pycocotools") -> GroundTruth:
-    """A COCO index of the store's samples; image ids are the store's indices."""
+def ground_truth(samples: SampleSet, backend: CocoBackend = "pycocotools") -> GroundTruth:
+    """A COCO index of the samples' samples; image ids are the samples' indices."""
     images, annotations = [], []
-    for index in range(len(store)):
-        sample = store[index]
+    for index in range(len(samples)):
+        sample = samples[index]
         height, width = sample.image.shape[1:]
         images.append({"id": index, "height": height, "width": width, "file_name": sample.stem})
         for box, mask in zip(_xywh(sample.boxes), sample.masks.numpy()):

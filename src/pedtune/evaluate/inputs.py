@@ -17,7 +17,6 @@ from pedtune.errors import PedtuneError
 
 log = console.get(__name__)
 
-BEST_PARAMS = paths.TUNE_DIR / "best_params.yaml"
 SEARCH_COST_KEYS = ("num_trials", "trial_epochs", "wall_time_s")
 PER_RUN_KEYS = ("seed", "device")  # set per run or per machine, never tuned: not compared
 
@@ -26,7 +25,7 @@ class TuneResultsError(PedtuneError):
     """The tune stage's best configuration is missing or unreadable."""
 
 
-def read_best_params(path: Path = BEST_PARAMS) -> dict[str, Any]:
+def read_best_params(path: Path = paths.BEST_PARAMS) -> dict[str, Any]:
     """The tuned ``train:`` section as a mapping of TrainConfig keys (validated later)."""
     try:
         raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))

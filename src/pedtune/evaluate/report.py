@@ -29,6 +29,7 @@ from pedtune.evaluate.stats import (
     spread,
     verdict,
 )
+from pedtune.units import duration
 
 CONFIGS = (INITIAL, TUNED)
 DELTA_METRICS = ("bbox_mAP", "segm_mAP")  # the differences metrics/evaluate.json tracks
@@ -403,10 +404,4 @@ def _count(value: float | None) -> str:
 
 
 def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "n/a"
-    if seconds < 120:
-        return f"{seconds:.1f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.2f} h"
+    return "n/a" if seconds is None else duration(seconds)

@@ -21,6 +21,8 @@ from pedtune.io import write_text
 
 TABLE_FILE = "table.csv"
 PROVENANCE_FILE = "provenance.json"
+# Where recordings lived before they moved to recordings/ (record.folder's old default).
+FORMER_FOLDERS = {"recordings/recorded": "benchmarks/recorded"}
 OK, DIVERGED = "ok", "diverged"
 SCORE_FIELDS = ("bbox_mAP", "bbox_AP50", "bbox_AP75", "segm_mAP", "segm_AP50", "segm_AP75")
 TIME_FIELDS = ("train_loss", "epoch_time_s", "eval_time_s")
@@ -46,6 +48,15 @@ class RecordedRun:
     def final(self, metric: str, horizon: int) -> float:
         """The score after ``horizon`` epochs; 0 for a run that diverged before (its model is unusable)."""
         return self.epochs[horizon - 1][metric] if len(self.epochs) >= horizon else 0.0
+
+
+def recording_folder(folder: str) -> Path:
+    """``record.folder`` as a path; stops when a recording is left at the folder's former default."""
+    path, former = Path(folder), FORMER_FOLDERS.get(Path(folder).as_posix())
+    if former and not path.exists() and (Path(former) / TABLE_FILE).exists():
+        raise TableError(f"{former} holds a recording, but record.folder's default is now {folder}: move it there "
+                         f"(git mv {former} {folder}) or set record.folder: {former} in params.yaml")
+    return path
 
 
 def header(params: list[str]) -> list[str]:

@@ -16,13 +16,14 @@ from typing import Any
 from ray.util import ActorPool
 
 from pedtune import console
+from pedtune.config import ConfigError, StudyConfig, validate
 from pedtune.replay.grid import Grid
 from pedtune.replay.real import load_real_sweeps
 from pedtune.replay.sweep import Sweep, replay_session, sweep_runners
-from pedtune.replay.table import Table, load_table
+from pedtune.replay.table import Table, load_table, recording_folder
 from pedtune.replay.variant import Variant
 from pedtune.replay.verdict import write_comparison
-from pedtune.config import ConfigError, StudyConfig, validate
+from pedtune.units import duration
 
 log = console.get(__name__)
 
@@ -69,14 +70,14 @@ def run_variants(base: StudyConfig, table: Table, grid: Grid, seeds: int, parall
             results[variant].append(sweep)
             if done % PROGRESS_EVERY == 0 or done == len(planned):
                 elapsed = time.perf_counter() - started
-                log.info(f"{done}/{len(planned)} sweeps in {console.duration(elapsed)}, about "
-                         f"{console.duration(elapsed / done * (len(planned) - done))} to go")
+                log.info(f"{done}/{len(planned)} sweeps in {duration(elapsed)}, about "
+                         f"{duration(elapsed / done * (len(planned) - done))} to go")
     return results
 
 
 def run_compare(config: StudyConfig) -> Path:
     """Replay every variant of ``config.compare`` on the table in ``record.folder``; write the verdict."""
-    folder = Path(config.record.folder)
+    folder = recording_folder(config.record.folder)
     table, provenance = load_table(folder)
     base = replay_config(config, provenance)
     if [dist.model_dump(mode="json") for dist in config.tune.search_space] != provenance["search_space"]:
@@ -96,5 +97,5 @@ def run_compare(config: StudyConfig) -> Path:
     output = Path(config.compare.output)
     write_comparison(output, base, table, provenance, folder, sweeps, time.perf_counter() - started, real)
     console.summary(log, f"{sum(len(runs) for runs in sweeps.values())} replayed sweeps in "
-                         f"{console.duration(time.perf_counter() - started)}", wrote=[output / "verdict.md"])
+                         f"{duration(time.perf_counter() - started)}", wrote=[output / "verdict.md"])
     return output

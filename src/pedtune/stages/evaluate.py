@@ -13,10 +13,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pedtune import console, paths
-from pedtune.config import StudyConfig, flatten
-from pedtune.data.dataset import SampleStore, open_store
-from pedtune.data.split import Split, read_split
-from pedtune.engine.train import resolve_device
+from pedtune.config import StudyConfig, flatten, run_params
+from pedtune.data.dataset import SampleSet
+from pedtune.device import resolve_device
 from pedtune.evaluate import files
 from pedtune.evaluate.inputs import read_best_params, read_search_cost, tuned_config, unsearched_differences
 from pedtune.evaluate.parallel import describe_execution, execute
@@ -33,34 +32,24 @@ from pedtune.evaluate.report import (
 )
 from pedtune.evaluate.runs import INITIAL, TUNED, RunInputs, RunResult, RunSpec, plan_runs, shared_result
 from pedtune.io import atomic_path, write_json, write_text
-from pedtune.model.weights import load_weights
 from pedtune.tracking.store import (
     Store,
     log_metrics,
     log_params,
-    open_store as open_mlflow,
+    open_store,
     provenance,
     source_tags,
     tracked_run,
 )
-from pedtune.stages.train import run_params
+from pedtune.stages.inputs import StageInputs, read_inputs
+from pedtune.units import duration
 
 log = console.get(__name__)
 
 
-def load_inputs(config: StudyConfig, split: Split) -> RunInputs:
-    size = (config.model.min_size, config.model.max_size)
-    part = config.evaluate.train_on
-
-    def store(stems: Sequence[str], label: str) -> SampleStore:
-        return open_store(paths.DATA_ROOT, stems, *size, config.data.cache, label)
-
-    return RunInputs(
-        train=store(split.part(part), f"{part} split"),
-        val=store(split.val, "val split"),
-        test=store(split.test, "test split"),
-        pretrained=load_weights(paths.PRETRAINED, config.model),
-    )
+def run_inputs(inputs: StageInputs) -> RunInputs:
+    return RunInputs(train=inputs.samples(inputs.config.evaluate.train_on), val=inputs.samples("val"),
+                     test=inputs.samples("test"), pretrained=inputs.pretrained())
 
 
 def log_run(
@@ -88,7 +77,7 @@ def log_run(
         store.client.set_terminated(run_id, status="FAILED")
 
 
-def write_outputs(study: Study, test_store: SampleStore) -> dict[str, Any]:
+def write_outputs(study: Study, test_samples: SampleSet) -> dict[str, Any]:
     """The report folder (report, per-seed plot, pictures) as one atomic rename, then metrics and CSV."""
     config = study.configs[INITIAL]
     models = {
@@ -102,7 +91,7 @@ def write_outputs(study: Study, test_store: SampleStore) -> dict[str, Any]:
         save_per_seed_plot(folder / files.PER_SEED_PLOT.name, study.comparison.scores, DELTA_METRICS)
         write_comparison_pictures(
             folder / files.PICTURES.name,
-            test_store,
+            test_samples,
             models,
             config,
             config.evaluate.num_pictures,
@@ -147,9 +136,10 @@ def run_evaluate(config: StudyConfig) -> dict[str, Any]:
     shared = configs[TUNED].train == configs[INITIAL].train
     specs = plan_runs({INITIAL: config} if shared else configs, config.evaluate.seeds, config.evaluate.epochs)
     search_cost = read_search_cost()
-    store = open_mlflow(config.mlflow)
-    split, data_hash = read_split(paths.SPLIT_FILE)
-    inputs = load_inputs(config, split)
+    store = open_store(config.mlflow)
+    stage_inputs = read_inputs(config)
+    data_hash = stage_inputs.dataset_hash
+    inputs = run_inputs(stage_inputs)
     run_configs = {(spec.name, spec.seed): spec.config for spec in specs}
     execution = describe_execution(config.tune, len(specs))
 
@@ -210,7 +200,7 @@ def run_done_line(done: int, total: int, result: RunResult, elapsed_s: float) ->
     """``run 2 of 6 finished (initial, seed 2); ETA 41 min`` (the mean time per finished run so far)."""
     line = f"run {done} of {total} finished ({result.name}, seed {result.seed})"
     if done < total:
-        line += f"; ETA {console.duration(elapsed_s / done * (total - done))} (from the mean time per run so far)"
+        line += f"; ETA {duration(elapsed_s / done * (total - done))} (from the mean time per run so far)"
     return line
 
 

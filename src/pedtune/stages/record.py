@@ -17,17 +17,17 @@ from typing import Any
 
 import torch
 
-from pedtune import console, paths
-from pedtune.replay.grid import Grid
-from pedtune.replay.table import PROVENANCE_FILE, TABLE_FILE, RecordedRun, TableError, append_run, \
-    read_provenance, read_runs
+from pedtune import console
 from pedtune.config import StudyConfig, with_train_overrides
-from pedtune.data.dataset import SampleStore, open_store
-from pedtune.data.split import read_split
-from pedtune.engine.train import EpochResult, fit, resolve_device
+from pedtune.data.dataset import SampleSet
+from pedtune.device import resolve_device
+from pedtune.engine.train import EpochResult, fit
 from pedtune.errors import NonFiniteLossError
 from pedtune.io import write_json
-from pedtune.model.weights import load_weights
+from pedtune.replay.grid import Grid
+from pedtune.replay.table import PROVENANCE_FILE, TABLE_FILE, RecordedRun, TableError, append_run, \
+    read_provenance, read_runs, recording_folder
+from pedtune.stages.inputs import read_inputs
 from pedtune.tracking.store import git_commit
 
 log = console.get(__name__)
@@ -94,7 +94,7 @@ def _describe(overrides: dict[str, Any]) -> str:
 
 
 def record_run(config: StudyConfig, overrides: dict[str, Any], number: int, seed: int, epochs: int,
-               stores: tuple[SampleStore, SampleStore], pretrained: dict[str, torch.Tensor]) -> RecordedRun:
+               samples: tuple[SampleSet, SampleSet], pretrained: dict[str, torch.Tensor]) -> RecordedRun:
     """Train one grid configuration at one seed; a diverging loss ends the run, recorded as such."""
     run_config = with_train_overrides(config, {**overrides, "train.seed": seed, "train.epochs": epochs})
     history: list[dict[str, float]] = []
@@ -103,7 +103,7 @@ def record_run(config: StudyConfig, overrides: dict[str, Any], number: int, seed
         history.append(dict(result.metrics))
 
     try:
-        fit(run_config, *stores, pretrained, on_epoch_end=keep)
+        fit(run_config, *samples, pretrained, on_epoch_end=keep)
     except NonFiniteLossError as error:
         log.info(f"configuration {number} seed {seed} diverged at epoch {error.epoch}: recorded as diverged")
         return RecordedRun(number, seed, overrides, tuple(history), diverged_at=error.epoch)
@@ -115,9 +115,9 @@ def run_record(config: StudyConfig) -> Path:
     resolve_device(config.train.device)
     grid = Grid.from_config(config)
     epochs = config.record.epochs or config.train.epochs
-    folder = Path(config.record.folder)
-    split, dataset_hash = read_split(paths.SPLIT_FILE)
-    wanted = provenance(config, grid, dataset_hash, epochs)
+    folder = recording_folder(config.record.folder)
+    inputs = read_inputs(config)
+    wanted = provenance(config, grid, inputs.dataset_hash, epochs)
     recorded = read_provenance(folder)
     if recorded is None:
         if (folder / TABLE_FILE).exists():
@@ -134,16 +134,14 @@ def run_record(config: StudyConfig) -> Path:
              f"{folder}: {len(plan) - len(todo)} of {len(plan)} runs recorded, {len(todo)} to go")
     if not todo:
         return folder / TABLE_FILE
-    size = (config.model.min_size, config.model.max_size)
-    stores = (open_store(paths.DATA_ROOT, split.train, *size, config.data.cache, "train split"),
-              open_store(paths.DATA_ROOT, split.val, *size, config.data.cache, "val split"))
-    pretrained = load_weights(paths.PRETRAINED, config.model)
+    samples = (inputs.samples("train"), inputs.samples("val"))
+    pretrained = inputs.pretrained()
     started = time.perf_counter()
     for count, (number, seed) in enumerate(todo, start=1):
         overrides = configurations[number]
         log.info(f"run {len(plan) - len(todo) + count}/{len(plan)}: configuration {number} "
                  f"({_describe(overrides)}), seed {seed}")
-        run = record_run(config, overrides, number, seed, epochs, stores, pretrained)
+        run = record_run(config, overrides, number, seed, epochs, samples, pretrained)
         append_run(folder, run, grid.params)
         elapsed = time.perf_counter() - started
         left = elapsed / count * (len(todo) - count)

@@ -6,30 +6,21 @@ import csv
 import io
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from pedtune import console, paths
-from pedtune.config import StudyConfig, flatten
-from pedtune.data.dataset import open_store
-from pedtune.data.split import read_split
-from pedtune.engine.train import EpochResult, fit, resolve_device
+from pedtune.config import StudyConfig, run_params
+from pedtune.device import resolve_device
+from pedtune.engine.train import EpochResult, fit
 from pedtune.io import atomic_path, write_json, write_text
-from pedtune.model.weights import load_weights
-from pedtune.tracking.store import log_metrics, log_params, open_store as open_mlflow, source_tags, tracked_run
+from pedtune.stages.inputs import read_inputs
+from pedtune.tracking.store import log_metrics, log_params, open_store, source_tags, tracked_run
+from pedtune.units import duration
 
 log = console.get(__name__)
 HISTORY_FIELDS = ("epoch", "train_loss", "lr", "bbox_mAP", "bbox_AP50", "bbox_AP75", "segm_mAP", "segm_AP50",
                   "segm_AP75", "epoch_time_s")
-
-
-def run_params(config: StudyConfig) -> dict[str, Any]:
-    """What defines a training run, flattened for MLflow (``train.lr``, ``model.arch``, ...)."""
-    return flatten(
-        {"data": {"split": config.data.split.model_dump()}, "model": config.model.model_dump(),
-         "train": config.train.model_dump()}
-    )
 
 
 def history_csv(history: list[dict[str, float]]) -> str:
@@ -60,16 +51,13 @@ def mlflow_epoch_hook(store, run_id: str) -> Callable[[EpochResult, Callable], N
 
 def run_train(config: StudyConfig) -> dict[str, float]:
     resolve_device(config.train.device)  # before the MLflow run and the data: no GPU fails at once
-    store = open_mlflow(config.mlflow)  # before any training: a bad URI must not cost an hour
-    split, data_hash = read_split(paths.SPLIT_FILE)
-    pretrained = load_weights(paths.PRETRAINED, config.model)
-    size = (config.model.min_size, config.model.max_size)
-    train_store = open_store(paths.DATA_ROOT, split.train, *size, config.data.cache, "train split")
-    val_store = open_store(paths.DATA_ROOT, split.val, *size, config.data.cache, "val split")
-    tags = {"stage": "train", **source_tags(), "dataset_hash": data_hash}
+    store = open_store(config.mlflow)  # before any training: a bad URI must not cost an hour
+    inputs = read_inputs(config)
+    train_samples, val_samples, pretrained = inputs.samples("train"), inputs.samples("val"), inputs.pretrained()
+    tags = {"stage": "train", **source_tags(), "dataset_hash": inputs.dataset_hash}
     with tracked_run(store, "train", tags) as run_id:
         log_params(store, run_id, run_params(config))
-        result = fit(config, train_store, val_store, pretrained, on_epoch_end=mlflow_epoch_hook(store, run_id))
+        result = fit(config, train_samples, val_samples, pretrained, on_epoch_end=mlflow_epoch_hook(store, run_id))
         final = result.final
         metrics = {
             **{k: final[k] for k in ("bbox_mAP", "bbox_AP50", "bbox_AP75", "segm_mAP", "segm_AP50", "segm_AP75")},
@@ -84,7 +72,7 @@ def run_train(config: StudyConfig) -> dict[str, float]:
     console.summary(
         log,
         f"val bbox_mAP {metrics['bbox_mAP']:.4f}, segm_mAP {metrics['segm_mAP']:.4f} after {config.train.epochs} "
-        f"epochs in {console.duration(result.wall_time_s)}",
+        f"epochs in {duration(result.wall_time_s)}",
         wrote=[paths.TRAINED_MODEL, paths.TRAIN_METRICS, paths.TRAIN_HISTORY],
         look=console.views(store.tracking_uri, run_id),
     )

@@ -23,18 +23,16 @@ from ray import tune
 from ray.tune import ResultGrid
 
 from pedtune import console, paths
-from pedtune.ray_cluster import check_capacity, check_shared_folder, ray_session
-from pedtune.config import StudyConfig, flatten
-from pedtune.data.dataset import SampleStore, open_store
-from pedtune.data.split import Split, read_split
+from pedtune.config import StudyConfig, flatten, run_params
+from pedtune.data.dataset import SampleSet
 from pedtune.engine.train import fit
 from pedtune.errors import PedtuneError
-from pedtune.model.weights import load_weights
-from pedtune.tracking.store import Store, log_metrics, open_store as open_mlflow, source_tags
-from pedtune.stages.train import run_params
+from pedtune.ray_cluster import check_capacity, check_shared_folder, ray_session
+from pedtune.stages.inputs import StageInputs, read_inputs
+from pedtune.tracking.store import Store, log_metrics, open_store, source_tags
 from pedtune.tune.identity import sweep_id
 from pedtune.tune.importance import Importance, importance_mlflow, importance_summary, param_importance
-from pedtune.tune.outputs import BEST_PARAMS, CURVES_CSV, summary_table, tune_metrics, write_outputs
+from pedtune.tune.outputs import CURVES_CSV, summary_table, tune_metrics, write_outputs
 from pedtune.tune.progress import SweepProgress
 from pedtune.tune.results import (
     TrialRecord,
@@ -45,11 +43,12 @@ from pedtune.tune.results import (
     trial_dirname,
     trial_retries,
 )
+from pedtune.tracking.sweep import SweepLoggerCallback, mark_stale_trial_runs, reconcile_trial_runs, sweep_run
 from pedtune.tune.searchers import build_scheduler, build_search_alg, n_initial_points
 from pedtune.tune.space import param_space
 from pedtune.tune.storage import STAGING_FOLDER, SweepStorage, checkpoint_staging, open_storage
 from pedtune.tune.trainable import FitFn, train_trial
-from pedtune.tracking.sweep import SweepLoggerCallback, mark_stale_trial_runs, reconcile_trial_runs, sweep_run
+from pedtune.units import duration
 
 
 log = console.get(__name__)
@@ -66,22 +65,14 @@ class SweepError(PedtuneError):
 class TrialInputs:
     """What every trial shares: the decoded split, the starting weights, the training function."""
 
-    train_store: SampleStore
-    val_store: SampleStore
+    train_samples: SampleSet
+    val_samples: SampleSet
     pretrained: dict[str, torch.Tensor]
     fit_fn: FitFn
 
 
-def _trial_inputs(config: StudyConfig, split: Split, fit_fn: FitFn) -> TrialInputs:
-    size = (config.model.min_size, config.model.max_size)
-    # Absolute: trials run in their own working folder, and an uncached store reads lazily.
-    root = paths.DATA_ROOT.resolve()
-    return TrialInputs(
-        train_store=open_store(root, split.train, *size, config.data.cache, "train split"),
-        val_store=open_store(root, split.val, *size, config.data.cache, "val split"),
-        pretrained=load_weights(paths.PRETRAINED, config.model),
-        fit_fn=fit_fn,
-    )
+def _trial_inputs(inputs: StageInputs, fit_fn: FitFn) -> TrialInputs:
+    return TrialInputs(inputs.samples("train"), inputs.samples("val"), inputs.pretrained(), fit_fn)
 
 
 def parent_tags(config: StudyConfig, dataset_hash: str) -> dict[str, str]:
@@ -105,7 +96,7 @@ def _trainable(config: StudyConfig, inputs: TrialInputs, storage: SweepStorage, 
     # with_parameters puts the decoded samples and weights into Ray's object store once;
     # every trial reads them from there instead of decoding the dataset again.
     trainable = tune.with_parameters(
-        train_trial, base=config, train_store=inputs.train_store, val_store=inputs.val_store,
+        train_trial, base=config, train_samples=inputs.train_samples, val_samples=inputs.val_samples,
         pretrained=inputs.pretrained, fit_fn=inputs.fit_fn, checkpoint_staging=checkpoint_staging(storage, experiment),
     )
     resources = config.tune.resources_per_trial
@@ -276,10 +267,12 @@ def run_tune(config: StudyConfig, fit_fn: FitFn = fit) -> dict[str, Any]:
     ``fit_fn`` is the training function each trial calls; tests swap in a cheap one.
     Returns the content of ``metrics/tune.json``.
     """
-    store = open_mlflow(config.mlflow)  # before Ray and the data: a bad URI fails in seconds
+    store = open_store(config.mlflow)  # before Ray and the data: a bad URI fails in seconds
     storage = open_storage(config.tune.storage_path)
-    split, dataset_hash = read_split(paths.SPLIT_FILE)
-    inputs = _trial_inputs(config, split, fit_fn)
+    # Absolute: trials run in their own working folder, and an uncached sample set reads lazily.
+    stage_inputs = read_inputs(config, absolute=True)
+    dataset_hash = stage_inputs.dataset_hash
+    inputs = _trial_inputs(stage_inputs, fit_fn)
     sid = sweep_id(config, dataset_hash)
     experiment = f"sweep-{sid}"
     # The sweep's wall time adds up every run of the stage on it: an interrupted and resumed
@@ -311,7 +304,7 @@ def run_tune(config: StudyConfig, fit_fn: FitFn = fit) -> dict[str, Any]:
     console.summary(
         log,
         f"best val {config.tune.metric} {best.final:.4f} (trial {best.trial_id}) of {len(records)} trials in "
-        f"{console.duration(metrics['wall_time_s'])}; {paths.TUNE_DIR / BEST_PARAMS} holds its train section",
+        f"{duration(metrics['wall_time_s'])}; {paths.BEST_PARAMS} holds its train section",
         wrote=[paths.TUNE_DIR, CURVES_CSV, paths.TUNE_METRICS],
         look=console.views(store.tracking_uri, parent_id),
     )
