@@ -1,1 +1,2 @@
-"""A recorded benchmark of the tuning problem (``pedtune record``) and sweeps replayed on it (``pedtune compare``)."""
+"""Record and replay: a recorded table of learning curves (``pedtune record``) and Ray Tune sweeps replayed
+on it (``pedtune compare``)."""
