@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from table_fakes import small_config, write_table
 
-from pedtune.replay.grid import Grid, level_of, level_values
-from pedtune.replay.table import TABLE_FILE, TableError, load_table
 from pedtune.config import ConfigError
 from pedtune.config.schema import Distribution
+from pedtune.replay.grid import Grid, level_of, level_values
+from pedtune.replay.table import TABLE_FILE, TableError, load_table, recording_folder
 from pedtune.tune.space import ray_domain
 
 
@@ -61,3 +61,13 @@ def test_the_table_round_trips_with_a_diverged_run_and_refuses_to_replay_unfinis
     (tmp_path / TABLE_FILE).write_text("\n".join(lines[:-3]) + "\n")  # the last run, cut off
     with pytest.raises(TableError, match="holds 15 of 16 runs"):
         load_table(tmp_path)
+
+
+def test_a_recording_left_at_the_former_default_folder_is_named_with_the_new_one(tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert recording_folder("recordings/recorded") == Path("recordings/recorded")  # nothing anywhere: fine
+    (tmp_path / "benchmarks/recorded").mkdir(parents=True)
+    (tmp_path / "benchmarks/recorded" / TABLE_FILE).write_text("config\n")
+    with pytest.raises(TableError, match="benchmarks/recorded.*recordings/recorded"):
+        recording_folder("recordings/recorded")
+    assert recording_folder("benchmarks/recorded") == Path("benchmarks/recorded")  # set explicitly: used as is
