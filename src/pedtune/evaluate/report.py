@@ -16,7 +16,7 @@ import torch
 from pedtune.config import StudyConfig
 from pedtune.config.schema import TrainConfig
 from pedtune.engine.coco_eval import METRIC_NAMES
-from pedtune.evaluate.inputs import PER_RUN_KEYS
+from pedtune.evaluate.configs import PER_RUN_KEYS
 from pedtune.evaluate.runs import INITIAL, TUNED, RunResult
 from pedtune.evaluate.stats import (
     IMPROVEMENT,

@@ -21,7 +21,7 @@ from pedtune.device import describe_device, resolve_device
 from pedtune.engine.coco_eval import ground_truth
 from pedtune.engine.train import evaluate, fit
 from pedtune.errors import NonFiniteLossError
-from pedtune.evaluate.inputs import run_config
+from pedtune.evaluate.configs import run_config
 from pedtune.run_limits import Grant, place_run
 from pedtune.units import duration
 

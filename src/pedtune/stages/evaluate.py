@@ -17,7 +17,7 @@ from pedtune.config import StudyConfig, flatten, run_params
 from pedtune.data.dataset import SampleSet
 from pedtune.device import resolve_device
 from pedtune.evaluate import files
-from pedtune.evaluate.inputs import read_best_params, read_search_cost, tuned_config, unsearched_differences
+from pedtune.evaluate.configs import read_best_params, read_search_cost, tuned_config, unsearched_differences
 from pedtune.evaluate.parallel import describe_execution, execute
 from pedtune.evaluate.pictures import save_per_seed_plot, write_comparison_pictures
 from pedtune.evaluate.report import (
@@ -32,6 +32,7 @@ from pedtune.evaluate.report import (
 )
 from pedtune.evaluate.runs import INITIAL, TUNED, RunInputs, RunResult, RunSpec, plan_runs, shared_result
 from pedtune.io import atomic_path, write_json, write_text
+from pedtune.stages.inputs import StageInputs, read_inputs
 from pedtune.tracking.store import (
     Store,
     log_metrics,
@@ -41,7 +42,6 @@ from pedtune.tracking.store import (
     source_tags,
     tracked_run,
 )
-from pedtune.stages.inputs import StageInputs, read_inputs
 from pedtune.units import duration
 
 log = console.get(__name__)

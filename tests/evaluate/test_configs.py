@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from pedtune.config import ConfigError, StudyConfig, validate
-from pedtune.evaluate.inputs import (
+from pedtune.evaluate.configs import (
     TuneResultsError,
     read_best_params,
     read_search_cost,
