@@ -12,7 +12,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from pedtune import console
 from pedtune.config import ConfigError, StudyConfig, load_config
-from pedtune.errors import PedtuneError
+from pedtune.errors import PedtuneError, UnauthenticatedClusterError
 from pedtune.evaluate.files import REPORT
 from pedtune.tracking.server import check_reachable
 
@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.stage == "check":
             estimate = f"\nestimated on this machine: {found.describe()}\n({found.basis(config)})" if found else ""
             console.summary(log, f"{args.params} is valid{estimate}")
-    except ConfigError as error:
+    except (ConfigError, UnauthenticatedClusterError) as error:
         log.error(str(error))
         return EXIT_BAD_INPUT
     except PedtuneError as error:

@@ -13,6 +13,7 @@ import os
 import re
 from decimal import Decimal
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -275,6 +276,19 @@ class MlflowConfig(Section):
         description="How long the stages wait for a tracking server to answer before they stop.",
     )
 
+    @field_validator("tracking_uri")
+    @classmethod
+    def _no_credentials_in_uri(cls, value: str) -> str:
+        # The URI is logged, recorded in params and dvc.lock: a password in it would land in all of them.
+        parts = urlsplit(value)
+        if parts.scheme in ("http", "https") and (parts.username or parts.password):
+            raise ValueError(
+                "the tracking URI carries credentials (user:password@host), which would be recorded in params.yaml, "
+                "dvc.lock and the logs: write it as http(s)://host:port and give the credentials through the "
+                "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD environment variables (or ~/.mlflow/credentials)"
+            )
+        return value
+
 
 QUANTIZED = ("qloguniform", "quniform")
 
@@ -491,6 +505,14 @@ class TuneConfig(Section):
         description=(
             "Empty: a private Ray on this machine; `auto`: the cluster this node belongs to; `host:port`: that "
             "cluster's head (the driver runs on a node of it; `ray://` is refused, see [cluster](cluster.md))."
+        ),
+    )
+    allow_unauthenticated_cluster: bool = Field(
+        False,
+        description=(
+            "`false`: a `ray_address` cluster that accepts clients without its token is refused before anything "
+            "runs (anyone reaching its ports could run code on every node); `true`: allowed, for a network only "
+            "trusted people reach (see [cluster](cluster.md#security))."
         ),
     )
     storage_path: str = Field(

@@ -133,6 +133,10 @@ def parent_params(config: StudyConfig) -> dict[str, Any]:
 def run_evaluate(config: StudyConfig) -> dict[str, Any]:
     started = time.perf_counter()
     # Everything that can fail is checked before the first of many long trainings.
+    if config.tune.ray_address:
+        from pedtune.cluster import check_authenticated  # imports Ray: only where the runs go to a cluster
+
+        check_authenticated(config.tune)
     resolve_device(config.train.device)  # the pictures at the end are drawn here, whatever runs the seeds
     configs = {INITIAL: config, TUNED: tuned_config(config, read_best_params())}
     differences = unsearched_differences(config, configs[TUNED])

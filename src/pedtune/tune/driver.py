@@ -23,7 +23,7 @@ from ray import tune
 from ray.tune import ResultGrid
 
 from pedtune import console, paths
-from pedtune.cluster import check_capacity, check_shared_folder, ray_session
+from pedtune.cluster import check_authenticated, check_capacity, check_shared_folder, ray_session
 from pedtune.config import StudyConfig, flatten
 from pedtune.data.dataset import SampleStore, open_store
 from pedtune.data.split import Split, read_split
@@ -276,6 +276,7 @@ def run_tune(config: StudyConfig, fit_fn: FitFn = fit) -> dict[str, Any]:
     ``fit_fn`` is the training function each trial calls; tests swap in a cheap one.
     Returns the content of ``metrics/tune.json``.
     """
+    check_authenticated(config.tune)  # before any MLflow run is opened or reopened
     store = open_mlflow(config.mlflow)  # before Ray and the data: a bad URI fails in seconds
     storage = open_storage(config.tune.storage_path)
     split, dataset_hash = read_split(paths.SPLIT_FILE)
