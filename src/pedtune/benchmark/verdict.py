@@ -193,7 +193,7 @@ def verdict_markdown(rows: list[VariantSummary], comparisons: list[Comparison], 
         f"Sweeps: real Ray Tune sweeps with the project's searcher and scheduler builders; ASHA grace "
         f"{cfg.asha.grace_period}, reduction factor {cfg.asha.reduction_factor:g}, max_t {table.epochs}; "
         f"{cfg.max_concurrent} trial(s) at a time; the first trial is the train section's configuration "
-        f"(#{table_index(config, table)}). {rows[0].sweeps} searcher seeds per variant; {len(rows)} variants in "
+        f"({initial_configuration(config, table)}). {rows[0].sweeps} searcher seeds per variant; {len(rows)} variants in "
         f"{wall_s / 60:.1f} min.",
         "",
     ]
@@ -250,11 +250,11 @@ def verdict_markdown(rows: list[VariantSummary], comparisons: list[Comparison], 
     return "\n".join(lines)
 
 
-def table_index(config: StudyConfig, table: Table) -> str:
+def initial_configuration(config: StudyConfig, table: Table) -> str:
     """The grid configuration the train section's values are, or 'not recorded'."""
     initial = {p: getattr(config.train, p.removeprefix("train.")) for p in table.params}
     match = [c for c in range(table.configs) if table.overrides(c) == initial]
-    return str(match[0]) if match else "not a recorded configuration"
+    return f"#{match[0]}" if match else "not a recorded configuration"
 
 
 def real_markdown(sweeps: list[RealSweep], check: RealCheck, metric: str) -> list[str]:
