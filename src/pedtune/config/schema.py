@@ -661,6 +661,11 @@ class CompareConfig(Section):
         default=None, description="Sweeps replayed side by side, each driven from a Ray worker process of its own; "
         "null: one per CPU.",
     )
+    resamples: PositiveInt = Field(
+        default=2000, description="Bootstrap resamples of the table's training seeds (with the searcher seeds) behind "
+        "the verdict's table-noise intervals.",
+    )
+    resample_seed: Seed = Field(default=0, description="Seed of the bootstrap's random draws.")
     output: str = Field(default="results/compare", description="Folder of the verdict (verdict.md), its data and plots.")
 
     @field_validator("searchers", "schedulers")
