@@ -72,7 +72,7 @@ def _check(config: StudyConfig) -> None:
 
 STAGES: dict[str, tuple[Callable[[StudyConfig], None], str]] = {
     "check": (_check, "validate params.yaml, time its work on this machine and exit"),
-    "fetch": (_fetch, "get PennFudanPed (url, local zip/dir or synthetic) into data/PennFudanPed"),
+    "fetch": (_fetch, "get the dataset (PennFudanPed or COCO; url, local zip/dir or synthetic) into data/dataset"),
     "weights": (_weights, "resolve model.weights into models/pretrained.pt"),
     "split": (_split, "draw the seeded train/val/test split into data/split.json"),
     "train": (_train, "train the params.yaml configuration, log it to MLflow"),
