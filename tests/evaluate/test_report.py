@@ -200,3 +200,15 @@ def test_readme_preamble_is_drawn_from_the_report(study: Study):
     assert results_block(report) == f"{text}\n\n{report.strip()}"
     # A report without a cost table (or with a search time not recorded) gives no total.
     assert "in all" not in preamble(report_markdown(study))
+
+
+def test_per_category_ap_is_reported_with_na_for_a_category_the_test_split_lacks(results: list[RunResult],
+                                                                                study: Study):
+    with_categories = [replace(result, test={**result.test, "bbox_AP/cat": 0.25, "segm_AP/cat": 0.5})
+                       for result in results]
+    categorised = replace(study, results=with_categories, comparison=compare(with_categories, [0, 1, 2]),
+                          categories=("cat", "dog"))
+    report = report_markdown(categorised)
+    assert "| cat | 0.250 ± 0.000 | 0.500 ± 0.000 | 0.250 ± 0.000 | 0.500 ± 0.000 |" in report
+    assert "| dog | n/a | n/a | n/a | n/a |" in report
+    assert "| category |" not in report_markdown(study)  # one category: the headline says it all

@@ -15,7 +15,7 @@ import torch
 
 from pedtune.config import StudyConfig
 from pedtune.config.schema import TrainConfig
-from pedtune.engine.coco_eval import METRIC_NAMES
+from pedtune.engine.coco_eval import IOU_TYPES, METRIC_NAMES, category_metric
 from pedtune.evaluate.inputs import PER_RUN_KEYS
 from pedtune.evaluate.runs import INITIAL, TUNED, RunResult
 from pedtune.evaluate.stats import (
@@ -73,6 +73,7 @@ class Study:
     execution: str
     machine: Mapping[str, str]  # machine_info() and where the runs are recorded
     wall_time_s: float
+    categories: Sequence[str] = ()  # the dataset's category names, when it has several
 
     @property
     def primary_metric(self) -> str:
@@ -215,6 +216,7 @@ def report_markdown(study: Study) -> str:
     sections = [
         _headline(study),
         _scores_table(study.comparison),
+        *([_per_category_table(study)] if len(study.categories) > 1 else []),
         *([_failed_note(study.comparison)] if any(study.comparison.failed.values()) else []),
         _verdict_line(study),
         _method_note(study),
@@ -275,6 +277,24 @@ def _scores_table(comparison: Comparison) -> str:
             f"| {metric.replace('_', ' ')} | {_mean_std(initial)} | {_mean_std(tuned)} | {delta} | {interval} |"
         )
     return "\n".join(lines)
+
+
+def _per_category_table(study: Study) -> str:
+    """Each category's test AP, mean ± std over a configuration's finished runs; "n/a" where the
+    test split holds none of it (COCOeval has nothing to score), not 0."""
+    scores = study.comparison.scores
+    header = " | ".join(f"{iou} AP {name}" for name in CONFIGS for iou in IOU_TYPES)
+    lines = [f"| category | {header} |", "|---|" + "---|" * (len(CONFIGS) * len(IOU_TYPES))]
+    for category in study.categories:
+        cells = []
+        for name in CONFIGS:
+            for iou in IOU_TYPES:
+                key = category_metric(iou, category)
+                values = [run[key] for run in scores[name].values() if key in run]
+                cells.append(_mean_std(None if not values else Spread(values[0], math.nan, 1) if len(values) == 1
+                                       else spread(values)))
+        lines.append(f"| {category} | {' | '.join(cells)} |")
+    return "Per category (AP at IoU 0.50:0.95; the headline mAP above is their mean):\n\n" + "\n".join(lines)
 
 
 def _mean_std(value: Spread | None) -> str:
