@@ -127,3 +127,10 @@ def test_per_category_ap_and_na_for_a_category_the_scored_images_lack(fetched, b
     assert {key: round(value, 6) for key, value in metrics.items() if "/" in key} == {
         "bbox_AP/square": 1.0, "bbox_AP/triangle": 1.0, "segm_AP/square": 1.0, "segm_AP/triangle": 1.0}
     assert "bbox_AP/disc" not in coco_metrics(ground_truth(store, backend), [], per_category=True)
+
+
+def test_category_metric_names_are_ones_mlflow_accepts():
+    from pedtune.engine.coco_eval import category_metric
+
+    assert category_metric("bbox", "traffic light") == "bbox_AP/traffic light"
+    assert category_metric("segm", "person's bag (small)") == "segm_AP/person_s bag _small_"

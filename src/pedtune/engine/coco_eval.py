@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -107,8 +108,11 @@ def to_coco_results(
 
 
 def category_metric(iou_type: str, name: str) -> str:
-    """The key of one category's AP (IoU 0.50:0.95, all areas) among the metrics: ``bbox_AP/person``."""
-    return f"{iou_type}_AP/{name}"
+    """The key of one category's AP (IoU 0.50:0.95, all areas) among the metrics: ``bbox_AP/person``.
+
+    Characters MLflow refuses in a metric name become ``_`` (``person's bag`` -> ``person_s bag``).
+    """
+    return f"{iou_type}_AP/{re.sub(r'[^A-Za-z0-9_ ./-]', '_', name)}"
 
 
 def _per_category(evaluator: Any, truth: GroundTruth, iou_type: str) -> dict[str, float]:
