@@ -242,3 +242,15 @@ def test_when_the_search_kept_the_initial_config_the_report_says_so_and_gives_no
     # Without the sweep's scores (an older metrics/tune.json) the report still says what happened.
     unknown = report_markdown(replace(kept, search_cost=study.search_cost))
     assert "No configuration the searcher proposed has a val score to set beside it" in unknown
+
+
+def test_per_category_ap_is_reported_with_na_for_a_category_the_test_split_lacks(results: list[RunResult],
+                                                                                study: Study):
+    with_categories = [replace(result, test={**result.test, "bbox_AP/cat": 0.25, "segm_AP/cat": 0.5})
+                       for result in results]
+    categorised = replace(study, results=with_categories, comparison=compare(with_categories, [0, 1, 2]),
+                          categories=("cat", "dog"))
+    report = report_markdown(categorised)
+    assert "| cat | 0.250 ± 0.000 | 0.500 ± 0.000 | 0.250 ± 0.000 | 0.500 ± 0.000 |" in report
+    assert "| dog | n/a | n/a | n/a | n/a |" in report
+    assert "| category |" not in report_markdown(study)  # one category: the headline says it all

@@ -55,6 +55,20 @@ class SyntheticConfig(Section):
         description="Most pedestrians drawn in one generated image (each image has 1 to this many).",
     )
     seed: Seed = Field(0, description="Seed of the generated dataset.")
+    categories: Annotated[int, Field(ge=1, le=20)] = Field(
+        3,
+        description=(
+            "Object categories of a generated COCO dataset (`data.format: coco`); the PennFudan layout has one."
+        ),
+    )
+
+
+class AnnotationFiles(Section):
+    """A dataset that ships its own split: one COCO JSON per part."""
+
+    train: Annotated[str, Field(min_length=1)] = Field(description="COCO JSON of the train part.")
+    val: Annotated[str, Field(min_length=1)] = Field(description="COCO JSON of the val part.")
+    test: Annotated[str, Field(min_length=1)] = Field(description="COCO JSON of the test part.")
 
 
 class SplitConfig(Section):
@@ -80,11 +94,19 @@ class SplitConfig(Section):
 
 
 class DataConfig(Section):
+    format: Literal["pennfudan", "coco"] = Field(
+        "pennfudan",
+        description=(
+            "`pennfudan`: PennFudanPed's layout (`PNGImages/`, `PedMasks/`, one class). `coco`: any COCO-format "
+            "instance-segmentation dataset, images in `local_path` and annotations in `annotations` (docs/data.md)."
+        ),
+    )
     source: Literal["url", "zip", "dir", "synthetic"] = Field(
         "url",
         description=(
-            "`url` downloads the official zip, `zip` reads a local zip, `dir` an extracted `PennFudanPed` folder,"
-            " `synthetic` generates data in the same layout (tests, smoke runs)."
+            "`url` downloads the official zip, `zip` reads a local zip, `dir` an extracted `PennFudanPed` folder"
+            " (with `format: coco`, the images folder), `synthetic` generates data in the chosen format (tests,"
+            " smoke runs)."
         ),
     )
     url: str = Field(PENN_FUDAN_URL, description="Where `source: url` downloads the zip from.")
@@ -99,8 +121,31 @@ class DataConfig(Section):
     local_path: str = Field(
         "",
         description=(
-            "The zip (`source: zip`) or the extracted `PennFudanPed` folder (`source: dir`). DVC tracks the path,"
-            " not the files there: after changing them in place, run `dvc repro -f fetch`."
+            "The zip (`source: zip`) or the extracted `PennFudanPed` folder (`source: dir`; with `format: coco`, the"
+            " images folder, which `file_name` in the JSON is relative to). DVC tracks the path, not the files"
+            " there: after changing them in place, run `dvc repro -f fetch`."
+        ),
+    )
+    annotations: str | AnnotationFiles = Field(
+        "",
+        description=(
+            "`format: coco` only: the COCO JSON file, or `{train: ..., val: ..., test: ...}` when the dataset ships "
+            "its own split (then the split stage takes it as it is). With `source: zip` or `url`, paths inside "
+            "the archive."
+        ),
+    )
+    images: str = Field(
+        "",
+        description=(
+            "`format: coco` with `source: zip` or `url`: the images folder inside the archive (`file_name` in the "
+            "JSON is relative to it); empty: the archive's top level."
+        ),
+    )
+    drop_negatives: bool = Field(
+        False,
+        description=(
+            "`format: coco`: leave out images without any annotation (by default they train and score as "
+            "negatives)."
         ),
     )
     expected_images: PositiveInt | None = Field(
@@ -119,6 +164,14 @@ class DataConfig(Section):
     def _local_path_for_local_sources(self) -> "DataConfig":
         if self.source in ("zip", "dir") and not self.local_path:
             raise ValueError(f"source '{self.source}' needs data.local_path")
+        return self
+
+    @model_validator(mode="after")
+    def _annotations_for_coco(self) -> "DataConfig":
+        if self.format == "coco" and self.source != "synthetic" and not self.annotations:
+            raise ValueError("format 'coco' needs data.annotations (the COCO JSON file, or {train, val, test})")
+        if self.format == "pennfudan" and self.annotations:
+            raise ValueError("data.annotations is for format 'coco'; PennFudanPed's layout has its own masks")
         return self
 
 
@@ -767,7 +820,7 @@ class StudyConfig(Section):
         # store would read image files that exist on the driver's machine only.
         if self.tune.ray_address and not self.data.cache:
             raise ValueError(
-                f"data.cache: false reads the images from data/PennFudanPed while training, which the nodes of the Ray cluster at '{self.tune.ray_address}' do not have; set "
+                f"data.cache: false reads the images from data/dataset while training, which the nodes of the Ray cluster at '{self.tune.ray_address}' do not have; set "
                 "data.cache: true (the decoded samples reach every node through Ray's object store)"
             )
         return self

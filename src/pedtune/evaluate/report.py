@@ -15,7 +15,7 @@ import torch
 
 from pedtune.config import StudyConfig
 from pedtune.config.schema import TrainConfig
-from pedtune.engine.coco_eval import METRIC_NAMES
+from pedtune.engine.coco_eval import IOU_TYPES, METRIC_NAMES, category_metric
 from pedtune.evaluate.inputs import PER_RUN_KEYS
 from pedtune.evaluate.runs import INITIAL, TUNED, RunResult
 from pedtune.evaluate.stats import (
@@ -73,6 +73,7 @@ class Study:
     execution: str
     machine: Mapping[str, str]  # machine_info() and where the runs are recorded
     wall_time_s: float
+    categories: Sequence[str] = ()  # the dataset's category names, when it has several
 
     @property
     def primary_metric(self) -> str:
@@ -242,11 +243,12 @@ def _processor() -> str:
 
 def report_markdown(study: Study) -> str:
     """A paste-ready summary: the headline table, the verdict, hyperparameters, cost and machine."""
+    per_category = [_per_category_table(study)] if len(study.categories) > 1 else []
     failed = [_failed_note(study.comparison)] if any(study.comparison.failed.values()) else []
     if study.tuned_is_initial:
-        findings = [_initial_table(study.comparison), *failed, _no_tuned_model(study)]
+        findings = [_initial_table(study.comparison), *per_category, *failed, _no_tuned_model(study)]
     else:
-        findings = [_scores_table(study.comparison), *failed, _verdict_line(study)]
+        findings = [_scores_table(study.comparison), *per_category, *failed, _verdict_line(study)]
     sections = [
         _headline(study),
         *findings,
@@ -338,6 +340,25 @@ def _no_tuned_model(study: Study) -> str:
         f"{initial:.4f} ({_signed(proposal - initial)}): one trial each in the sweep, so this gap has no "
         "confidence interval; it says how close the search came, not whether it could have won."
     )
+
+
+def _per_category_table(study: Study) -> str:
+    """Each category's test AP, mean ± std over a configuration's finished runs; "n/a" where the
+    test split holds none of it (COCOeval has nothing to score), not 0."""
+    scores = study.comparison.scores
+    configs = (INITIAL,) if study.tuned_is_initial else CONFIGS  # the same runs fill both columns
+    header = " | ".join(f"{iou} AP {name}" for name in configs for iou in IOU_TYPES)
+    lines = [f"| category | {header} |", "|---|" + "---|" * (len(configs) * len(IOU_TYPES))]
+    for category in study.categories:
+        cells = []
+        for name in configs:
+            for iou in IOU_TYPES:
+                key = category_metric(iou, category)
+                values = [run[key] for run in scores[name].values() if key in run]
+                cells.append(_mean_std(None if not values else Spread(values[0], math.nan, 1) if len(values) == 1
+                                       else spread(values)))
+        lines.append(f"| {category} | {' | '.join(cells)} |")
+    return "Per category (AP at IoU 0.50:0.95; the headline mAP above is their mean):\n\n" + "\n".join(lines)
 
 
 def _mean_std(value: Spread | None) -> str:

@@ -195,6 +195,7 @@ def run_evaluate(config: StudyConfig) -> dict[str, Any]:
                 "MLflow run": f"{parent_id} (experiment {store.experiment_name})",
             },
             wall_time_s=time.perf_counter() - started,
+            categories=tuple(inputs.test.categories.values()),
         )
         metrics = write_outputs(study, inputs.test)
         log_outputs(store, parent_id)
