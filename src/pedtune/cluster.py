@@ -24,6 +24,7 @@ from typing import Any
 import ray
 
 import pedtune
+from pedtune import console
 from pedtune.config.schema import ResourcesConfig
 from pedtune.engine.estimate import CPU_PATH
 from pedtune.errors import ClusterError
@@ -45,12 +46,13 @@ def ray_session(address: str, log_to_driver: bool = True) -> Iterator[None]:
     ``address`` "" starts a private Ray on this machine ("local"): ``ray.init()`` without an
     address would join a cluster that ``ray start`` left running here, or the one RAY_ADDRESS names.
     """
-    ray.init(address=address or "local", runtime_env=runtime_env(), include_dashboard=False,
-             log_to_driver=log_to_driver, logging_level=logging.WARNING)
-    try:
-        yield
-    finally:
-        ray.shutdown()
+    with console.plain_ray_prefixes():
+        ray.init(address=address or "local", runtime_env=runtime_env(), include_dashboard=False,
+                 log_to_driver=log_to_driver, logging_level=logging.WARNING)
+        try:
+            yield
+        finally:
+            ray.shutdown()
 
 
 @dataclass(frozen=True)
