@@ -27,6 +27,7 @@ from typing import Any
 import ray
 
 import pedtune
+from pedtune import console
 from pedtune.config.schema import ResourcesConfig, TuneConfig
 from pedtune.engine.estimate import CPU_PATH
 from pedtune.errors import ClusterError, UnauthenticatedClusterError
@@ -149,6 +150,7 @@ def ray_session(address: str, log_to_driver: bool = True) -> Iterator[None]:
     with contextlib.ExitStack() as stack:
         if not address:
             stack.enter_context(_private_token())
+        stack.enter_context(console.plain_ray_prefixes())
         ray.init(address=address or "local", runtime_env=runtime_env(), include_dashboard=False,
                  log_to_driver=log_to_driver, logging_level=logging.WARNING)
         stack.callback(ray.shutdown)

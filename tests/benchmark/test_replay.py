@@ -22,7 +22,8 @@ from pedtune.benchmark.verdict import judge
 from pedtune.tune.outputs import TRIALS_CSV, trials_csv
 from pedtune.tune.results import COMPLETED, STOPPED_EARLY, TrialRecord
 
-pytestmark = pytest.mark.slow
+# One worker holds the module's replay session (--dist loadgroup).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("replay-session")]
 
 # Four configurations: lr in 2 bins × batch size 2 or 4. Configuration 3 (the high lr, batch 4) dominates.
 FOUR = {"record": {"levels": {"train.lr": 2}}, "train": {"epochs": 3}}

@@ -32,7 +32,8 @@ from pedtune import paths
 from pedtune.tune.driver import WALL_TIME_EVERY_S, WALL_TIME_FILE
 from pedtune.tune.trainable import CHECKPOINT_FILE
 
-pytestmark = pytest.mark.slow
+# One worker builds the session's S3 server and this file's loopback cluster once (--dist loadgroup).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("loopback-cluster")]
 
 HERE = Path(__file__).resolve().parent
 FAKE_SWEEP = (

@@ -57,6 +57,7 @@ def test_a_relative_storage_path_is_resolved_from_the_repository_root(tmp_path: 
     assert checkpoint_staging(storage, "sweep-x") == tmp_path / "ray_results" / "sweep-x" / STAGING_FOLDER
 
 
+@pytest.mark.xdist_group("loopback-cluster")  # the session's S3 server, built once on that group's worker
 def test_the_sweep_state_lives_in_the_bucket(s3: S3, monkeypatch: pytest.MonkeyPatch):
     for key, value in s3.env.items():
         monkeypatch.setenv(key, value)  # the endpoint comes from AWS_ENDPOINT_URL, as for MinIO or Ceph
