@@ -20,7 +20,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -51,16 +50,17 @@ def main(argv: list[str] | None = None) -> dict:
     args.json = args.json.resolve() if args.json else None  # the study is built in its own working folder
     common.setup(args)
     sys.path[:0] = [str(TESTS / "cluster"), str(TESTS / "tune"), str(TESTS)]
-    from loopback import start_cluster, start_moto
+    from loopback import BIN, cluster_recipe, shell_environment, start_cluster, start_moto
     from tune_study import build_study
 
     with tempfile.TemporaryDirectory(prefix="pedtune-bench-cluster-") as tmp:
         root = Path(tmp)
         moto = start_moto(root)
         env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+        (root / "home").mkdir()  # the nodes' home: docs/cluster.md's commands write the Ray token there
         env.update(AWS_ENDPOINT_URL=moto.url, AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench",
-                   AWS_DEFAULT_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true", RAY_AUTH_MODE="token",
-                   RAY_AUTH_TOKEN=uuid.uuid4().hex, RAY_USAGE_STATS_ENABLED="0",
+                   AWS_DEFAULT_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true", HOME=str(root / "home"),
+                   PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", RAY_USAGE_STATS_ENABLED="0",
                    # The nodes' environment: a trial on a `ray start` node does not see the driver's.
                    PEDTUNE_FAKE_EPOCH_S=str(args.epoch_s))
         study = root / "study"
@@ -69,14 +69,14 @@ def main(argv: list[str] | None = None) -> dict:
         try:
             subprocess.run([sys.executable, "-c", f"import boto3; boto3.client('s3').create_bucket(Bucket='{BUCKET}')"],
                            check=True, env=env)
-            cluster = start_cluster([study], env, workers=1, worker_cpus=args.worker_cpus)
+            cluster = start_cluster([study], env, cluster_recipe(), workers=1, worker_cpus=args.worker_cpus)
             os.chdir(study)
             build_study(study, {
                 "train": {"epochs": args.epochs},
                 "tune": {"ray_address": cluster.address, "storage_path": f"s3://{BUCKET}/sweeps",
                          "num_samples": args.trials, "max_concurrent": args.worker_cpus, "scheduler": "fifo"},
             })
-            driver_env = {**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(common.REPO / "src"),
+            driver_env = {**shell_environment(cluster_recipe()["driver"], env), "PYTHONPATH": os.pathsep.join(filter(None, [str(common.REPO / "src"),
                                                                              os.environ.get("PYTHONPATH")]))}
             started = time.perf_counter()
             done = subprocess.run([sys.executable, "-c", DRIVER], cwd=study, env=driver_env, capture_output=True,

@@ -278,11 +278,28 @@ def machine(device: str = "cpu") -> dict[str, Any]:
     return info
 
 
+def portable(value: Any) -> Any:
+    """``value`` with every absolute path in it made machine-free: a path inside the repository
+    relative to it, any other (a dataset, a temporary folder) by its last part only."""
+    if isinstance(value, dict):
+        return {key: portable(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [portable(item) for item in value]
+    if not isinstance(value, str) or not value.startswith("/"):
+        return value
+    path = Path(value)
+    return path.relative_to(REPO).as_posix() if path.is_relative_to(REPO) else path.name
+
+
 def emit(name: str, args: argparse.Namespace, result: dict[str, Any]) -> dict[str, Any]:
-    """Print the result and write it to ``--json`` (run_all passes bench/results/<name>.json)."""
-    payload = {"benchmark": name, "machine": machine(args.device), "data": "synthetic" if args.synthetic else str(args.data),
-               "args": {k: str(v) for k, v in vars(args).items()}, **result,
-               "loadavg_at_end": os.getloadavg()[0], "measured_at": round(time.time())}
+    """Print the result and write it to ``--json`` (run_all passes bench/results/<name>.json).
+
+    ``measured_at`` (UTC seconds) is what the table's "latest result" goes by; paths are written
+    by :func:`portable`, so a result file names no folder of the machine it ran on."""
+    payload = portable({"benchmark": name, "machine": machine(args.device),
+                        "data": "synthetic" if args.synthetic else str(args.data),
+                        "args": {k: str(v) for k, v in vars(args).items()}, **result,
+                        "loadavg_at_end": os.getloadavg()[0], "measured_at": round(time.time())})
     text = json.dumps(payload, indent=2)
     print(text)
     if args.json:

@@ -13,7 +13,9 @@
 # Needs PyTorch with torchvision and the rest of pedtune's training imports; a machine without
 # internet gets the missing ones as wheels from ./.whl, or the folder GPU_CHECK_WHEELS names
 # (bench/gpu_prepare.sh gathers them and the dataset). GPU_CHECK_EXTRA (words added to every
-# benchmark's arguments) lets the smoke test run the same steps at a tiny size on the CPU.
+# benchmark's arguments) and GPU_CHECK_EXTRA_<step> (words added to that step's, after its own, so
+# they override them: GPU_CHECK_EXTRA_train_step="--steps 2") let the smoke test run the same steps
+# at a tiny size on the CPU.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 if [ $# -lt 2 ]; then
@@ -67,10 +69,12 @@ fi
 export PYTHONPATH="$PWD/src:$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 
 bench() {  # bench NAME LIMIT_S RESULT MODULE ARGS...: one benchmark from params.yaml's GPU defaults
-    local name=$1 limit=$2 result=$3 module=$4
+    local name=$1 limit=$2 result=$3 module=$4 own_var="GPU_CHECK_EXTRA_$1"
     shift 4
+    local -a own
+    read -r -a own <<< "${!own_var:-}"
     step "$name" "$limit" "$python" -m "bench.$module" --params params.yaml --data "$data" --device cuda "$@" \
-        "${extra[@]}" --json "$out/$result.json"
+        "${extra[@]}" "${own[@]}" --json "$out/$result.json"
 }
 
 step environment 60 "$python" -c "

@@ -248,14 +248,12 @@ def _variants(r: dict[str, dict[str, Any]], name: str, only: str | None = None) 
 
 
 def measured_at(path: Path, result: dict[str, Any]) -> tuple[float, str]:
-    """When a result was measured: its ``measured_at`` (UTC seconds), else when git last changed
-    the file, else its mtime; the file name breaks ties (a ``_variant`` re-run sorts after its base)."""
-    if "measured_at" in result:
-        return float(result["measured_at"]), path.stem
-    log = subprocess.run(["git", "log", "-1", "--format=%ct", "--", path.name], cwd=path.parent,
-                         capture_output=True, text=True, check=False)
-    stamp = log.stdout.strip()
-    return (float(stamp) if log.returncode == 0 and stamp else path.stat().st_mtime), path.stem
+    """When a result was measured: its ``measured_at`` field (UTC seconds, written by
+    ``common.emit``), not a git or file time, so a ``git archive`` export gives the same table;
+    the file name breaks ties (a ``_variant`` re-run sorts after its base)."""
+    if "measured_at" not in result:
+        raise SystemExit(f"{path}: no measured_at field; every result file names when it was measured")
+    return float(result["measured_at"]), path.stem
 
 
 def latest_rows(r: dict[str, dict[str, Any]], order: dict[str, tuple[float, str]]) -> list[tuple[str, str, str, str]]:

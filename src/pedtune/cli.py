@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pedtune import console
 from pedtune.config import ConfigError, StudyConfig, load_config
-from pedtune.errors import PedtuneError
+from pedtune.errors import PedtuneError, UnauthenticatedClusterError
 from pedtune.evaluate.files import REPORT
 from pedtune.tracking.server import check_reachable
 
@@ -73,7 +73,7 @@ def _check(config: StudyConfig) -> None:
 
 STAGES: dict[str, tuple[Callable[[StudyConfig], None], str]] = {
     "check": (_check, "validate params.yaml, time its work on this machine and exit"),
-    "fetch": (_fetch, "get PennFudanPed (url, local zip/dir or synthetic) into data/PennFudanPed"),
+    "fetch": (_fetch, "get the dataset (PennFudanPed or COCO; url, local zip/dir or synthetic) into data/dataset"),
     "weights": (_weights, "resolve model.weights into models/pretrained.pt"),
     "split": (_split, "draw the seeded train/val/test split into data/split.json"),
     "train": (_train, "train the params.yaml configuration, log it to MLflow"),
@@ -128,6 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
     profile = sub.add_parser("profile", help=profile_help, description=profile_help,
                              epilog="e.g.  dvc exp run -n cpu-quick $(pedtune profile cpu-quick)")
     profile.add_argument("name", help="a profile in profiles/ (cpu-quick, smoke)")
+    export_help = "write a PennFudanPed folder (default: the fetch stage's) as a COCO dataset: images/ + annotations.json"
+    export = sub.add_parser("export-coco", help=export_help, description=export_help,
+                            epilog="then: data.format: coco, data.source: dir, data.local_path: DEST/images, "
+                                   "data.annotations: DEST/annotations.json")
+    export.add_argument("dest", help="the folder to write (replaced whole)")
+    export.add_argument("--source", default="data/dataset", help="the PennFudanPed folder (default: %(default)s)")
     reference_help = "write docs/params.md, the params reference, from the schema's descriptions"
     reference = sub.add_parser("params-reference", help=reference_help, description=reference_help)
     reference.add_argument("--output", default="docs/params.md", help="where to write it (default: %(default)s)")
@@ -161,6 +167,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(FAILED_OPTION)
                 raise
             return 0
+        if args.stage == "export-coco":
+            from pedtune.data.export import export_coco
+
+            export_coco(Path(args.source), Path(args.dest))
+            return 0
         if args.stage == "params-reference":
             from pedtune.config.reference import write_reference
 
@@ -186,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.stage == "check":
             estimate = f"\nestimated on this machine: {found.describe()}\n({found.basis(config)})" if found else ""
             console.summary(log, f"{args.params} is valid{estimate}")
-    except ConfigError as error:
+    except (ConfigError, UnauthenticatedClusterError) as error:
         log.error(str(error))
         return EXIT_BAD_INPUT
     except PedtuneError as error:

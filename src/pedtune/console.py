@@ -15,6 +15,7 @@ import os
 import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
@@ -27,6 +28,7 @@ SUMMARY = 25  # between INFO and WARNING: what --quiet still shows
 logging.addLevelName(SUMMARY, "SUMMARY")
 T = TypeVar("T")
 PLAIN_INTERVAL_S = 20.0  # between two progress lines when stderr is not a terminal
+RAY_COLOR_PREFIX = "RAY_COLOR_PREFIX"  # Ray 2.60: "0" prints worker-line prefixes without colour codes
 
 
 class _Formatter(logging.Formatter):
@@ -101,6 +103,25 @@ def is_terminal() -> bool:
         return sys.stderr.isatty() and os.get_terminal_size(sys.stderr.fileno()).columns > 0
     except (OSError, ValueError, AttributeError):  # no file descriptor (a test capture), closed
         return False
+
+
+@contextmanager
+def plain_ray_prefixes() -> Iterator[None]:
+    """While the block runs, Ray prints the ``(pid=…)`` prefix of the worker lines it forwards
+    without colour codes unless stdout and stderr are both terminals (a log file, CI and DVC's
+    captured output get plain text). Ray reads ``RAY_COLOR_PREFIX`` at every line; it is restored after."""
+    if sys.stdout.isatty() and is_terminal():
+        yield
+        return
+    before = os.environ.get(RAY_COLOR_PREFIX)
+    os.environ[RAY_COLOR_PREFIX] = "0"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(RAY_COLOR_PREFIX, None)
+        else:
+            os.environ[RAY_COLOR_PREFIX] = before
 
 
 class Progress:

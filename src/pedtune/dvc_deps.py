@@ -12,9 +12,10 @@ from pathlib import Path
 from pedtune.io import write_text
 from pedtune.result_code import output_code, source_paths
 
-# Each pipeline file and the stages it holds (the record and compare stages are outside the study's).
-PIPELINES = {"dvc.yaml": ("fetch", "weights", "split", "train", "tune", "evaluate"),
-             "recordings/dvc.yaml": ("record", "compare")}
+# Each pipeline file, the stages it holds and where the repository root is from it (recordings/ is a DVC
+# project of its own, outside the study's).
+PIPELINES = {"dvc.yaml": (("fetch", "weights", "split", "train", "tune", "evaluate"), ""),
+             "recordings/dvc.yaml": (("record", "compare"), "../")}
 CODE_PREFIX = "src/pedtune/"
 MARKER = "# code: written by `pedtune dvc-deps` from the stage module's imports"
 ITEM = "      - "
@@ -24,8 +25,9 @@ class StageNotFound(ValueError):
     """A pipeline file lacks a stage (or its deps) that pedtune has a module for."""
 
 
-def with_code_deps(text: str, stage: str, code: list[str]) -> str:
-    """``text`` (a dvc.yaml) with ``stage``'s code deps replaced by ``code``, after its other deps."""
+def with_code_deps(text: str, stage: str, code: list[str], root: str = "") -> str:
+    """``text`` (a dvc.yaml) with ``stage``'s code deps replaced by ``code`` (paths from the repository root,
+    ``root`` the way there from the file), after its other deps."""
     lines = text.split("\n")
     start = next((i for i, line in enumerate(lines) if line == f"  {stage}:"), None)
     if start is None:
@@ -36,16 +38,17 @@ def with_code_deps(text: str, stage: str, code: list[str]) -> str:
         raise StageNotFound(f"stage {stage!r} has no deps: list")
     stop = next((i for i in range(deps + 1, end) if lines[i].strip() and not lines[i].startswith("      ")), end)
     kept = [line for line in lines[deps + 1 : stop]
-            if line.strip() and not line.startswith(ITEM + CODE_PREFIX) and line.strip() != MARKER]
-    generated = [f"      {MARKER}", *(ITEM + path for path in code)]
+            if line.strip() and not line.startswith(ITEM + root + CODE_PREFIX) and line.strip() != MARKER]
+    generated = [f"      {MARKER}", *(ITEM + root + path for path in code)]
     trailing = [line for line in lines[deps + 1 : stop] if not line.strip()]
     return "\n".join([*lines[: deps + 1], *kept, *generated, *trailing, *lines[stop:]])
 
 
 def rendered(repo: Path, pipeline: str) -> str:
     text = (repo / pipeline).read_text(encoding="utf-8")
-    for stage in PIPELINES[pipeline]:
-        text = with_code_deps(text, stage, source_paths(output_code(stage)))
+    stages, root = PIPELINES[pipeline]
+    for stage in stages:
+        text = with_code_deps(text, stage, source_paths(output_code(stage)), root)
     return text
 
 

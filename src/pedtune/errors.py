@@ -32,3 +32,7 @@ class TrackingError(PedtuneError):
 
 class ClusterError(PedtuneError):
     """The Ray cluster cannot run the stage as configured (no node holds a trial, storage not shared)."""
+
+
+class UnauthenticatedClusterError(ClusterError):
+    """The Ray cluster accepts clients without a token, and params.yaml does not say the network is trusted."""

@@ -3,7 +3,7 @@
 import os
 from pathlib import Path
 
-DATA_ROOT = Path("data/PennFudanPed")
+DATA_ROOT = Path("data/dataset")  # PennFudanPed's folders, or a COCO dataset's images/ and annotations/
 DATA_DOWNLOADS = Path("data/downloads")  # kept between runs so a re-fetch needs no re-download
 SPLIT_FILE = Path("data/split.json")
 PRETRAINED = Path("models/pretrained.pt")

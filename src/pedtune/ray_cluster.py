@@ -9,9 +9,12 @@ folder named as storage is the same on every node.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import secrets
+import subprocess
 import sys
 import time
 import uuid
@@ -24,13 +27,41 @@ from typing import Any
 import ray
 
 import pedtune
-from pedtune.config.schema import ResourcesConfig
+from pedtune import console
+from pedtune.config.schema import ResourcesConfig, TuneConfig
 from pedtune.engine.estimate import CPU_PATH
-from pedtune.errors import ClusterError
+from pedtune.errors import ClusterError, UnauthenticatedClusterError
 
 AUTOSCALE_DETECT_S = 12.0
 AUTOSCALE_POLL_S = 10.0
 AUTOSCALE_REPORT_S = 60.0
+AUTH_PROBE_TIMEOUT_S = 60.0
+# Ray 2.60's token authentication: the mode, and the token itself (else RAY_AUTH_TOKEN_PATH's file, else ~/.ray/auth_token).
+AUTH_MODE_ENV = "RAY_AUTH_MODE"
+AUTH_TOKEN_ENV = "RAY_AUTH_TOKEN"
+AUTH_TOKEN_PATH_ENV = "RAY_AUTH_TOKEN_PATH"
+REMEDY = (
+    "Restart the cluster with token authentication: `export RAY_AUTH_MODE=token` and "
+    "`ray get-auth-token --generate` before `ray start --head`, RAY_AUTH_MODE=token and the same token on every node "
+    "and here (docs/cluster.md, \"Bring up a cluster\"); or, on a network only trusted people reach, set "
+    "tune.allow_unauthenticated_cluster: true"
+)
+# Run in a child process with no token and token mode off: Ray loads a process's token once and keeps it.
+# Prints "refused" when the cluster's GCS rejects a client without the token, "open" when it answers one.
+_AUTH_PROBE = """
+import sys
+from ray._private.services import canonicalize_bootstrap_address_or_die
+from ray._raylet import GcsClient
+from ray.exceptions import AuthenticationError
+address = canonicalize_bootstrap_address_or_die(sys.argv[1])
+print("address", address, flush=True)
+try:
+    GcsClient(address=address).internal_kv_get(b"pedtune-auth-probe", None, timeout=20)
+except AuthenticationError:
+    print("refused", flush=True)
+else:
+    print("open", flush=True)
+"""
 
 
 def runtime_env() -> dict[str, Any]:
@@ -38,19 +69,92 @@ def runtime_env() -> dict[str, Any]:
     return {"py_modules": [str(Path(pedtune.__file__).parent)], "excludes": ["__pycache__", "*.pyc"]}
 
 
+def _probe_environment() -> dict[str, str]:
+    """This process's environment without any Ray token, token mode off and no home to find ~/.ray/auth_token in."""
+    env = {key: value for key, value in os.environ.items() if key not in (AUTH_TOKEN_ENV, AUTH_TOKEN_PATH_ENV)}
+    return {**env, AUTH_MODE_ENV: "disabled", "HOME": os.devnull}
+
+
+def requires_token(address: str) -> bool:
+    """Whether the cluster at ``address`` ("auto" or host:port) refuses a client that has no token."""
+    try:
+        probe = subprocess.run([sys.executable, "-c", _AUTH_PROBE, address], env=_probe_environment(),
+                               capture_output=True, text=True, timeout=AUTH_PROBE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise ClusterError(f"the Ray cluster at {address} did not answer within {AUTH_PROBE_TIMEOUT_S:g} s") from None
+    verdict = probe.stdout.split()[-1:] if probe.returncode == 0 else []
+    if verdict not in (["refused"], ["open"]):
+        last = (probe.stderr.strip().splitlines() or ["no output"])[-1]
+        raise ClusterError(f"cannot reach the Ray cluster at {address}: {last}")
+    return verdict == ["refused"]
+
+
+def check_authenticated(tune: TuneConfig) -> None:
+    """Raise :class:`UnauthenticatedClusterError` when ``tune.ray_address`` names a cluster that answers clients
+    without its token, unless ``tune.allow_unauthenticated_cluster``; :class:`ClusterError` when this process
+    could not join a cluster that requires one. Nothing to check for the private Ray (no address)."""
+    address = tune.ray_address
+    if not address:
+        return
+    if not requires_token(address):
+        if tune.allow_unauthenticated_cluster:
+            print(f"[cluster] the Ray cluster at {address} accepts clients without a token "
+                  "(tune.allow_unauthenticated_cluster: true)", file=sys.stderr, flush=True)
+            return
+        raise UnauthenticatedClusterError(
+            f"the Ray cluster at {address} accepts clients without a token: anyone who reaches its ports can run "
+            f"code on every node. {REMEDY}."
+        )
+    # An explicit address never turns token mode on by itself (only "auto" finds a token file on its own).
+    if address != "auto" and os.environ.get(AUTH_MODE_ENV, "").lower() != "token":
+        raise ClusterError(
+            f"the Ray cluster at {address} requires its token: set RAY_AUTH_MODE=token here, with the token in "
+            "~/.ray/auth_token (or RAY_AUTH_TOKEN_PATH, or RAY_AUTH_TOKEN)"
+        )
+
+
+@contextmanager
+def _private_token() -> Iterator[None]:
+    """Token authentication, with a fresh token held in this process's environment, for a private Ray.
+
+    Its servers listen on every interface of the machine (Ray 2.60 binds its gRPC ports to all of them),
+    so it gets a token as a cluster does; the token reaches Ray's processes through their environment
+    and is written to no file. Ray reads the mode and the token once per process: both are reloaded.
+    """
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    saved = {key: os.environ.get(key) for key in (AUTH_MODE_ENV, AUTH_TOKEN_ENV)}
+    os.environ.update({AUTH_MODE_ENV: "token", AUTH_TOKEN_ENV: secrets.token_hex(32)})
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        Config.initialize("")
+        AuthenticationTokenLoader.instance().reset_cache()
+
+
 @contextmanager
 def ray_session(address: str, log_to_driver: bool = True) -> Iterator[None]:
     """``ray.init`` for the stage, shut down when the block ends.
 
-    ``address`` "" starts a private Ray on this machine ("local"): ``ray.init()`` without an
-    address would join a cluster that ``ray start`` left running here, or the one RAY_ADDRESS names.
+    ``address`` "" starts a private Ray on this machine ("local"), with a token of its own
+    (:func:`_private_token`): ``ray.init()`` without an address would join a cluster that
+    ``ray start`` left running here, or the one RAY_ADDRESS names.
     """
-    ray.init(address=address or "local", runtime_env=runtime_env(), include_dashboard=False,
-             log_to_driver=log_to_driver, logging_level=logging.WARNING)
-    try:
+    with contextlib.ExitStack() as stack:
+        if not address:
+            stack.enter_context(_private_token())
+        stack.enter_context(console.plain_ray_prefixes())
+        ray.init(address=address or "local", runtime_env=runtime_env(), include_dashboard=False,
+                 log_to_driver=log_to_driver, logging_level=logging.WARNING)
+        stack.callback(ray.shutdown)
         yield
-    finally:
-        ray.shutdown()
 
 
 @dataclass(frozen=True)

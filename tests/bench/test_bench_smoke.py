@@ -189,7 +189,7 @@ def test_table(tmp_path: Path) -> None:
     assert run_all.table(tmp_path) == "no results yet"
     (tmp_path / "train_step.json").write_text(json.dumps({
         "benchmark": "train_step", "machine": {"cpu": "x", "cores": 2, "torch": "2", "device": "cpu", "loadavg_at_start": 0.5,
-                                              "torch_threads": 2},
+                                              "torch_threads": 2}, "measured_at": 1000,
         "runs": [{"arch": "maskrcnn_mobilenet_v3_large_fpn", "amp": False, "image_hw": [320, 427],
                   "ratio_project_vs_bare": {"median": 0.99, "min": 0.98, "max": 1.0, "n": 3},
                   "ratio_project_noclip_vs_bare": {"median": 1.0, "min": 0.99, "max": 1.01, "n": 3},
@@ -251,7 +251,8 @@ def test_table_reads_asha_savings_against_the_simulation_at_its_settings(tmp_pat
     asha = {"best_final": 0.05, "finals": [0.05, 0.02, 0.01], "epochs": [2, 10, 10], "trial_epochs": 92}
     fifo = {"best_final": 0.03, "finals": [0.03, 0.01], "epochs": [10, 10], "trial_epochs": 200}
     (tmp_path / "asha_savings.json").write_text(json.dumps({
-        "benchmark": "asha_savings", "machine": machine, "args": {"concurrency": "2"}, "searcher": "hyperopt",
+        "benchmark": "asha_savings", "machine": machine, "measured_at": 1000, "args": {"concurrency": "2"},
+        "searcher": "hyperopt",
         "trials": 20, "epochs": 10, "asha": {"grace_period": 2, "reduction_factor": 3},
         "sweeps": {"asha": asha, "fifo": fifo},
         "epoch_fraction_asha_vs_fifo": 0.46, "noise": {"stdev": 0.01}, "within_noise": True}))
@@ -264,7 +265,8 @@ def test_table_reads_asha_savings_against_the_simulation_at_its_settings(tmp_pat
                 "max_concurrent": concurrent, "noise": noise, "sweeps": 400, "best_runs_to_the_end": 0.75,
                 "fraction_of_fifo": {"mean": mean, "stdev": 0.079, "p10": 0.38, "p90": 0.56}}
 
-    (tmp_path / "asha_budget.json").write_text(json.dumps({"benchmark": "asha_budget", "machine": machine, "simulated": [
+    (tmp_path / "asha_budget.json").write_text(json.dumps({"benchmark": "asha_budget", "machine": machine,
+                                                          "measured_at": 1000, "simulated": [
         simulated(1, 0.0, 0.465), simulated(2, 1.0, 0.389), simulated(2, 0.0, 0.467)]}))
     text = run_all.table(tmp_path)
     # Only the noiseless simulation at the run's own concurrency is its reference.

@@ -20,8 +20,20 @@ TINY_ON_CPU = ("--synthetic --num-images 8 --image-size 48x64 --min-size 48 --ma
                "--set model.arch=maskrcnn_mobilenet_v3_large_fpn --set model.box_batch_size_per_image=32")
 
 
+# Each step's own counts cut to the fewest that still run its every branch (two epochs: a later
+# epoch's share; two shares: more than one worker), so the dry run costs minutes, not many.
+FEWER_ON_CPU = {
+    "GPU_CHECK_EXTRA_mask_paste": "--images 4 --reps 1",
+    "GPU_CHECK_EXTRA_evaluation": "--epochs 2 --proposals 100",
+    "GPU_CHECK_EXTRA_gpu_packing": "--shares 1 0.5 --train-images 4 --val-images 2",
+    "GPU_CHECK_EXTRA_train_step": "--steps 2 --reps 1",
+    "GPU_CHECK_EXTRA_train_step_div128": "--steps 2 --reps 1",
+    "GPU_CHECK_EXTRA_profile": "--epochs 1 --proposals 100",
+}
+
+
 def _run(out: Path, *args: str, extra: str = TINY_ON_CPU) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHON": sys.executable, "GPU_CHECK_EXTRA": extra,
+    env = {**os.environ, **FEWER_ON_CPU, "PYTHON": sys.executable, "GPU_CHECK_EXTRA": extra,
            "GPU_CHECK_WHEELS": str(out.parent / "no-wheels")}
     return subprocess.run(["bash", str(SCRIPT), *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
 
@@ -37,6 +49,8 @@ def test_every_step_runs_and_writes_what_the_table_reads(tmp_path: Path) -> None
     for name in RESULTS:
         assert json.loads((out / f"{name}.json").read_text())["benchmark"] == name.split("_cuda")[0]
     assert "top 30 by self_cpu_time_total" in (out / "fit_profile.txt").read_text()
+    # The per-step words reached their step only, after its own arguments.
+    assert log.count("--steps 2 --reps 1 --json") == 2 and log.count("--shares 1 0.5") == 1
     sys.path.insert(0, str(REPO))
     from bench import run_all
 

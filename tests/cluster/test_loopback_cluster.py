@@ -1,5 +1,6 @@
 """The study on a two-node Ray cluster on 127.0.0.1: trials on a worker that sees neither the data, nor the
-repository, nor the MLflow store; the sweep's state in an S3 bucket (moto); MLflow on a real server.
+repository, nor the MLflow store; the sweep's state in an S3 bucket (moto); MLflow on a real server. The cluster
+and the tracking server are those docs/cluster.md's commands bring up: token-authenticated Ray, MLflow's basic-auth.
 
 Drivers run as separate processes, as ``dvc repro`` would start them, so that one can be killed.
 """
@@ -14,12 +15,15 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from loopback import BUCKET, S3, LoopbackCluster, Service, wait_until
+from loopback import (BUCKET, S3, LoopbackCluster, NetNamespace, TrackingServer, listening_sockets, session_sockets,
+                      start_cluster, wait_until)
 from mlflow.tracking import MlflowClient
 from tune_fakes import hold, release
 from tune_study import build_study, read_csv
@@ -28,7 +32,8 @@ from pedtune import paths
 from pedtune.stages.tune import WALL_TIME_EVERY_S, WALL_TIME_FILE
 from pedtune.tune.trainable import CHECKPOINT_FILE
 
-pytestmark = pytest.mark.slow
+# One worker builds the session's S3 server and this file's loopback cluster once (--dist loadgroup).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("loopback-cluster")]
 
 HERE = Path(__file__).resolve().parent
 FAKE_SWEEP = (
@@ -123,13 +128,83 @@ def checkpointed_mid_run(s3: S3, prefix: str, epochs: int) -> set[str]:
             if number + 1 < epochs and f"{path}/{CHECKPOINT_FILE}" in keys and stored.get(trial) == number}
 
 
+def assert_no_secret(secrets: dict[str, str], folders: list[Path], texts: dict[str, str]) -> None:
+    """None of ``secrets`` (name: value) in any file under ``folders`` or in ``texts`` (name: text)."""
+    found = []
+    for folder in folders:
+        for path in (path for path in folder.rglob("*") if path.is_file() and not path.is_symlink()):
+            content = path.read_bytes()
+            found += [f"{name} in {path}" for name, value in secrets.items() if value.encode() in content]
+    found += [f"{name} in {where}" for where, text in texts.items() for name, value in secrets.items() if value in text]
+    assert not found, found
+
+
+def test_the_doc_s_cluster_refuses_a_client_without_the_token_and_listens_only_in_its_namespace(
+    cluster: LoopbackCluster, cluster_env: dict[str, str], driver_env: dict[str, str], s3: S3, netns: NetNamespace
+):
+    join = ("import json, ray; ray.init(address={!r}, logging_level='ERROR'); "
+            "print(json.dumps([node['NodeManagerAddress'] for node in ray.nodes() if node['Alive']]))")
+    # Without the doc's RAY_AUTH_MODE=token (the token file is in the shared home, as on a node where it was copied).
+    refused = subprocess.run([sys.executable, "-c", join.format(cluster.address)], env=cluster_env,
+                             capture_output=True, text=True, timeout=120)
+    assert refused.returncode != 0 and "Authentication token is missing or incorrect" in refused.stderr, refused.stderr
+    joined = subprocess.run([sys.executable, "-c", join.format(cluster.address)], env=driver_env,
+                            capture_output=True, text=True, timeout=120)
+    assert joined.returncode == 0, joined.stderr[-3000:]
+    assert json.loads(joined.stdout.splitlines()[-1]) == ["127.0.0.1", "127.0.0.1"]  # the head and the worker
+
+    ours = session_sockets([*cluster.sessions(), s3.service.process.pid])
+    inside = listening_sockets() & ours
+    assert len(inside) >= 4, inside  # the GCS, each node's manager and object manager, moto
+    with netns.left():
+        outside = listening_sockets() & ours
+    assert not outside, f"sockets of the test's services listen outside its network namespace: {outside}"
+
+
+def test_the_doc_s_tracking_server_answers_401_without_credentials(tracking_server: TrackingServer):
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"{tracking_server.url}/api/2.0/mlflow/experiments/search?max_results=1", timeout=10)
+    assert refused.value.code == 401
+
+
+def test_an_unauthenticated_cluster_is_refused_in_seconds_unless_params_say_the_network_is_trusted(
+    study: Path, studies: Path, cluster_env: dict[str, str], hold_file: Path
+):
+    # The recipe as it was: a head with neither token nor RAY_AUTH_MODE; it also runs the trial (1 CPU).
+    open_env = {**cluster_env, "RAY_AUTH_MODE": "disabled"}
+    recipe = {"head": ['ray start --head --node-ip-address "$HEAD_IP" --port "$RAY_PORT" --num-cpus 1'], "worker": []}
+    unauthenticated = start_cluster([studies], open_env, recipe, workers=0)
+    try:
+        cluster_study(study, unauthenticated, {"storage_path": f"s3://{BUCKET}/open", "num_samples": 1,
+                                               "scheduler": "fifo"}, train={"epochs": 1})
+        driver = {**open_env, "PYTHONPATH": os.environ.get("PYTHONPATH", ""), "PYTHONUNBUFFERED": "1"}
+        started = time.monotonic()
+        result = pedtune("tune", study, driver)
+        assert result.returncode == 2, result.stderr[-3000:]
+        assert f"the Ray cluster at {unauthenticated.address} accepts clients without a token" in result.stderr
+        assert "ray get-auth-token --generate" in result.stderr and "allow_unauthenticated_cluster" in result.stderr
+        assert time.monotonic() - started < 60
+        assert not (study / "mlruns" / "mlflow.db").exists()  # refused before any MLflow run
+
+        params = yaml.safe_load((study / "params.yaml").read_text())
+        params["tune"]["allow_unauthenticated_cluster"] = True
+        (study / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        output = finish(start_driver(study, driver))
+        assert "accepts clients without a token (tune.allow_unauthenticated_cluster: true)" in output
+        rows = read_csv(study / paths.TUNE_DIR / "trials.csv")
+        assert [row["status"] for row in rows] == ["COMPLETED"]
+    finally:
+        unauthenticated.stop()
+
+
 def test_a_trial_no_node_can_hold_stops_the_stage_in_seconds(study: Path, cluster: LoopbackCluster, driver_env):
     cluster_study(study, cluster, {"storage_path": f"s3://{BUCKET}/refused", "resources_per_trial": {"cpu": 2}})
     started = time.monotonic()
     result = pedtune("tune", study, driver_env)
     assert result.returncode != 0
     assert "asks for 2 CPU and 0 GPU per trial, but no node of the Ray cluster" in result.stderr
-    assert "(head) 0 CPU" in result.stderr and " 1 CPU, 0 GPU" in result.stderr  # what each node offers
+    # What each node offers, each registered under 127.0.0.1 (the namespace has no other address).
+    assert "nodes: 127.0.0.1 (head) 0 CPU, 0 GPU; 127.0.0.1 1 CPU, 0 GPU)" in result.stderr
     assert time.monotonic() - started < 90  # Python, Ray and the data load; nothing waits for a trial
 
 
@@ -143,11 +218,16 @@ def test_a_storage_folder_the_workers_cannot_see_stops_the_stage_in_seconds(stud
 
 
 def test_a_sweep_on_the_cluster_stores_in_s3_tracks_on_a_server_and_resumes_after_a_kill(
-    study: Path, cluster: LoopbackCluster, s3: S3, mlflow_server: Service, driver_env, hold_file: Path
+    study: Path, cluster: LoopbackCluster, s3: S3, tracking_server: TrackingServer, driver_env, hold_file: Path,
+    admin_password: str, home: Path, monkeypatch: pytest.MonkeyPatch
 ):
+    credentials = {"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": admin_password}
+    driver_env = {**driver_env, **credentials}
+    for key, value in credentials.items():  # this test's own MLflow client, too
+        monkeypatch.setenv(key, value)
     cluster_study(study, cluster, {"storage_path": f"s3://{BUCKET}/sweeps", "num_samples": 3, "max_concurrent": 1,
                                    "scheduler": "fifo", "max_failures": 1},
-                  tracking_uri=mlflow_server.url, train={"epochs": 4})
+                  tracking_uri=tracking_server.url, train={"epochs": 4})
     hold(hold_file, after_epoch=2)
     driver = start_driver(study, driver_env)
     try:  # killed mid-trial, once Tune's snapshot in the bucket names its checkpoint and the wall-time ledger is there
@@ -177,7 +257,7 @@ def test_a_sweep_on_the_cluster_stores_in_s3_tracks_on_a_server_and_resumes_afte
     assert killed_at - written["LastModified"].timestamp() <= WALL_TIME_EVERY_S + 5
     assert metrics["wall_time_s"] > recorded_s > 0
 
-    parents, children, client = trial_runs(mlflow_server.url)
+    parents, children, client = trial_runs(tracking_server.url)
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert sorted(run.data.tags["trial_id"] for run in children) == sorted(row["trial_id"] for row in rows)
     for run in children:
@@ -186,6 +266,16 @@ def test_a_sweep_on_the_cluster_stores_in_s3_tracks_on_a_server_and_resumes_afte
     assert any(run.data.metrics["resumed_from"] > 0 for run in children)  # continued from the bucket
     artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id, "tune")}
     assert {"tune/best_params.yaml", "tune/trials.csv", "tune/tune.json"} <= artifacts
+
+    # Neither the Ray token nor the MLflow password in anything the study, Ray or the tracking server wrote.
+    bucket = tracking_server.folder.parent / "bucket"
+    for key in (key for key in s3.keys() if not key.endswith("/")):  # pyarrow's folder markers hold nothing
+        (bucket / key).parent.mkdir(parents=True, exist_ok=True)
+        (bucket / key).write_bytes(s3.client().get_object(Bucket=BUCKET, Key=key)["Body"].read())
+    token = (home / ".ray" / "auth_token").read_text().strip()
+    assert len(token) >= 32
+    assert_no_secret({"the Ray token": token, "the MLflow password": admin_password},
+                     [study, cluster.root, tracking_server.folder.parent], {"the driver's output": output})
 
 
 def test_the_evaluate_stage_runs_its_seeds_on_the_cluster(study: Path, cluster: LoopbackCluster, driver_env):

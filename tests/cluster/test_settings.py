@@ -57,6 +57,7 @@ def test_a_relative_storage_path_is_resolved_from_the_repository_root(tmp_path: 
     assert checkpoint_staging(storage, "sweep-x") == tmp_path / "ray_results" / "sweep-x" / STAGING_FOLDER
 
 
+@pytest.mark.xdist_group("loopback-cluster")  # the session's S3 server, built once on that group's worker
 def test_the_sweep_state_lives_in_the_bucket(s3: S3, monkeypatch: pytest.MonkeyPatch):
     for key, value in s3.env.items():
         monkeypatch.setenv(key, value)  # the endpoint comes from AWS_ENDPOINT_URL, as for MinIO or Ceph
@@ -104,3 +105,27 @@ def test_a_cluster_that_cannot_grow_fails_at_once(monkeypatch):
     monkeypatch.setattr(cluster, "_autoscales_for", lambda bundle: False)
     with pytest.raises(ClusterError, match=r"per run, but no node .* \(nodes: 10.0.0.1 \(head\) 0 CPU, 0 GPU\)"):
         cluster.check_capacity(ResourcesConfig(cpu=1, gpu=0), "run", "10.0.0.1:6379")
+
+
+@pytest.mark.parametrize("uri", ["http://alice:s3cret@10.0.0.1:5000", "https://alice@mlflow.internal"])
+def test_a_tracking_uri_with_credentials_is_refused_naming_the_environment_variables(raw_params: dict, uri: str):
+    raw_params["mlflow"]["tracking_uri"] = uri
+    with pytest.raises(ConfigError, match="MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD") as refused:
+        validate(raw_params)
+    assert "s3cret" not in str(refused.value)  # the error is logged: it must not repeat the password
+    raw_params["mlflow"]["tracking_uri"] = "http://10.0.0.1:5000"
+    assert validate(raw_params).mlflow.tracking_uri == "http://10.0.0.1:5000"
+
+
+def test_an_open_cluster_is_refused_unless_allowed_and_the_private_ray_is_not_probed(raw_params: dict, monkeypatch):
+    from pedtune import ray_cluster as cluster
+    from pedtune.errors import UnauthenticatedClusterError
+
+    probed = []
+    monkeypatch.setattr(cluster, "requires_token", lambda address: probed.append(address) or False)
+    config = validate(with_tune(raw_params, ray_address="10.0.0.1:6379", storage_path="s3://b/s"))
+    with pytest.raises(UnauthenticatedClusterError, match="accepts clients without a token.*RAY_AUTH_MODE=token"):
+        cluster.check_authenticated(config.tune)
+    cluster.check_authenticated(config.tune.model_copy(update={"allow_unauthenticated_cluster": True}))
+    cluster.check_authenticated(config.tune.model_copy(update={"ray_address": ""}))
+    assert probed == ["10.0.0.1:6379", "10.0.0.1:6379"]

@@ -48,12 +48,23 @@ def test_the_smoke_run_as_readme_gives_it_reproduces_the_whole_study_as_a_dvc_ex
     data = revision["data"]
     assert data["params"]["params.yaml"]["data"]["data"]["source"] == "synthetic"
     assert data["metrics"]["metrics/tune.json"]["data"]["num_trials"] == 3
-    assert "verdict" in data["metrics"]["metrics/evaluate.json"]["data"]
+    assert "delta" in data["metrics"]["metrics/evaluate.json"]["data"]
     # params.yaml's history is untouched: the profile lives in the experiment, not in a commit.
     assert run(["git", "log", "--format=%s", "--", "params.yaml"], study).stdout.split("\n")[0] == "shipped params"
     assert run(["git", "show", "HEAD:params.yaml"], study).stdout == committed
 
     check_the_whole_study(study)
+
+
+def _leaves(tree: dict, prefix: str = "") -> dict[str, object]:
+    """A nested JSON object as DVC's metrics table shows it: one column per leaf."""
+    flat: dict[str, object] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_leaves(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def check_the_whole_study(study: Path) -> None:
@@ -70,6 +81,13 @@ def check_the_whole_study(study: Path) -> None:
     metrics = json.loads(run(["dvc", "metrics", "show", "--json"], study).stdout)
     shown = {path for rev in metrics.values() for path, entry in rev["data"].items() if "error" not in entry}
     assert shown == {"metrics/train.json", "metrics/tune.json", "metrics/evaluate.json"}, metrics
+    # What `dvc metrics show` prints: numbers only, at most 20 columns a file (docs/pipeline.md).
+    for rev in metrics.values():
+        for path, entry in rev["data"].items():
+            columns = _leaves(entry["data"])
+            assert len(columns) <= 20, (path, sorted(columns))
+            assert all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+                       for v in columns.values()), (path, columns)
     plots = json.loads(run(["dvc", "plots", "show", "--json"], study).stdout)
     assert not plots.get("errors"), plots["errors"]
     assert all(plots["data"][name] for name in plots["data"]), [n for n, d in plots["data"].items() if not d]

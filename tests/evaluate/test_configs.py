@@ -78,6 +78,10 @@ def test_run_config_sets_the_seed_and_optionally_the_epochs(config: StudyConfig)
 
 def test_search_cost_is_none_where_not_recorded(tmp_path: Path):
     path = tmp_path / "tune.json"
-    assert read_search_cost(path) == {"num_trials": None, "trial_epochs": None, "wall_time_s": None}
-    path.write_text(json.dumps({"num_trials": 6, "trial_epochs": "many", "wall_time_s": 12.5}), encoding="utf-8")
-    assert read_search_cost(path) == {"num_trials": 6.0, "trial_epochs": None, "wall_time_s": 12.5}
+    none = {"num_trials": None, "trial_epochs": None, "wall_time_s": None, "initial_bbox_mAP": None,
+            "best_searched_bbox_mAP": None}
+    assert read_search_cost("bbox_mAP", path) == none
+    path.write_text(json.dumps({"num_trials": 6, "trial_epochs": "many", "wall_time_s": 12.5, "initial_bbox_mAP": 0.3,
+                                "best_searched_bbox_mAP": 0.25, "initial_segm_mAP": 0.2}), encoding="utf-8")
+    assert read_search_cost("bbox_mAP", path) == {**none, "num_trials": 6.0, "wall_time_s": 12.5,
+                                                  "initial_bbox_mAP": 0.3, "best_searched_bbox_mAP": 0.25}

@@ -14,8 +14,8 @@ import yaml
 from pedtune.config import validate, with_train_overrides
 from pedtune.engine.coco_eval import METRIC_NAMES
 from pedtune.evaluate.pictures import save_per_seed_plot
-from pedtune.evaluate.report import Study, compare, metrics_json, per_seed_csv, report_markdown
-from pedtune.evaluate.runs import INITIAL, TUNED, RunResult
+from pedtune.evaluate.report import Study, compare, metrics_json, per_seed_csv, report_markdown, summary_json
+from pedtune.evaluate.runs import INITIAL, TUNED, RunResult, shared_result
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # Per seed: initial bbox_mAP, tuned bbox_mAP (other metrics follow from them).
@@ -68,12 +68,31 @@ def test_differences_are_paired_by_seed_whatever_the_arrival_order(study: Study)
     assert study.comparison.spreads[INITIAL]["bbox_mAP"].std == pytest.approx(0.05)
 
 
-def test_metrics_json(study: Study):
+def _leaves(tree: dict, prefix: str = "") -> dict[str, object]:
+    """A nested JSON object as DVC's metrics table shows it: one column per leaf."""
+    flat: dict[str, object] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_leaves(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def test_metrics_json_holds_few_numbers_and_the_summary_the_rest(study: Study):
     metrics = metrics_json(study)
     assert metrics[INITIAL]["bbox_mAP"] == {"mean": 0.45, "std": 0.05}
-    assert metrics["delta"]["bbox_mAP"]["verdict"] == metrics["verdict"] == "improvement"
     assert metrics["delta"]["segm_mAP"]["mean"] == pytest.approx(0.04)
-    assert (metrics["seeds"], metrics["epochs"]) == ([0, 1, 2], {INITIAL: 10, TUNED: 10})
+    columns = _leaves(metrics)
+    assert len(columns) <= 20, sorted(columns)
+    # Numbers only (null where there is none): DVC diffs numbers, and a string column is noise.
+    assert all(value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+               for value in columns.values()), columns
+    summary = summary_json(study)
+    assert summary["delta_verdicts"]["bbox_mAP"] == summary["verdict"] == "improvement"
+    assert (summary["seeds"], summary["epochs"]) == ([0, 1, 2], {INITIAL: 10, TUNED: 10})
+    assert set(summary[INITIAL]) == set(METRIC_NAMES)  # every test metric's spread, not only the headline two
+    assert summary["tuned_is_initial"] is False
 
 
 def test_report_table_and_cost(study: Study):
@@ -156,8 +175,8 @@ def test_fewer_than_two_finished_pairs_leave_the_verdict_undetermined(study: Stu
     assert comparison.differences["bbox_mAP"] is None and comparison.spreads[TUNED]["bbox_mAP"].n == 1
     partial = replace(study, comparison=comparison, results=results)
     metrics = metrics_json(partial)
-    assert metrics["verdict"] == "undetermined" and metrics["runs_diverged"] == 2
-    assert metrics["delta"]["bbox_mAP"] == {"mean": None, "ci_low": None, "ci_high": None, "verdict": "undetermined"}
+    assert summary_json(partial)["verdict"] == "undetermined" and metrics["runs_diverged"] == 2
+    assert metrics["delta"]["bbox_mAP"] == {"mean": None, "ci_low": None, "ci_high": None}
     assert metrics[TUNED]["bbox_mAP"] == {"mean": 0.58, "std": None}  # its one finished run
     report = report_markdown(partial)
     assert "| bbox mAP | 0.450 ± 0.050 | 0.580 (1 run) | n/a | n/a |" in report
@@ -200,3 +219,38 @@ def test_readme_preamble_is_drawn_from_the_report(study: Study):
     assert results_block(report) == f"{text}\n\n{report.strip()}"
     # A report without a cost table (or with a search time not recorded) gives no total.
     assert "in all" not in preamble(report_markdown(study))
+
+
+def test_when_the_search_kept_the_initial_config_the_report_says_so_and_gives_no_verdict(study: Study):
+    runs = [_result(INITIAL, seed, initial) for seed, (initial, _) in SCORES.items()]
+    results = runs + [shared_result(result, TUNED) for result in runs]
+    config = study.configs[INITIAL]
+    kept = replace(study, configs={INITIAL: config, TUNED: config}, comparison=compare(results, [0, 1, 2]),
+                   results=results,
+                   search_cost={**study.search_cost, "initial_bbox_mAP": 0.41, "best_searched_bbox_mAP": 0.3875})
+    report = report_markdown(kept)
+    assert report.startswith("**The initial configuration on the held-out test split.**")
+    assert "it was trained 3 times (seeds 0, 1, 2)" in report
+    assert ("**The sweep's best configuration is the initial one; there is no tuned model to compare.** The "
+            "searcher's best proposal reached val bbox mAP 0.3875 against the initial configuration's 0.4100 "
+            "(-0.022): one trial each in the sweep, so this gap has no confidence interval") in report
+    assert "| bbox mAP | 0.450 ± 0.050 |\n" in report
+    assert "Verdict" not in report and "Δ" not in report and "no detectable difference" not in report
+    metrics, summary = metrics_json(kept), summary_json(kept)
+    assert metrics["delta"]["bbox_mAP"] == {"mean": None, "ci_low": None, "ci_high": None}
+    assert (summary["verdict"], summary["tuned_is_initial"]) == (None, True)
+    # Without the sweep's scores (an older metrics/tune.json) the report still says what happened.
+    unknown = report_markdown(replace(kept, search_cost=study.search_cost))
+    assert "No configuration the searcher proposed has a val score to set beside it" in unknown
+
+
+def test_per_category_ap_is_reported_with_na_for_a_category_the_test_split_lacks(results: list[RunResult],
+                                                                                study: Study):
+    with_categories = [replace(result, test={**result.test, "bbox_AP/cat": 0.25, "segm_AP/cat": 0.5})
+                       for result in results]
+    categorised = replace(study, results=with_categories, comparison=compare(with_categories, [0, 1, 2]),
+                          categories=("cat", "dog"))
+    report = report_markdown(categorised)
+    assert "| cat | 0.250 ± 0.000 | 0.500 ± 0.000 | 0.250 ± 0.000 | 0.500 ± 0.000 |" in report
+    assert "| dog | n/a | n/a | n/a | n/a |" in report
+    assert "| category |" not in report_markdown(study)  # one category: the headline says it all

@@ -92,17 +92,19 @@ def test_stage_compares_both_configs_without_training_on_the_test_split(study: S
 
     # metrics/evaluate.json: every key, for DVC
     assert json.loads(paths.EVALUATE_METRICS.read_text(encoding="utf-8")) == metrics
+    summary = json.loads(Path("results/evaluate/summary.json").read_text(encoding="utf-8"))
     for name in ("initial", "tuned"):
-        assert set(metrics[name]) == set(METRIC_NAMES)
-        for value in metrics[name].values():
+        assert set(metrics[name]) == {"bbox_mAP", "segm_mAP"} and set(summary[name]) == set(METRIC_NAMES)
+        for value in summary[name].values():
             assert set(value) == {"mean", "std"} and 0.0 <= value["mean"] <= 1.0 and value["std"] >= 0.0
     assert set(metrics["delta"]) == {"bbox_mAP", "segm_mAP"}
     for delta in metrics["delta"].values():
         assert delta["ci_low"] <= delta["mean"] <= delta["ci_high"]
-        assert delta["verdict"] in (IMPROVEMENT, WORSE, NO_DIFFERENCE)
-    assert metrics["verdict"] == metrics["delta"]["bbox_mAP"]["verdict"] and metrics["verdict_metric"] == "bbox_mAP"
-    assert metrics["seeds"] == [1, 2] and metrics["epochs"] == {"initial": 1, "tuned": 1}
-    assert (metrics["confidence"], metrics["train_on"]) == (0.95, "train") and metrics["wall_time_s"] > 0
+        assert set(delta) == {"mean", "ci_low", "ci_high"}
+    assert summary["verdict"] == summary["delta_verdicts"]["bbox_mAP"] and summary["verdict_metric"] == "bbox_mAP"
+    assert summary["verdict"] in (IMPROVEMENT, WORSE, NO_DIFFERENCE) and summary["tuned_is_initial"] is False
+    assert summary["seeds"] == [1, 2] and summary["epochs"] == {"initial": 1, "tuned": 1}
+    assert (summary["confidence"], summary["train_on"]) == (0.95, "train") and metrics["wall_time_s"] > 0
 
     # the report
     report = files.REPORT.read_text(encoding="utf-8")
@@ -177,11 +179,16 @@ def test_stage_trains_each_seed_once_when_the_search_kept_the_initial_config(stu
     metrics = run_evaluate(study)
 
     assert sorted(seeds_trained) == [1, 2] and metrics["runs_trained"] == 2
+    # Nothing was compared: no difference, no verdict (a Δ of 0 by construction is no measurement).
     for delta in metrics["delta"].values():
-        assert (delta["mean"], delta["ci_low"], delta["ci_high"], delta["verdict"]) == (0, 0, 0, NO_DIFFERENCE)
+        assert delta == {"mean": None, "ci_low": None, "ci_high": None}
     assert metrics["initial"] == metrics["tuned"]
+    summary = json.loads(files.SUMMARY.read_text(encoding="utf-8"))
+    assert summary["tuned_is_initial"] is True and summary["verdict"] is None
     report = files.REPORT.read_text(encoding="utf-8")
-    assert "Δ is 0 by construction" in report and "| evaluation: training runs | 2 (1 config (tuned = initial)" in report
+    assert "**The sweep's best configuration is the initial one; there is no tuned model to compare.**" in report
+    assert "Verdict" not in report and "Δ" not in report
+    assert "| evaluation: training runs | 2 (1 config (tuned = initial)" in report
     with files.PER_SEED_CSV.open(encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     assert [(row["config"], row["seed"]) for row in rows] == [("initial", "1"), ("initial", "2"), ("tuned", "1"), ("tuned", "2")]
@@ -224,7 +231,8 @@ def test_a_run_that_diverges_is_reported_and_the_other_runs_still_count(study: S
     metrics = run_evaluate(study)
 
     # Two seeds, one of them lost by the tuned config: one pair, so no interval and no verdict.
-    assert (metrics["runs_trained"], metrics["runs_diverged"], metrics["verdict"]) == (4, 1, "undetermined")
+    assert (metrics["runs_trained"], metrics["runs_diverged"]) == (4, 1)
+    assert json.loads(files.SUMMARY.read_text(encoding="utf-8"))["verdict"] == "undetermined"
     assert metrics["initial"]["bbox_mAP"]["std"] is not None and metrics["tuned"]["bbox_mAP"]["std"] is None
     assert metrics["tuned"]["bbox_mAP"]["mean"] is not None  # its one finished run's score
     report = files.REPORT.read_text(encoding="utf-8")

@@ -1,15 +1,25 @@
 from __future__ import annotations
 
 import pytest
+from scipy import stats
 
 from pedtune.evaluate.stats import (
     IMPROVEMENT,
     NO_DIFFERENCE,
+    PAIRED,
+    WELCH,
     WORSE,
     PairedDifference,
+    design_of,
+    difference,
+    holm,
+    minimum_detectable,
     paired_difference,
+    power,
+    seeds_needed,
     spread,
     verdict,
+    wilson,
 )
 
 
@@ -72,3 +82,42 @@ def test_bad_inputs_are_rejected():
         paired_difference([1.0], [0.5])
     with pytest.raises(ValueError, match="confidence"):
         paired_difference([1.0, 2.0], [0.0, 1.0], confidence=1.0)
+
+
+def test_holm_matches_a_hand_computed_example():
+    # m = 4, sorted p 0.01, 0.02, 0.03, 0.04 times 4, 3, 2, 1: 0.04, 0.06, 0.06, 0.04 -> running max
+    # 0.04, 0.06, 0.06, 0.06; given in another order, each keeps its own place.
+    assert holm([0.03, 0.01, 0.04, 0.02]) == pytest.approx([0.06, 0.04, 0.06, 0.06])
+    assert holm([0.5, 0.001]) == pytest.approx([0.5, 0.002])
+    assert holm([0.9, 0.8]) == pytest.approx([1.0, 1.0])  # 0.8 * 2 capped at 1
+
+
+def test_wilson_matches_the_closed_form():
+    # 8 of 50 at 95 %: (p + z²/2n ± z sqrt(p(1-p)/n + z²/4n²)) / (1 + z²/n), z = 1.959964.
+    z, n, p = 1.959964, 50, 8 / 50
+    centre = (p + z**2 / (2 * n)) / (1 + z**2 / n)
+    half = z * (p * (1 - p) / n + z**2 / (4 * n**2)) ** 0.5 / (1 + z**2 / n)
+    low, high = wilson(8, 50)
+    assert (low, high) == pytest.approx((centre - half, centre + half), abs=1e-6)
+
+
+def test_paired_and_welch_differences_are_scipys_tests():
+    a, b = [0.5, 0.61, 0.4, 0.55, 0.47], [0.45, 0.5, 0.42, 0.5, 0.41]
+    paired, welch = difference(a, b, paired=True), difference(a, b, paired=False)
+    assert (paired.design, welch.design) == (PAIRED, WELCH)
+    assert paired.p == pytest.approx(stats.ttest_rel(a, b).pvalue)
+    assert welch.p == pytest.approx(stats.ttest_ind(a, b, equal_var=False).pvalue)
+    interval = stats.ttest_ind(a, b, equal_var=False).confidence_interval()
+    assert (welch.ci_low, welch.ci_high) == pytest.approx((interval.low, interval.high))
+
+
+def test_the_minimum_detectable_difference_has_the_asked_power_and_more_seeds_detect_less():
+    se, df = 0.01, 49
+    delta = minimum_detectable(se, df, alpha=0.05)
+    assert power(delta, se, df, 0.05) == pytest.approx(0.8, abs=1e-6)
+    assert 2.8 * se < delta < 2.9 * se  # (1.96 + 0.84) se for a z-test, a little more for t with 49 df
+    result = difference([0.1 + 0.01 * (i % 7) for i in range(20)], [0.1 + 0.011 * (i % 5) for i in range(20)],
+                        paired=False)
+    needed = seeds_needed(0.005, design_of(result), alpha=0.05)
+    se_at, df_at = design_of(result)(needed)
+    assert power(0.005, se_at, df_at, 0.05) >= 0.8 > power(0.005, *design_of(result)(needed - 1), 0.05)

@@ -12,17 +12,18 @@ import pytest
 import yaml
 from table_fakes import SMALL, small_config, write_table
 
-from pedtune.stages.compare import Variant, replay_config, run_compare, sweep_config
 from pedtune.replay.grid import Grid
+from pedtune.replay.real import REAL_FOLDER, load_real_sweeps
 from pedtune.replay.sweep import Sweep, replay_session, replay_trainable, run_sweep
 from pedtune.replay.table import Table, load_table
-from pedtune.replay.real import REAL_FOLDER, load_real_sweeps
 from pedtune.replay.table import TableError
 from pedtune.replay.verdict import judge
+from pedtune.stages.compare import Variant, replay_config, run_compare, sweep_config
 from pedtune.tune.outputs import TRIALS_CSV, trials_csv
 from pedtune.tune.results import COMPLETED, STOPPED_EARLY, TrialRecord
 
-pytestmark = pytest.mark.slow
+# One worker holds the module's replay session (--dist loadgroup).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("replay-session")]
 
 # Four configurations: lr in 2 bins × batch size 2 or 4. Configuration 3 (the high lr, batch 4) dominates.
 FOUR = {"record": {"levels": {"train.lr": 2}}, "train": {"epochs": 3}}
@@ -116,33 +117,45 @@ def _real_sweep(folder: Path, config, tune: dict, trials: list[tuple[float, int,
     (folder / TRIALS_CSV).write_text(trials_csv(records, ["train.lr", "train.batch_size"], "bbox_mAP"))
 
 
-def test_compare_writes_the_verdict_for_every_variant_and_places_real_sweeps_in_it(
+def _restricted(grid: Grid) -> list[dict]:
+    """The search space as a real sweep searches it for the check: each parameter a choice of the grid's values."""
+    return [{"param": param, "type": "choice", "values": grid.values(param)} for param in grid.params]
+
+
+def test_compare_writes_the_verdict_for_every_variant_and_checks_real_sweeps_against_the_table(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     monkeypatch.chdir(tmp_path)
-    config = small_config({**FOUR, "compare": {"seeds": 2, "searchers": ["hyperopt", "random"],
-                                                 "schedulers": ["asha", "fifo"], "budgets": [4]},
+    config = small_config({**FOUR, "compare": {"seeds": 3, "searchers": ["hyperopt", "random"],
+                                                 "schedulers": ["asha", "fifo"], "budgets": [4], "resamples": 200},
                            "record": {**FOUR["record"], "folder": "table"}})
+    grid = Grid.from_config(config)
+    low, high = grid.values("train.lr")
+    # The train section's values, the real sweeps' first trial, must be a recorded configuration too.
+    config = config.model_copy(update={"train": config.train.model_copy(update={"lr": high})})
     write_table(tmp_path / "table", config, lambda n, s, e: TRUE[n] * e / 3 + 0.01 * s)
-    # Picks the high lr at batch 4 (configuration 3, the best): its real score far above every replay's.
-    _real_sweep(tmp_path / "table" / REAL_FOLDER / "random-fifo", config,
-                {"searcher": "random", "scheduler": "fifo", "num_samples": 4},
-                [(0.005, 2, COMPLETED, 3, 0.1), (0.05, 4, COMPLETED, 3, 0.9), (0.05, 2, STOPPED_EARLY, 1, 0.95)])
-    _real_sweep(tmp_path / "table" / REAL_FOLDER / "optuna-fifo", config,
-                {"searcher": "optuna", "scheduler": "fifo", "num_samples": 4}, [(0.001, 2, COMPLETED, 3, 0.1)])
+    tune = {"searcher": "random", "scheduler": "fifo", "num_samples": 4, "search_space": _restricted(grid)}
+    # Scored as the table predicts (each configuration's mean over seeds 0 and 1, at the epoch reached).
+    _real_sweep(tmp_path / "table" / REAL_FOLDER / "random-fifo", config, tune,
+                [(high, 2, COMPLETED, 3, 0.305), (high, 4, COMPLETED, 3, 0.605), (low, 4, STOPPED_EARLY, 1, 0.07),
+                 (low, 2, COMPLETED, 3, 0.105)])
     output = run_compare(config)
     verdict = (output / "verdict.md").read_text()
     for label in ("hyperopt+asha", "random+asha", "hyperopt+fifo", "random+fifo"):
         assert f"| {label} | 4 |" in verdict
-    assert "| random+fifo | 4 |" in verdict and "baseline" in verdict
+    assert "| hyperopt+fifo − random+fifo | 4 | Welch |" in verdict
+    assert "| hyperopt+asha − hyperopt+fifo | 4 | paired |" in verdict
+    assert "On this recorded problem (" in verdict and "4 configurations × 2 training seeds" in verdict
     assert (output / "best_so_far.png").stat().st_size > 0 and (output / "regret.png").stat().st_size > 0
-    assert len((output / "sweeps.csv").read_text().splitlines()) == 1 + 4 * 2
-    assert "| random-fifo | random+fifo, 4 trials | 0 | #3 | 0.9000 |" in verdict
-    assert "| 100% | no | 7 |" in verdict  # above every replay; 3 + 3 + 1 trial-epochs
-    assert "| optuna-fifo | optuna+fifo, 4 trials | 0 | #0 | 0.1000 | not replayed |" in verdict
-    real = json.loads((output / "compare.json").read_text())["real_sweeps"]
-    assert real["random-fifo"]["replays"] == 2 and real["random-fifo"]["regret"] == 0.0
-    assert real["optuna-fifo"]["regret"] == pytest.approx(TRUE[3] - TRUE[0])
+    assert len((output / "sweeps.csv").read_text().splitlines()) == 1 + 4 * 3
+    assert "| random-fifo | random+fifo, 4 trials | 0 | 4 | #3 | 10 |" in verdict
+    assert "| random-fifo | #1 | 1 | 0.0700 | 0.0717 |" in verdict
+    assert "Inside: 100% of 4 trials" in verdict and "The check passes" in verdict
+    result = json.loads((output / "compare.json").read_text())
+    assert result["real_sweeps"]["passed"] and result["real_sweeps"]["trials_checked"] == 4
+    assert (result["resamples"], result["resample_seed"]) == (200, 0)
+    # 3 against random+fifo, and hyperopt's ASHA against its FIFO (random's is among the 3)
+    assert len(result["family"]) == 4
 
 
 def test_a_real_sweep_of_another_problem_is_refused(tmp_path: Path):
@@ -150,4 +163,11 @@ def test_a_real_sweep_of_another_problem_is_refused(tmp_path: Path):
     other = base.model_copy(update={"model": base.model.model_copy(update={"min_size": 64})})
     _real_sweep(tmp_path / "table" / REAL_FOLDER / "other", other, {}, [(0.005, 2, COMPLETED, 3, 0.1)])
     with pytest.raises(TableError, match="other sweep settings than the replay \\(model differ"):
+        load_real_sweeps(tmp_path / "table", base, grid)
+
+
+def test_a_real_sweep_searching_beyond_the_grid_is_refused(tmp_path: Path):
+    table, grid, base = _table(tmp_path / "table", lambda n, s, e: TRUE[n])
+    _real_sweep(tmp_path / "table" / REAL_FOLDER / "continuous", base, {}, [(0.005, 2, COMPLETED, 3, 0.1)])
+    with pytest.raises(TableError, match="must be a choice of the grid's values"):
         load_real_sweeps(tmp_path / "table", base, grid)

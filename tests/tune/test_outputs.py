@@ -11,11 +11,11 @@ import yaml
 from tune_study import study_params
 
 from pedtune.config import validate
+from pedtune.tracking.sweep import trial_metrics
 from pedtune.tune.outputs import best_params_yaml, curves_csv, summary_table, trials_csv, tune_metrics
 from pedtune.tune.plots import PLOTS, asha_rungs, plot_best_so_far, write_plots
 from pedtune.tune.results import COMPLETED, ERROR, STOPPED_EARLY, TrialRecord, best_trial
 from pedtune.tune.space import decode_sample
-from pedtune.tracking.sweep import trial_metrics
 
 PARAMS = ["train.lr", "train.batch_size"]
 
@@ -95,9 +95,17 @@ def test_curves_csv_has_a_row_per_trial_epoch():
 def test_tune_metrics_count_the_cost_and_compare_best_with_initial():
     metrics = tune_metrics(RECORDS, best_trial(RECORDS), wall_time_s=12.34)
     assert metrics == {
-        "best_bbox_mAP": 0.5, "initial_bbox_mAP": 0.3, "num_trials": 4, "num_errored": 1, "num_stopped_early": 1, "num_retried": 0,
-        "trial_epochs": 5, "trial_time_s": 50.0, "wall_time_s": 12.3,
+        "best_bbox_mAP": 0.5, "initial_bbox_mAP": 0.3, "best_searched_bbox_mAP": 0.5, "num_trials": 4, "num_errored": 1,
+        "num_stopped_early": 1, "num_retried": 0, "trial_epochs": 5, "trial_time_s": 50.0, "wall_time_s": 12.3,
     }
+
+
+def test_when_the_initial_configuration_wins_tune_metrics_keep_the_best_proposal_for_the_report():
+    initial_wins = [_record("a", 0.005, [0.1, 0.6], initial=True), *RECORDS[1:]]
+    metrics = tune_metrics(initial_wins, best_trial(initial_wins), wall_time_s=1.0)
+    assert (metrics["best_bbox_mAP"], metrics["initial_bbox_mAP"], metrics["best_searched_bbox_mAP"]) == (0.6, 0.6, 0.5)
+    only_initial = tune_metrics(initial_wins[:2], best_trial(initial_wins[:2]), wall_time_s=1.0)
+    assert only_initial["best_searched_bbox_mAP"] is None  # no proposal scored
 
 
 def test_the_summary_marks_the_initial_and_the_best_configuration():

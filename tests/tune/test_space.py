@@ -122,7 +122,7 @@ def test_the_sweep_id_changes_with_what_trials_compute_only():
     same = {"tune": {"resources_per_trial": {"cpu": 2}, "storage_path": "elsewhere", "max_failures": 3},
             "data": {"num_workers": 4}, "mlflow": {"experiment": "other"}}
     new = [{"tune": {"seed": 1}}, {"tune": {"searcher": "optuna"}}, {"tune": {"scheduler": "fifo"}},
-           {"tune": {"num_samples": 4}}, {"train": {"momentum": 0.8}}, {"model": {"min_size": 72}},
+           {"tune": {"num_samples": 4}}, {"train": {"momentum": 0.8}}, {"model": {"min_size": 56}},
            {"tune": {"search_space": [LR.model_dump()]}}]
     assert sweep_id(base, "d1") == sweep_id(_config(same), "d1")
     assert len(sweep_id(base, "d1")) == 12

@@ -35,7 +35,10 @@ class Sweep:
         return read_csv(self.root / paths.TUNE_DIR / "trials.csv")
 
 
-@pytest.fixture(scope="module", params=["hyperopt", "optuna", "random"])
+# Each searcher's sweep is built once, on the worker that runs every test of it (--dist loadgroup);
+# the three sweeps may run on different workers.
+@pytest.fixture(scope="module", params=[pytest.param(name, marks=pytest.mark.xdist_group(f"sweep-{name}"))
+                                        for name in ("hyperopt", "optuna", "random")])
 def sweep(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Sweep:
     root = tmp_path_factory.mktemp(request.param)
     with pytest.MonkeyPatch.context() as patch:

@@ -23,10 +23,11 @@ from pedtune.stages.split import run_split
 
 REPO = Path(__file__).resolve().parents[2]
 TINY: dict[str, Any] = {
+    # 48x64 px and few regions per image: the sweeps' trials train and score the real model, cheaply.
     "data": {"source": "synthetic", "num_workers": 0,
-             "synthetic": {"num_images": 12, "height": 64, "width": 80, "max_instances": 2}},
-    "model": {"arch": "maskrcnn_mobilenet_v3_large_fpn", "weights": "none", "min_size": 64, "max_size": 96,
-              "detections_per_img": 10, "box_batch_size_per_image": 64},
+             "synthetic": {"num_images": 12, "height": 48, "width": 64, "max_instances": 2}},
+    "model": {"arch": "maskrcnn_mobilenet_v3_large_fpn", "weights": "none", "min_size": 48, "max_size": 64,
+              "detections_per_img": 5, "box_batch_size_per_image": 32, "rpn_test_proposals": 100},
     "train": {"epochs": 2, "warmup_epochs": 0.5, "device": "cpu", "batch_size": 4},
     "tune": {"num_samples": 3, "max_concurrent": 2, "resources_per_trial": {"cpu": 1, "gpu": 0},
              "asha": {"grace_period": 1, "reduction_factor": 2},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import Iterator
 
@@ -136,3 +137,22 @@ def test_fit_reports_epochs_as_plain_lines_and_nothing_when_quiet(tiny_config, s
     fit(config, synthetic_store, synthetic_store)
     assert capsys.readouterr().err == ""
     assert logging.getLogger("pedtune").level == console.SUMMARY
+
+
+def test_ray_forwards_worker_lines_without_colour_codes_when_the_output_is_not_a_terminal(monkeypatch):
+    import io
+
+    from ray._private.worker import print_worker_logs
+
+    monkeypatch.delenv(console.RAY_COLOR_PREFIX, raising=False)
+    line = {"pid": 4242, "ip": "127.0.0.1", "localhost": "127.0.0.1", "lines": ["epoch 1 of 2"], "is_err": True}
+
+    def printed() -> str:
+        sink = io.StringIO()
+        print_worker_logs(line, sink)
+        return sink.getvalue()
+
+    assert "\x1b[" in printed()  # Ray's own default: a coloured prefix
+    with console.plain_ray_prefixes():  # pytest's captured stdout is not a terminal
+        assert printed() == "(pid=4242) epoch 1 of 2\n"
+    assert console.RAY_COLOR_PREFIX not in os.environ

@@ -4,8 +4,10 @@ without CUDA within seconds, naming the estimated time and the CPU path; train.d
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -14,12 +16,15 @@ import yaml
 from pedtune import console
 from pedtune.cli import main
 from pedtune.config import validate
+from pedtune.engine import estimate as estimate_module
 from pedtune.engine.estimate import (
+    HONEST_WITHIN,
     StepTimes,
     Workload,
     estimate,
     gpu_sized,
     measure,
+    probe_model,
     sweep_trial_epochs,
     workload,
 )
@@ -45,10 +50,12 @@ def test_the_sweep_budget_is_successive_halving_for_asha_and_everything_for_fifo
     assert sweep_trial_epochs(fifo) == 200
 
 
-def test_only_the_backbone_share_scales_with_pixels(raw_params):
+def test_the_pixel_share_scales_with_pixels_and_the_heads_with_regions(raw_params):
     config = validate(raw_params)
-    times = StepTimes("cpu", 100, 100, train_s=3.0, eval_s=1.0, train_backbone_s=2.0, eval_backbone_s=0.5)
+    times = StepTimes("cpu", 100, 100, train_s=3.0, eval_s=1.0, train_pixels_s=2.0, eval_pixels_s=0.5)
     assert times.scaled(200, 200) == (1.0 + 2.0 * 4, 0.5 + 0.5 * 4)
+    probed = StepTimes("cpu", 100, 100, 3.0, 1.0, 2.0, 0.5, train_regions=8, eval_regions=10)
+    assert probed.scaled(100, 100) == (1.0 * 8 + 2.0, 0.5 * 10 + 0.5)
     work = Workload({"train": 10, "val": 2, "test": 3}, 200, 200, "test")
     found = estimate(config, times, work)
     assert found.epoch_s == pytest.approx(10 * 9.0 + 2 * 2.5)
@@ -75,7 +82,32 @@ def test_the_workload_reads_the_split_and_image_sizes_when_fetched(tiny_config, 
 def test_a_measured_step_takes_time_and_its_backbone_part_less(tiny_config):
     times = measure(tiny_config.model, torch.device("cpu"))
     assert (times.height, times.width) == (48, 64)
-    assert 0 < times.train_backbone_s and 0 < times.train_s and 0 < times.eval_s
+    assert 0 < times.train_pixels_s and 0 < times.train_s and 0 < times.eval_s
+
+
+def test_the_probe_has_an_eighth_of_the_regions_and_says_how_many_more_the_heads_see(raw_params):
+    model = validate(raw_params).model  # 512 sampled regions, 1000 proposals, 100 detections
+    small, train, inference = probe_model(model, 128, 171)
+    assert (small.box_batch_size_per_image, small.rpn_test_proposals, small.detections_per_img) == (64, 125, 12)
+    assert (small.min_size, small.max_size, small.weights) == (128, 171, "none")
+    assert (train, inference) == (8, 100 / 12)
+
+
+def test_the_probe_estimate_is_within_its_stated_factor_of_a_step_timed_at_full_size(raw_params, monkeypatch):
+    # A small configuration whose full-size step is cheap to time: the light model at 192-256 px
+    # with params.yaml's region counts. Timed in the process's CPU seconds and the best of two of
+    # each, so that other work on a busy machine does not decide the comparison.
+    monkeypatch.setattr(estimate_module, "time", SimpleNamespace(perf_counter=time.process_time))
+    raw_params["model"].update(arch="maskrcnn_mobilenet_v3_large_fpn", weights="none", min_size=192, max_size=256)
+    model = validate(raw_params).model
+    probed = [measure(model, torch.device("cpu")).scaled(192, 256) for _ in range(2)]
+    monkeypatch.setattr(estimate_module, "PROBE_SHORT_SIDE", 192)
+    monkeypatch.setattr(estimate_module, "PROBE_ROI_DIVISOR", 1)
+    full = [measure(model, torch.device("cpu")) for _ in range(2)]
+    assert full[0].height == 192 and full[0].train_regions == 1
+    for guess, timed in ((min(p[0] for p in probed), min(t.train_s for t in full)),
+                         (min(p[1] for p in probed), min(t.eval_s for t in full))):
+        assert timed / HONEST_WITHIN <= guess <= timed * HONEST_WITHIN, (guess, timed)
 
 
 def test_what_counts_as_gpu_sized(raw_params):

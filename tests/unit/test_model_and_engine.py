@@ -187,8 +187,8 @@ def test_fit_scores_with_the_configured_coco_backend(tiny_config, synthetic_stor
 
 
 def test_non_finite_loss_raises_a_specific_error(tiny_config, synthetic_store, monkeypatch):
-    def diverging_model(cfg, pretrained=None):
-        model = build_model(cfg, pretrained)
+    def diverging_model(cfg, pretrained=None, num_classes=2):
+        model = build_model(cfg, pretrained, num_classes)
         forward = model.forward
 
         def nan_losses(images, targets=None):

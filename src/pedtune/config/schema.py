@@ -13,6 +13,7 @@ import os
 import re
 from decimal import Decimal
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -54,6 +55,20 @@ class SyntheticConfig(Section):
         description="Most pedestrians drawn in one generated image (each image has 1 to this many).",
     )
     seed: Seed = Field(0, description="Seed of the generated dataset.")
+    categories: Annotated[int, Field(ge=1, le=20)] = Field(
+        3,
+        description=(
+            "Object categories of a generated COCO dataset (`data.format: coco`); the PennFudan layout has one."
+        ),
+    )
+
+
+class AnnotationFiles(Section):
+    """A dataset that ships its own split: one COCO JSON per part."""
+
+    train: Annotated[str, Field(min_length=1)] = Field(description="COCO JSON of the train part.")
+    val: Annotated[str, Field(min_length=1)] = Field(description="COCO JSON of the val part.")
+    test: Annotated[str, Field(min_length=1)] = Field(description="COCO JSON of the test part.")
 
 
 class SplitConfig(Section):
@@ -79,11 +94,19 @@ class SplitConfig(Section):
 
 
 class DataConfig(Section):
+    format: Literal["pennfudan", "coco"] = Field(
+        "pennfudan",
+        description=(
+            "`pennfudan`: PennFudanPed's layout (`PNGImages/`, `PedMasks/`, one class). `coco`: any COCO-format "
+            "instance-segmentation dataset, images in `local_path` and annotations in `annotations` (docs/data.md)."
+        ),
+    )
     source: Literal["url", "zip", "dir", "synthetic"] = Field(
         "url",
         description=(
-            "`url` downloads the official zip, `zip` reads a local zip, `dir` an extracted `PennFudanPed` folder,"
-            " `synthetic` generates data in the same layout (tests, smoke runs)."
+            "`url` downloads the official zip, `zip` reads a local zip, `dir` an extracted `PennFudanPed` folder"
+            " (with `format: coco`, the images folder), `synthetic` generates data in the chosen format (tests,"
+            " smoke runs)."
         ),
     )
     url: str = Field(PENN_FUDAN_URL, description="Where `source: url` downloads the zip from.")
@@ -98,8 +121,31 @@ class DataConfig(Section):
     local_path: str = Field(
         "",
         description=(
-            "The zip (`source: zip`) or the extracted `PennFudanPed` folder (`source: dir`). DVC tracks the path,"
-            " not the files there: after changing them in place, run `dvc repro -f fetch`."
+            "The zip (`source: zip`) or the extracted `PennFudanPed` folder (`source: dir`; with `format: coco`, the"
+            " images folder, which `file_name` in the JSON is relative to). DVC tracks the path, not the files"
+            " there: after changing them in place, run `dvc repro -f fetch`."
+        ),
+    )
+    annotations: str | AnnotationFiles = Field(
+        "",
+        description=(
+            "`format: coco` only: the COCO JSON file, or `{train: ..., val: ..., test: ...}` when the dataset ships "
+            "its own split (then the split stage takes it as it is). With `source: zip` or `url`, paths inside "
+            "the archive."
+        ),
+    )
+    images: str = Field(
+        "",
+        description=(
+            "`format: coco` with `source: zip` or `url`: the images folder inside the archive (`file_name` in the "
+            "JSON is relative to it); empty: the archive's top level."
+        ),
+    )
+    drop_negatives: bool = Field(
+        False,
+        description=(
+            "`format: coco`: leave out images without any annotation (by default they train and score as "
+            "negatives)."
         ),
     )
     expected_images: PositiveInt | None = Field(
@@ -118,6 +164,14 @@ class DataConfig(Section):
     def _local_path_for_local_sources(self) -> "DataConfig":
         if self.source in ("zip", "dir") and not self.local_path:
             raise ValueError(f"source '{self.source}' needs data.local_path")
+        return self
+
+    @model_validator(mode="after")
+    def _annotations_for_coco(self) -> "DataConfig":
+        if self.format == "coco" and self.source != "synthetic" and not self.annotations:
+            raise ValueError("format 'coco' needs data.annotations (the COCO JSON file, or {train, val, test})")
+        if self.format == "pennfudan" and self.annotations:
+            raise ValueError("data.annotations is for format 'coco'; PennFudanPed's layout has its own masks")
         return self
 
 
@@ -274,6 +328,19 @@ class MlflowConfig(Section):
         10.0,
         description="How long the stages wait for a tracking server to answer before they stop.",
     )
+
+    @field_validator("tracking_uri")
+    @classmethod
+    def _no_credentials_in_uri(cls, value: str) -> str:
+        # The URI is logged, recorded in params and dvc.lock: a password in it would land in all of them.
+        parts = urlsplit(value)
+        if parts.scheme in ("http", "https") and (parts.username or parts.password):
+            raise ValueError(
+                "the tracking URI carries credentials (user:password@host), which would be recorded in params.yaml, "
+                "dvc.lock and the logs: write it as http(s)://host:port and give the credentials through the "
+                "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD environment variables (or ~/.mlflow/credentials)"
+            )
+        return value
 
 
 QUANTIZED = ("qloguniform", "quniform")
@@ -493,6 +560,14 @@ class TuneConfig(Section):
             "cluster's head (the driver runs on a node of it; `ray://` is refused, see [cluster](cluster.md))."
         ),
     )
+    allow_unauthenticated_cluster: bool = Field(
+        False,
+        description=(
+            "`false`: a `ray_address` cluster that accepts clients without its token is refused before anything "
+            "runs (anyone reaching its ports could run code on every node); `true`: allowed, for a network only "
+            "trusted people reach (see [cluster](cluster.md#security))."
+        ),
+    )
     storage_path: str = Field(
         "ray_results",
         description=(
@@ -639,6 +714,11 @@ class CompareConfig(Section):
         default=None, description="Sweeps replayed side by side, each driven from a Ray worker process of its own; "
         "null: one per CPU.",
     )
+    resamples: PositiveInt = Field(
+        default=2000, description="Bootstrap resamples of the table's training seeds (with the searcher seeds) behind "
+        "the verdict's table-noise intervals.",
+    )
+    resample_seed: Seed = Field(default=0, description="Seed of the bootstrap's random draws.")
     output: str = Field(default="results/compare", description="Folder of the verdict (verdict.md), its data and plots.")
 
     @field_validator("searchers", "schedulers")
@@ -740,7 +820,7 @@ class StudyConfig(Section):
         # store would read image files that exist on the driver's machine only.
         if self.tune.ray_address and not self.data.cache:
             raise ValueError(
-                f"data.cache: false reads the images from data/PennFudanPed while training, which the nodes of the Ray cluster at '{self.tune.ray_address}' do not have; set "
+                f"data.cache: false reads the images from data/dataset while training, which the nodes of the Ray cluster at '{self.tune.ray_address}' do not have; set "
                 "data.cache: true (the decoded samples reach every node through Ray's object store)"
             )
         return self

@@ -1,9 +1,11 @@
-"""PennFudanPed samples as ``tv_tensors`` for torchvision's detection models.
+"""Samples (PennFudanPed's or a COCO dataset's) as ``tv_tensors`` for torchvision's detection models.
 
 Decoding a PNG and splitting its instance mask costs about as much as a forward pass of
 the light model at 320 px, so samples are decoded once, resized to the size the model
 will see, and (with ``data.cache``) kept in memory; the per-step work is only the
-random flip and the float conversion.
+random flip and the float conversion. Which reader decodes depends on what the fetch stage
+laid out: PennFudanPed's folders (here) or a COCO dataset (:mod:`pedtune.data.coco_samples`).
+Scores are computed against each image's original annotations (:meth:`SampleSet.truth`).
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
@@ -32,6 +36,8 @@ class Sample:
     stem: str
     image: torch.Tensor  # uint8 [3, H, W]
     masks: torch.Tensor  # bool [N, H, W]
+    labels: torch.Tensor  # int64 [N], 1..K (0 is the background)
+    original_size: tuple[int, int]  # (height, width) of the image file, where it is scored
 
     @property
     def boxes(self) -> torch.Tensor:
@@ -68,7 +74,34 @@ def scale_for(height: int, width: int, min_size: int, max_size: int) -> float:
     return min(min_size / min(height, width), max_size / max(height, width))
 
 
-def load_sample(root: Path, stem: str, min_size: int, max_size: int) -> Sample:
+@dataclass(frozen=True)
+class Decoded:
+    """An image and its instances at the image file's size."""
+
+    image: torch.Tensor  # uint8 [3, H, W]
+    masks: torch.Tensor  # bool [N, H, W]
+    labels: torch.Tensor  # int64 [N]
+
+
+def resized(stem: str, decoded: Decoded, min_size: int, max_size: int) -> Sample:
+    """``decoded`` at the scale the model sees it (the model's own transform then leaves it as it is)."""
+    image, masks = decoded.image, decoded.masks
+    height, width = image.shape[1:]
+    scale = scale_for(height, width, min_size, max_size)
+    size = [max(1, round(height * scale)), max(1, round(width * scale))]
+    image = v2.functional.resize(image, size, antialias=True)
+    # NEAREST_EXACT samples each output pixel's centre, as the antialiased image resize does;
+    # torchvision's default (legacy) NEAREST takes the top-left source pixel, half a pixel off.
+    masks = v2.functional.resize(
+        tv_tensors.Mask(masks), size, interpolation=v2.InterpolationMode.NEAREST_EXACT
+    ).as_subclass(torch.Tensor)
+    # An instance only a pixel or two wide can vanish when shrunk; it has no box then.
+    kept = masks.flatten(1).any(dim=1)
+    return Sample(stem=stem, image=image.contiguous(), masks=masks[kept].contiguous(),
+                  labels=decoded.labels[kept].contiguous(), original_size=(int(height), int(width)))
+
+
+def decode_pennfudan(root: Path, stem: str) -> Decoded:
     image = _decode(image_path(root, stem), ImageReadMode.RGB)
     # UNCHANGED keeps the stored values: a palette ("P") mask's indices are its instance ids,
     # which GRAY would turn into the brightness of their palette colours.
@@ -87,29 +120,90 @@ def load_sample(root: Path, stem: str, min_size: int, max_size: int) -> Sample:
     ids = instance_map.unique()
     ids = ids[ids != 0]
     masks = instance_map[0] == ids[:, None, None]
-    height, width = image.shape[1:]
-    scale = scale_for(height, width, min_size, max_size)
-    size = [max(1, round(height * scale)), max(1, round(width * scale))]
-    image = v2.functional.resize(image, size, antialias=True)
-    # NEAREST_EXACT samples each output pixel's centre, as the antialiased image resize does;
-    # torchvision's default (legacy) NEAREST takes the top-left source pixel, half a pixel off.
-    masks = v2.functional.resize(
-        tv_tensors.Mask(masks), size, interpolation=v2.InterpolationMode.NEAREST_EXACT
-    ).as_subclass(torch.Tensor)
-    # An instance only a pixel or two wide can vanish when shrunk; it has no box then.
-    masks = masks[masks.flatten(1).any(dim=1)]
-    return Sample(stem=stem, image=image.contiguous(), masks=masks.contiguous())
+    return Decoded(image=image, masks=masks, labels=torch.ones(len(masks), dtype=torch.int64))
+
+
+def load_sample(root: Path, stem: str, min_size: int, max_size: int) -> Sample:
+    return resized(stem, decode_pennfudan(root, stem), min_size, max_size)
+
+
+def truth_from_masks(masks: torch.Tensor, labels: torch.Tensor) -> list[dict[str, Any]]:
+    """COCO ground-truth entries (no ids) of instance masks: box as :attr:`Sample.boxes` draws it, RLE mask."""
+    from pycocotools import mask as mask_utils  # noqa: PLC0415 - only scoring needs it
+
+    annotations = []
+    boxes = masks_to_boxes(masks) + torch.tensor([0.0, 0.0, 1.0, 1.0]) if len(masks) else torch.zeros((0, 4))
+    for box, mask, label in zip(boxes.tolist(), masks.numpy(), labels.tolist()):
+        rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+        rle["counts"] = rle["counts"].decode("ascii")
+        annotations.append({"category_id": int(label), "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]],
+                            "area": float(mask.sum()), "segmentation": rle, "iscrowd": 0})
+    return annotations
+
+
+class Reader(Protocol):
+    """Decodes one dataset layout; picklable (stores travel to DataLoader workers and Ray trials)."""
+
+    categories: dict[int, str]  # label (1..K) -> name
+
+    def missing(self, stems: Sequence[str]) -> list[str]: ...
+
+    def sample(self, stem: str, min_size: int, max_size: int) -> Sample: ...
+
+    def truth(self, stem: str) -> tuple[tuple[int, int], list[dict[str, Any]]]:
+        """(height, width) of the image file and its ground truth there, as COCO annotations."""
+        ...
+
+
+class PennFudanReader:
+    categories = {1: "person"}
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def missing(self, stems: Sequence[str]) -> list[str]:
+        return [stem for stem in stems if not image_path(self.root, stem).is_file()]
+
+    def sample(self, stem: str, min_size: int, max_size: int) -> Sample:
+        return load_sample(self.root, stem, min_size, max_size)
+
+    def truth(self, stem: str) -> tuple[tuple[int, int], list[dict[str, Any]]]:
+        decoded = decode_pennfudan(self.root, stem)
+        return (int(decoded.image.shape[1]), int(decoded.image.shape[2])), truth_from_masks(decoded.masks,
+                                                                                           decoded.labels)
+
+
+def reader_for(root: Path) -> Reader:
+    """The reader of what the fetch stage laid out at ``root``."""
+    from pedtune.data.coco_fetch import is_coco_layout  # noqa: PLC0415 - it imports the fetch module
+
+    if is_coco_layout(root):
+        from pedtune.data.coco_samples import CocoReader  # noqa: PLC0415 - it imports this module
+
+        return CocoReader(root)
+    return PennFudanReader(root)
 
 
 class SampleSet:
     """Decoded samples of some stems, held in memory when ``cache`` is on (picklable)."""
 
     def __init__(
-        self, root: Path, stems: Sequence[str], min_size: int, max_size: int, cache: bool = True
+        self, root: Path, stems: Sequence[str], min_size: int, max_size: int, cache: bool = True,
+        reader: Reader | None = None,
     ) -> None:
         self.root, self.stems = Path(root), list(stems)
         self.min_size, self.max_size, self.cache = min_size, max_size, cache
+        self.reader = reader if reader is not None else reader_for(self.root)
+        missing = self.reader.missing(self.stems)
+        if missing:
+            more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+            raise DataError(f"the split names images the dataset at {self.root} lacks: {missing[0]}{more} "
+                            "(a split drawn from another dataset? run the split stage again: dvc repro split)")
         self._samples: dict[int, Sample] = {}
+
+    @property
+    def categories(self) -> dict[int, str]:
+        return self.reader.categories
 
     def __len__(self) -> int:
         return len(self.stems)
@@ -117,10 +211,14 @@ class SampleSet:
     def __getitem__(self, index: int) -> Sample:
         sample = self._samples.get(index)
         if sample is None:
-            sample = load_sample(self.root, self.stems[index], self.min_size, self.max_size)
+            sample = self.reader.sample(self.stems[index], self.min_size, self.max_size)
             if self.cache:
                 self._samples[index] = sample
         return sample
+
+    def truth(self, index: int) -> tuple[tuple[int, int], list[dict[str, Any]]]:
+        """The image's size and ground truth where it is scored: the image file's, not the resized sample's."""
+        return self.reader.truth(self.stems[index])
 
     def preload(self, label: str = "") -> "SampleSet":
         """Decode everything now, in this process, so DataLoader workers inherit the cache."""
@@ -137,8 +235,10 @@ def to_target(sample: Sample, image_id: int) -> dict[str, torch.Tensor]:
     return {
         "boxes": tv_tensors.BoundingBoxes(sample.boxes, format="XYXY", canvas_size=size),
         "masks": tv_tensors.Mask(sample.masks.to(torch.uint8)),
-        "labels": torch.ones(len(sample.masks), dtype=torch.int64),
+        "labels": sample.labels,
         "image_id": torch.tensor(image_id),
+        # Where predictions are mapped back to before scoring (engine.train.iter_predictions).
+        "original_size": torch.tensor(sample.original_size),
     }
 
 
@@ -166,5 +266,5 @@ def collate(batch: list) -> tuple:
 
 
 def open_samples(root: Path, stems: Sequence[str], min_size: int, max_size: int, cache: bool, label: str) -> SampleSet:
-    """The samples of ``stems`` with everything decoded up front when caching is on."""
+    """A samples of ``stems`` with everything decoded up front when caching is on."""
     return SampleSet(root, stems, min_size, max_size, cache).preload(label)

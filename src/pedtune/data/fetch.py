@@ -27,7 +27,8 @@ log = console.get(__name__)
 
 
 def fetch_dataset(cfg: DataConfig, dest: Path, work_dir: Path | None = None) -> DatasetSummary:
-    """Materialise the dataset described by ``cfg`` at ``dest`` (the folder holding PNGImages/).
+    """Materialise the dataset described by ``cfg`` at ``dest`` (PennFudanPed's folders, or with
+    ``data.format: coco`` the layout of :mod:`pedtune.data.coco_fetch`).
 
     ``dest`` is replaced atomically: on any failure a previous ``dest`` is left untouched
     and no temporary folder remains. ``work_dir``, if given, keeps the downloaded archive
@@ -41,7 +42,11 @@ def fetch_dataset(cfg: DataConfig, dest: Path, work_dir: Path | None = None) -> 
     with tempfile.TemporaryDirectory(prefix=f".{dest.name}.work.", dir=dest.parent) as scratch_name:
         scratch = Path(scratch_name)
         with atomic_path(dest) as tmp:
-            if cfg.source == "url":
+            if cfg.format == "coco":
+                from pedtune.data.coco_fetch import fetch_coco  # it imports this module's archive helpers
+
+                summary = fetch_coco(cfg, tmp, scratch, work_dir)
+            elif cfg.source == "url":
                 summary = _from_url(cfg, tmp, scratch, work_dir)
             elif cfg.source == "zip":
                 summary = _from_zip(cfg, tmp, scratch)
@@ -55,6 +60,11 @@ def fetch_dataset(cfg: DataConfig, dest: Path, work_dir: Path | None = None) -> 
 
 
 def _from_url(cfg: DataConfig, tmp: Path, scratch: Path, work_dir: Path | None) -> DatasetSummary:
+    return _extract_and_validate(archive_from_url(cfg, scratch, work_dir), tmp, scratch, cfg.expected_images)
+
+
+def archive_from_url(cfg: DataConfig, scratch: Path, work_dir: Path | None) -> Path:
+    """``cfg.url``'s archive, downloaded (or reused from ``work_dir``) and verified."""
     name = Path(urllib.parse.urlsplit(cfg.url).path).name or "PennFudanPed.zip"
     archive = (Path(work_dir) if work_dir is not None else scratch) / name
     if archive.is_file() and _archive_ok(archive, cfg):
@@ -68,7 +78,7 @@ def _from_url(cfg: DataConfig, tmp: Path, scratch: Path, work_dir: Path | None) 
         except DataError:
             archive.unlink(missing_ok=True)  # a bad download must not be picked up as cache
             raise
-    return _extract_and_validate(archive, tmp, scratch, cfg.expected_images)
+    return archive
 
 
 def _archive_ok(archive: Path, cfg: DataConfig) -> bool:
@@ -81,6 +91,11 @@ def _archive_ok(archive: Path, cfg: DataConfig) -> bool:
 
 
 def _from_zip(cfg: DataConfig, tmp: Path, scratch: Path) -> DatasetSummary:
+    return _extract_and_validate(local_archive(cfg), tmp, scratch, cfg.expected_images)
+
+
+def local_archive(cfg: DataConfig) -> Path:
+    """``data.local_path``'s zip, verified."""
     archive = Path(cfg.local_path).expanduser()
     if archive.is_dir():
         raise DataError(
@@ -90,7 +105,7 @@ def _from_zip(cfg: DataConfig, tmp: Path, scratch: Path) -> DatasetSummary:
         raise DataError(f"data.local_path {archive}: zip file not found")
     log.info(f"verifying {archive} (md5 {cfg.md5})")
     verify_archive(archive, cfg.md5, cfg.size_bytes)
-    return _extract_and_validate(archive, tmp, scratch, cfg.expected_images)
+    return archive
 
 
 def _extract_and_validate(archive: Path, tmp: Path, scratch: Path, expected: int | None) -> DatasetSummary:

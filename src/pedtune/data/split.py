@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -50,8 +51,14 @@ def _collections(stems: list[str]) -> dict[str, list[str]]:
     return groups
 
 
-def make_split(stems: list[str], cfg: SplitConfig) -> Split:
-    """Stratified by collection (Fudan/Penn), seeded: the same stems and cfg give the same split."""
+def make_split(stems: list[str], cfg: SplitConfig, categories: Mapping[str, set[int]] | None = None) -> Split:
+    """Stratified by collection (Fudan/Penn), seeded: the same stems and cfg give the same split.
+
+    With ``categories`` (each stem's object categories), images are then swapped between
+    parts, pairwise so the part sizes stay, until every category in at least three images
+    appears in every part; a dataset where every image holds the one category keeps the split
+    as drawn.
+    """
     if not stems:
         raise DataError("no images to split")
     rng = np.random.default_rng(cfg.seed)
@@ -67,7 +74,56 @@ def make_split(stems: list[str], cfg: SplitConfig) -> Split:
     for name in PARTS:
         if not parts[name]:
             raise DataError(f"the {name} split is empty: {len(stems)} images are too few for these fractions")
+    if categories is not None:
+        _cover_categories(parts, categories, rng)
     return Split(**{name: tuple(sorted(parts[name])) for name in PARTS})
+
+
+def _holders(members: list[str], categories: Mapping[str, set[int]], category: int) -> list[str]:
+    return [stem for stem in members if category in categories.get(stem, set())]
+
+
+def _cover_categories(parts: dict[str, list[str]], categories: Mapping[str, set[int]],
+                      rng: np.random.Generator) -> None:
+    """Swap images so each category held by >= 3 images appears in every part (in place)."""
+    every = sorted(set().union(*categories.values())) if categories else []
+    for category in every:
+        if sum(len(_holders(parts[name], categories, category)) for name in PARTS) < len(PARTS):
+            continue  # too rare to be everywhere
+        for lacking in PARTS:
+            if _holders(parts[lacking], categories, category):
+                continue
+            # Take a holder from the part with the most of them (it keeps at least one), giving
+            # back an image of the lacking part whose categories the lacking part keeps anyway,
+            # and whose move leaves the donor part every category the holder took away.
+            donor = max((name for name in PARTS if name != lacking),
+                        key=lambda name: len(_holders(parts[name], categories, category)))
+            holders = _holders(parts[donor], categories, category)
+            swap = _find_swap(parts, categories, donor, lacking, holders, rng)
+            if swap is None:
+                continue
+            given, taken = swap
+            parts[donor].remove(given)
+            parts[lacking].remove(taken)
+            parts[donor].append(taken)
+            parts[lacking].append(given)
+
+
+def _present(members: list[str], categories: Mapping[str, set[int]]) -> set[int]:
+    return set().union(*(categories.get(stem, set()) for stem in members)) if members else set()
+
+
+def _find_swap(parts: dict[str, list[str]], categories: Mapping[str, set[int]], donor: str, lacking: str,
+               holders: list[str], rng: np.random.Generator) -> tuple[str, str] | None:
+    before = {name: _present(parts[name], categories) for name in (donor, lacking)}
+    for given in [holders[i] for i in rng.permutation(len(holders))]:
+        for taken in [parts[lacking][i] for i in rng.permutation(len(parts[lacking]))]:
+            donor_after = [s for s in parts[donor] if s != given] + [taken]
+            lacking_after = [s for s in parts[lacking] if s != taken] + [given]
+            if before[donor] <= _present(donor_after, categories) and \
+                    before[lacking] <= _present(lacking_after, categories):
+                return given, taken
+    return None
 
 
 def write_split(split: Split, path: Path, cfg: SplitConfig, dataset_hash: str) -> None:

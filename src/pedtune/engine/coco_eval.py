@@ -1,4 +1,9 @@
-"""COCO bbox and segm AP: the ground truth from our samples, predictions from the model.
+"""COCO bbox and segm AP: the ground truth at each image's original size, predictions from the model.
+
+As torchvision's references, detectron2 and MMDetection score: against the annotations at
+the size of the image file (the dataset's own boxes and masks, crowd regions included), with
+the predictions mapped back there (boxes scaled, masks pasted at that size:
+:func:`pedtune.engine.original_size.detect`). Training sees resized samples; scoring does not.
 
 Scored by pycocotools or, behind ``train.coco_backend``, by faster-coco-eval, which gives the
 same numbers (bench/evaluation.py checks both on the same predictions) several times faster.
@@ -8,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -69,25 +75,15 @@ def _xywh(boxes: torch.Tensor) -> list[list[float]]:
 
 
 def ground_truth(samples: SampleSet, backend: CocoBackend = "pycocotools") -> GroundTruth:
-    """A COCO index of the samples' samples; image ids are the samples' indices."""
+    """A COCO index of the samples' images at their original size; image ids are the samples'
+    indices, category ids its labels."""
     images, annotations = [], []
     for index in range(len(samples)):
-        sample = samples[index]
-        height, width = sample.image.shape[1:]
-        images.append({"id": index, "height": height, "width": width, "file_name": sample.stem})
-        for box, mask in zip(_xywh(sample.boxes), sample.masks.numpy()):
-            annotations.append(
-                {
-                    "id": len(annotations) + 1,
-                    "image_id": index,
-                    "category_id": 1,
-                    "bbox": box,
-                    "area": float(mask.sum()),
-                    "segmentation": _rle(mask),
-                    "iscrowd": 0,
-                }
-            )
-    categories = [{"id": 1, "name": "person"}]
+        (height, width), entries = samples.truth(index)
+        images.append({"id": index, "height": height, "width": width, "file_name": samples.stems[index]})
+        for entry in entries:
+            annotations.append({"id": len(annotations) + 1, "image_id": index, **entry})
+    categories = [{"id": label, "name": name} for label, name in samples.categories.items()]
     return coco_index({"images": images, "annotations": annotations, "categories": categories}, backend)
 
 
@@ -104,17 +100,50 @@ def to_coco_results(
     if masks.dtype != torch.bool:
         masks = masks > mask_threshold
     masks = masks.cpu().numpy()
+    labels = prediction["labels"].cpu().tolist()
     return [
-        {"image_id": image_id, "category_id": 1, "bbox": box, "score": score, "segmentation": _rle(mask)}
-        for box, score, mask in zip(boxes, scores, masks)
+        {"image_id": image_id, "category_id": int(label), "bbox": box, "score": score, "segmentation": _rle(mask)}
+        for box, score, mask, label in zip(boxes, scores, masks, labels)
     ]
 
 
-def coco_metrics(truth: GroundTruth, results: Iterable[dict]) -> dict[str, float]:
-    """bbox/segm mAP, AP50, AP75; an empty result list scores 0 (COCO's loadRes cannot load it)."""
+def category_metric(iou_type: str, name: str) -> str:
+    """The key of one category's AP (IoU 0.50:0.95, all areas) among the metrics: ``bbox_AP/person``.
+
+    Characters MLflow refuses in a metric name become ``_`` (``person's bag`` -> ``person_s bag``).
+    """
+    return f"{iou_type}_AP/{re.sub(r'[^A-Za-z0-9_ ./-]', '_', name)}"
+
+
+def _per_category(evaluator: Any, truth: GroundTruth, iou_type: str) -> dict[str, float]:
+    """AP per category from COCOeval's precision table; a category without ground truth in the
+    scored images has none (-1 throughout) and no entry: it is "n/a", not 0."""
+    precision = np.asarray(evaluator.eval["precision"])  # [IoU, recall, category, area, max dets]
+    names = {cat["id"]: cat["name"] for cat in truth.coco.dataset["categories"]}
+    metrics = {}
+    for position, category in enumerate(evaluator.params.catIds):
+        values = precision[:, :, position, 0, -1]
+        if (values > -1).any():
+            metrics[category_metric(iou_type, names[category])] = float(values[values > -1].mean())
+    return metrics
+
+
+def scored_categories(truth: GroundTruth) -> dict[str, float]:
+    """Per-category APs of no detection: 0 for each category the ground truth holds (no entry for the others)."""
+    present = {ann["category_id"] for ann in truth.coco.dataset["annotations"] if not ann.get("iscrowd", 0)}
+    return {category_metric(iou, cat["name"]): 0.0 for iou in IOU_TYPES
+            for cat in truth.coco.dataset["categories"] if cat["id"] in present}
+
+
+def coco_metrics(truth: GroundTruth, results: Iterable[dict], per_category: bool = False) -> dict[str, float]:
+    """bbox/segm mAP, AP50, AP75; an empty result list scores 0 (COCO's loadRes cannot load it).
+
+    ``per_category`` adds each category's AP (:func:`category_metric`) where there are several.
+    """
     results = list(results)
+    several = per_category and len(truth.coco.dataset["categories"]) > 1
     if not results:
-        return dict.fromkeys(METRIC_NAMES, 0.0)
+        return {**dict.fromkeys(METRIC_NAMES, 0.0), **(scored_categories(truth) if several else {})}
     metrics: dict[str, float] = {}
     with contextlib.redirect_stdout(io.StringIO()):
         detections = truth.coco.loadRes(results)
@@ -126,4 +155,6 @@ def coco_metrics(truth: GroundTruth, results: Iterable[dict]) -> dict[str, float
             for position, name in STAT_NAMES.items():
                 # COCOeval reports -1 where there is no ground truth to score against.
                 metrics[f"{iou_type}_{name}"] = max(0.0, float(evaluator.stats[position]))
+            if several:
+                metrics.update(_per_category(evaluator, truth, iou_type))
     return metrics

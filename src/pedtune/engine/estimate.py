@@ -1,11 +1,15 @@
 """How long a configuration takes on this machine, and the guard that stops GPU-sized work on a CPU.
 
-The estimate is measured, not looked up: one training step and one inference of the
-configured architecture (random weights, one image at a small size) are timed here, and
-the backbone's part of each timed again on its own; the backbone's time is scaled by
-pixels (the heads see a fixed number of regions per image), then everything by images,
-epochs, trial-epochs and runs. It is rough (one sample of each, random weights, data
-loading and COCO scoring left out) but it tells minutes from hours, which the guard needs.
+The estimate is measured, not looked up, on a small probe of the configured architecture
+(random weights, one image with a short side of ``PROBE_SHORT_SIDE`` px, and 1/``PROBE_ROI_DIVISOR``
+of the configured regions per image): one training step and one inference are timed, and their
+part that grows with pixels (backbone, FPN and RPN) timed again on its own. That part is scaled
+by pixels to the configured image size, the rest (the box and mask heads, which see a fixed
+number of regions per image) by regions, then everything by images, epochs, trial-epochs and
+runs. The probe costs a fraction of a full-size step, so ``pedtune check`` answers in seconds.
+It is rough (one sample of each, random weights, data loading and COCO scoring left out;
+tests/unit/test_estimate.py holds it to within ``HONEST_WITHIN``x of a step timed at full size),
+but it tells minutes from hours, which the guard needs.
 """
 
 from __future__ import annotations
@@ -23,7 +27,9 @@ from pedtune.config.schema import ModelConfig, StudyConfig
 from pedtune.data.dataset import image_path, list_stems, scale_for
 from pedtune.device import resolve_device
 
-MEASURE_SHORT_SIDE = 192  # px: the timed image's short side, or min_size when smaller
+PROBE_SHORT_SIDE = 128  # px: the timed image's short side, or min_size when smaller
+PROBE_ROI_DIVISOR = 8  # the probe's regions per image: the configured counts divided by this
+HONEST_WITHIN = 4.0  # the factor tests/unit/test_estimate.py holds the estimate to (it errs long)
 DEFAULT_ASPECT = 4 / 3  # width / height assumed while the dataset is not fetched yet
 GPU_SIZED_MIN_SIZE = 800  # ResNet-50 at this short side or more is a GPU configuration
 CPU_PATH = ("run the CPU quick study instead: dvc exp run -n cpu-quick $(pedtune profile cpu-quick) "
@@ -36,27 +42,31 @@ class TooSlowHere(ConfigError):
 
 @dataclass(frozen=True)
 class StepTimes:
-    """One image's training step and inference, timed on ``device`` at ``height`` × ``width``,
-    and the part of each spent in the backbone (with its FPN), the part that grows with pixels."""
+    """One image's training step and inference, timed on ``device`` at ``height`` × ``width``
+    with the probe's regions per image; the part of each that grows with pixels (backbone, FPN,
+    RPN); and how many times more regions the configuration's heads see in training and inference."""
 
     device: str
     height: int
     width: int
     train_s: float
     eval_s: float
-    train_backbone_s: float
-    eval_backbone_s: float
+    train_pixels_s: float
+    eval_pixels_s: float
+    train_regions: float = 1.0
+    eval_regions: float = 1.0
 
     def scaled(self, height: float, width: float) -> tuple[float, float]:
-        """(training step, inference) of one image of ``height`` × ``width``: the heads' share as
-        timed (a fixed number of regions per image), the backbone's in proportion to pixels."""
+        """(training step, inference) of one image of ``height`` × ``width`` at the configured
+        regions: the pixel part in proportion to pixels, the heads' part to regions."""
         ratio = height * width / (self.height * self.width)
 
-        def at_size(total: float, backbone: float) -> float:
-            backbone = min(backbone, total)
-            return total - backbone + backbone * ratio
+        def at_size(total: float, pixels: float, regions: float) -> float:
+            pixels = min(pixels, total)
+            return (total - pixels) * regions + pixels * ratio
 
-        return at_size(self.train_s, self.train_backbone_s), at_size(self.eval_s, self.eval_backbone_s)
+        return (at_size(self.train_s, self.train_pixels_s, self.train_regions),
+                at_size(self.eval_s, self.eval_pixels_s, self.eval_regions))
 
 
 @dataclass(frozen=True)
@@ -91,22 +101,40 @@ class Estimate:
         t, w = self.times, self.workload
         return (
             f"a rough estimate: one training step and one inference of {config.model.arch} (random weights) "
-            f"timed here on {t.device} at {t.height}x{t.width} px ({t.train_s:.2f} s and {t.eval_s:.2f} s), "
-            f"the backbone's share scaled to {w.height:.0f}x{w.width:.0f} px, "
+            f"timed here on {t.device} at {t.height}x{t.width} px with 1/{PROBE_ROI_DIVISOR} of the regions "
+            f"({t.train_s:.2f} s and {t.eval_s:.2f} s), the backbone's share scaled to {w.height:.0f}x{w.width:.0f} px "
+            f"and the heads' to the configured regions, "
             f"{w.images['train']} train + {w.images['val']} val images "
             f"({w.basis}) x {config.train.epochs} epochs; the sweep as {self.trial_epochs:.0f} trial-epochs "
             f"({sweep_basis(config)}), one trial at a time; data loading and COCO scoring not included"
         )
 
 
+def probe_model(model: ModelConfig, height: int, width: int) -> tuple[ModelConfig, float, float]:
+    """The probe: ``model`` at ``height`` × ``width`` with 1/``PROBE_ROI_DIVISOR`` of its regions per
+    image, and how many times more regions the configuration's heads see (training, inference)."""
+    train = max(1, model.box_batch_size_per_image // PROBE_ROI_DIVISOR)
+    proposals = max(1, model.rpn_test_proposals // PROBE_ROI_DIVISOR)
+    detections = max(1, model.detections_per_img // PROBE_ROI_DIVISOR)
+    small = model.model_copy(update={"weights": "none", "min_size": height, "max_size": max(height, width),
+                                     "box_batch_size_per_image": train, "rpn_test_proposals": proposals,
+                                     "detections_per_img": detections})
+    # Inference runs the box head on every proposal and the mask head on every detection: the
+    # larger of the two ratios, so the estimate errs long.
+    inference = max(model.rpn_test_proposals / proposals, model.detections_per_img / detections)
+    return small, model.box_batch_size_per_image / train, inference
+
+
 def measure(model: ModelConfig, device: torch.device, aspect: float = DEFAULT_ASPECT) -> StepTimes:
-    """Time one training step and one inference of ``model`` on a random image (seconds)."""
+    """Time one training step and one inference of the probe of ``model`` on a random image (seconds)."""
     from pedtune.model.factory import build_model
 
-    height = min(MEASURE_SHORT_SIDE, model.min_size)
+    height = min(PROBE_SHORT_SIDE, model.min_size)
     width = round(height * aspect)
-    small = model.model_copy(update={"weights": "none", "min_size": height, "max_size": max(height, width)})
-    net = build_model(small).to(device)
+    small, train_regions, eval_regions = probe_model(model, height, width)
+    with torch.random.fork_rng(devices=[]):  # the same random weights every time: a repeatable estimate
+        torch.manual_seed(0)
+        net = build_model(small).to(device)
     generator = torch.Generator().manual_seed(0)
     image = torch.rand(3, height, width, generator=generator).to(device)
     mask = torch.zeros(1, height, width, dtype=torch.uint8)
@@ -131,19 +159,27 @@ def measure(model: ModelConfig, device: torch.device, aspect: float = DEFAULT_AS
         with torch.inference_mode():
             net([image])
 
-    def backbone_step() -> None:
-        net.train()
-        sum(feature.mean() for feature in net.backbone(image[None]).values()).backward()
+    def pixels(training: bool) -> None:
+        """What grows with pixels: resizing, the backbone with its FPN, and the RPN."""
+        images, targets = net.transform([image], [target] if training else None)
+        features = net.backbone(images.tensors)
+        _, losses = net.rpn(images, features, targets)
+        if training:
+            (sum(losses.values()) + sum(feature.mean() for feature in features.values())).backward()
 
-    def backbone_inference() -> None:
+    def pixels_step() -> None:
+        net.train()
+        pixels(True)
+
+    def pixels_inference() -> None:
         net.eval()
         with torch.inference_mode():
-            net.backbone(image[None])
+            pixels(False)
 
     train_s, eval_s = timed(train_step), timed(inference)
-    train_backbone_s, eval_backbone_s = timed(backbone_step), timed(backbone_inference)
+    train_pixels_s, eval_pixels_s = timed(pixels_step), timed(pixels_inference)
     label = f"{device.type} ({torch.get_num_threads()} threads)" if device.type == "cpu" else str(device)
-    return StepTimes(label, height, width, train_s, eval_s, train_backbone_s, eval_backbone_s)
+    return StepTimes(label, height, width, train_s, eval_s, train_pixels_s, eval_pixels_s, train_regions, eval_regions)
 
 
 def workload(config: StudyConfig, split_file: Path = paths.SPLIT_FILE, data_root: Path = paths.DATA_ROOT) -> Workload:

@@ -40,6 +40,7 @@ from pedtune.engine.coco_eval import (
     to_coco_results,
 )
 from pedtune.engine.memory import release_freed_heap
+from pedtune.engine.original_size import detect
 from pedtune.errors import NonFiniteLossError
 from pedtune.model.factory import build_model
 from pedtune.units import duration
@@ -179,9 +180,12 @@ def train_one_epoch(
 
 @torch.inference_mode()
 def iter_predictions(
-    model: nn.Module, loader: DataLoader, device: torch.device, mask_threshold: float = MASK_THRESHOLD
+    model: nn.Module, loader: DataLoader, device: torch.device, mask_threshold: float = MASK_THRESHOLD,
+    original_size: bool = True,
 ) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
-    """(image index, prediction on CPU) for each image of ``loader``, a batch at a time.
+    """(image index, prediction on CPU) for each image of ``loader``, a batch at a time, at the
+    image's original size (where :func:`~pedtune.engine.coco_eval.ground_truth` scores it), or
+    with ``original_size=False`` at the resized sample's (to draw on it).
 
     Masks come back binarised (``> mask_threshold``, bool [N,1,H,W]) where the model computed
     them: a full-size image's float mask probabilities are four times the bytes to copy from
@@ -190,7 +194,12 @@ def iter_predictions(
     """
     model.eval()
     for images, targets in loader:
-        predictions = model([image.to(device) for image in images])
+        images = [image.to(device) for image in images]
+        sizes = [(int(t["original_size"][0]), int(t["original_size"][1])) for t in targets]
+        if original_size and any(size != tuple(image.shape[-2:]) for size, image in zip(sizes, images)):
+            predictions = detect(model, images, sizes)
+        else:  # at the sample's own size: what detect would give (tests/unit/test_original_size.py)
+            predictions = model(images)
         for target, prediction in zip(targets, predictions):
             masks = prediction["masks"] > mask_threshold
             if masks.is_cuda:
@@ -202,20 +211,24 @@ def iter_predictions(
             yield int(target["image_id"]), {k: v.cpu() for k, v in prediction.items()}
 
 
-def predict(model: nn.Module, loader: DataLoader, device: torch.device) -> list[tuple[int, dict[str, torch.Tensor]]]:
+def predict(
+    model: nn.Module, loader: DataLoader, device: torch.device, original_size: bool = True
+) -> list[tuple[int, dict[str, torch.Tensor]]]:
     """Every prediction of :func:`iter_predictions`, in the loader's order."""
-    return list(iter_predictions(model, loader, device))
+    return list(iter_predictions(model, loader, device, original_size=original_size))
 
 
 def evaluate(
-    model: nn.Module, loader: DataLoader, truth: GroundTruth, device: torch.device, label: str = "val"
+    model: nn.Module, loader: DataLoader, truth: GroundTruth, device: torch.device, label: str = "val",
+    per_category: bool = False,
 ) -> dict[str, float]:
-    """COCO AP of the model's predictions on ``loader``; progress per image as ``label``."""
+    """COCO AP of the model's predictions on ``loader``; progress per image as ``label``; with
+    ``per_category``, each category's AP too (several categories only)."""
     progress = console.Progress(len(loader.dataset), label, log, unit="img")
     predictions = progress.wrap(iter_predictions(model, loader, device))
     # Converted a batch at a time, so only one batch's masks are held at once.
     results = [r for image_id, p in predictions for r in to_coco_results(image_id, p)]
-    return coco_metrics(truth, results)
+    return coco_metrics(truth, results, per_category=per_category)
 
 
 def epoch_line(epoch: int, epochs: int, metrics: Mapping[str, float], epoch_times: list[float]) -> str:
@@ -270,7 +283,8 @@ def fit(
     started = time.perf_counter()
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
-    model = build_model(config.model, pretrained).to(device)
+    # The heads follow the data: one class per category of the dataset, plus the background.
+    model = build_model(config.model, pretrained, num_classes=len(train_samples.categories) + 1).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = build_optimizer(params, cfg)
     # Shuffling draws from its own generator, so the images each epoch sees depend only on the

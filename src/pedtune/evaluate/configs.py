@@ -18,6 +18,9 @@ from pedtune.errors import PedtuneError
 log = console.get(__name__)
 
 SEARCH_COST_KEYS = ("num_trials", "trial_epochs", "wall_time_s")
+# metrics/tune.json's val scores of the initial configuration and of the searcher's best proposal,
+# prefixed by the metric (e.g. initial_bbox_mAP): how close the search came when the initial won.
+SEARCH_SCORE_PREFIXES = ("initial_", "best_searched_")
 PER_RUN_KEYS = ("seed", "device")  # set per run or per machine, never tuned: not compared
 
 
@@ -72,8 +75,9 @@ def run_config(config: StudyConfig, seed: int, epochs: int | None) -> StudyConfi
     return with_train_overrides(config, overrides)
 
 
-def read_search_cost(path: Path = paths.TUNE_METRICS) -> dict[str, float | None]:
-    """num_trials, trial_epochs and wall_time_s of the sweep; ``None`` for anything not recorded."""
+def read_search_cost(metric: str, path: Path = paths.TUNE_METRICS) -> dict[str, float | None]:
+    """num_trials, trial_epochs and wall_time_s of the sweep, and the val ``metric`` of the initial
+    configuration and of the searcher's best proposal; ``None`` for anything not recorded."""
     try:
         raw = json.loads(Path(path).read_text(encoding="utf-8"))
     except (FileNotFoundError, json.JSONDecodeError) as error:
@@ -81,7 +85,8 @@ def read_search_cost(path: Path = paths.TUNE_METRICS) -> dict[str, float | None]
         raw = {}
     if not isinstance(raw, dict):
         raw = {}
-    return {key: _finite_number(raw.get(key)) for key in SEARCH_COST_KEYS}
+    keys = [*SEARCH_COST_KEYS, *(f"{prefix}{metric}" for prefix in SEARCH_SCORE_PREFIXES)]
+    return {key: _finite_number(raw.get(key)) for key in keys}
 
 
 def _finite_number(value: Any) -> float | None:

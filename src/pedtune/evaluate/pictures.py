@@ -45,15 +45,23 @@ def draw_instances(
     return draw_bounding_boxes(image, boxes, labels=labels, colors=colors, width=2)
 
 
-def ground_truth_panel(sample: Sample) -> Panel:
-    return Panel(f"ground truth: {len(sample.masks)}", draw_instances(sample.image, sample.masks, sample.boxes))
+def ground_truth_panel(sample: Sample, categories: Mapping[int, str] | None = None) -> Panel:
+    names = [categories[int(label)] for label in sample.labels] if categories and len(categories) > 1 else None
+    return Panel(f"ground truth: {len(sample.masks)}",
+                 draw_instances(sample.image, sample.masks, sample.boxes, names))
 
 
-def prediction_panel(title: str, image: torch.Tensor, prediction: Prediction, score_threshold: float) -> Panel:
+def prediction_panel(title: str, image: torch.Tensor, prediction: Prediction, score_threshold: float,
+                     categories: Mapping[int, str] | None = None) -> Panel:
+    """Detections scoring at least ``score_threshold``, each named by its category (with several) and score."""
     keep = prediction["scores"] >= score_threshold
     scores = prediction["scores"][keep].tolist()
     masks = prediction["masks"][keep, 0]  # binary: predict thresholds them as COCO scoring does
-    drawn = draw_instances(image, masks, prediction["boxes"][keep], [f"{score:.2f}" for score in scores])
+    labels = prediction["labels"][keep].tolist() if "labels" in prediction else [0] * len(scores)
+    named = categories is not None and len(categories) > 1
+    texts = [f"{categories.get(int(label), label)} {score:.2f}" if named else f"{score:.2f}"  # type: ignore[union-attr]
+             for label, score in zip(labels, scores)]
+    drawn = draw_instances(image, masks, prediction["boxes"][keep], texts)
     return Panel(f"{title}: {len(scores)} with score ≥ {score_threshold:g}", drawn)
 
 
@@ -61,10 +69,12 @@ def predict_first(
     state_dict: Mapping[str, torch.Tensor], config: StudyConfig, samples: SampleSet, count: int, device: torch.device
 ) -> list[Prediction]:
     """Predictions of the model with ``state_dict`` on the samples' first ``count`` samples, in order."""
-    model = build_model(config.model)
+    model = build_model(config.model, num_classes=len(samples.categories) + 1)
     model.load_state_dict(dict(state_dict))
     loader = inference_loader(Subset(DetectionDataset(samples), range(count)), config)
-    return [prediction for _, prediction in sorted(predict(model.to(device), loader, device), key=lambda p: p[0])]
+    # Drawn on the resized sample: predictions at its size, not the image file's.
+    predicted = predict(model.to(device), loader, device, original_size=False)
+    return [prediction for _, prediction in sorted(predicted, key=lambda p: p[0])]
 
 
 def save_panels(path: Path, panels: Sequence[Panel]) -> None:
@@ -93,8 +103,9 @@ def write_comparison_pictures(
     written = []
     for index in range(count):
         sample = samples[index]
-        panels = [ground_truth_panel(sample)] + [
-            prediction_panel(title, sample.image, predicted[index], config.evaluate.score_threshold)
+        panels = [ground_truth_panel(sample, samples.categories)] + [
+            prediction_panel(title, sample.image, predicted[index], config.evaluate.score_threshold,
+                             samples.categories)
             for title, predicted in predictions.items()
         ]
         path = folder / f"{sample.stem}.png"

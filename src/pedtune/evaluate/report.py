@@ -15,7 +15,7 @@ import torch
 
 from pedtune.config import StudyConfig
 from pedtune.config.schema import TrainConfig
-from pedtune.engine.coco_eval import METRIC_NAMES
+from pedtune.engine.coco_eval import IOU_TYPES, METRIC_NAMES, category_metric
 from pedtune.evaluate.configs import PER_RUN_KEYS
 from pedtune.evaluate.runs import INITIAL, TUNED, RunResult
 from pedtune.evaluate.stats import (
@@ -74,10 +74,16 @@ class Study:
     execution: str
     machine: Mapping[str, str]  # machine_info() and where the runs are recorded
     wall_time_s: float
+    categories: Sequence[str] = ()  # the dataset's category names, when it has several
 
     @property
     def primary_metric(self) -> str:
         return self.configs[INITIAL].tune.metric
+
+    @property
+    def tuned_is_initial(self) -> bool:
+        """The sweep's best configuration is the initial one: each seed was trained once, for both columns."""
+        return any(result.trained_as is not None for result in self.results)
 
     @property
     def trained(self) -> list[RunResult]:
@@ -124,25 +130,51 @@ def compare(results: Iterable[RunResult], seeds: Sequence[int]) -> Comparison:
 
 
 def metrics_json(study: Study) -> dict[str, Any]:
+    """metrics/evaluate.json: numbers only and few of them (what ``dvc metrics diff`` compares across
+    experiments: the headline mAPs, their differences with CIs, the cost). Everything else is in
+    :func:`summary_json`."""
     comparison = study.comparison
     return {
         **{
-            name: {metric: _spread_json(s) for metric, s in comparison.spreads[name].items()}
+            name: {metric: _spread_json(comparison.spreads[name][metric]) for metric in DELTA_METRICS}
             for name in CONFIGS
         },
-        "delta": {metric: _delta_json(comparison.differences[metric]) for metric in DELTA_METRICS},
-        "verdict": verdict(comparison.differences[study.primary_metric]),
-        "verdict_metric": study.primary_metric,
-        "confidence": CONFIDENCE,
-        "ci_method": CI_METHOD,
-        "seeds": list(comparison.seeds),
-        "epochs": {name: study.configs[name].train.epochs for name in CONFIGS},
-        "train_on": study.configs[INITIAL].evaluate.train_on,
+        "delta": {metric: _delta_json(_difference(study, metric)) for metric in DELTA_METRICS},
         "runs_trained": len(study.trained),
         "runs_diverged": sum(1 for result in study.trained if result.diverged is not None),
         "runs_out_of_memory": sum(1 for result in study.trained if result.out_of_memory is not None),
         "wall_time_s": round(study.wall_time_s, 1),
     }
+
+
+def summary_json(study: Study) -> dict[str, Any]:
+    """results/evaluate/summary.json: the verdicts, the method and every test metric's spread
+    (strings and lists, which DVC cannot diff, stay out of the metrics file)."""
+    comparison = study.comparison
+    return {
+        # None when the search kept the initial configuration: there is no tuned model to compare.
+        "verdict": None if study.tuned_is_initial else verdict(comparison.differences[study.primary_metric]),
+        "verdict_metric": study.primary_metric,
+        "delta_verdicts": {
+            metric: None if study.tuned_is_initial else verdict(comparison.differences[metric])
+            for metric in DELTA_METRICS
+        },
+        "confidence": CONFIDENCE,
+        "ci_method": CI_METHOD,
+        "seeds": list(comparison.seeds),
+        "epochs": {name: study.configs[name].train.epochs for name in CONFIGS},
+        "train_on": study.configs[INITIAL].evaluate.train_on,
+        "tuned_is_initial": study.tuned_is_initial,
+        **{
+            name: {metric: _spread_json(s) for metric, s in comparison.spreads[name].items()}
+            for name in CONFIGS
+        },
+    }
+
+
+def _difference(study: Study, metric: str) -> PairedDifference | None:
+    """Tuned - initial, or None when both columns are the same runs (a difference of 0 by construction)."""
+    return None if study.tuned_is_initial else study.comparison.differences[metric]
 
 
 def _spread_json(value: Spread | None) -> dict[str, float | None]:
@@ -151,14 +183,13 @@ def _spread_json(value: Spread | None) -> dict[str, float | None]:
     return {"mean": round(value.mean, 6), "std": round(value.std, 6) if value.n > 1 else None}
 
 
-def _delta_json(difference: PairedDifference | None) -> dict[str, Any]:
+def _delta_json(difference: PairedDifference | None) -> dict[str, float | None]:
     if difference is None:
-        return {"mean": None, "ci_low": None, "ci_high": None, "verdict": UNDETERMINED}
+        return {"mean": None, "ci_low": None, "ci_high": None}
     return {
         "mean": round(difference.mean, 6),
         "ci_low": round(difference.ci_low, 6),
         "ci_high": round(difference.ci_high, 6),
-        "verdict": verdict(difference),
     }
 
 
@@ -213,11 +244,15 @@ def _processor() -> str:
 
 def report_markdown(study: Study) -> str:
     """A paste-ready summary: the headline table, the verdict, hyperparameters, cost and machine."""
+    per_category = [_per_category_table(study)] if len(study.categories) > 1 else []
+    failed = [_failed_note(study.comparison)] if any(study.comparison.failed.values()) else []
+    if study.tuned_is_initial:
+        findings = [_initial_table(study.comparison), *per_category, *failed, _no_tuned_model(study)]
+    else:
+        findings = [_scores_table(study.comparison), *per_category, *failed, _verdict_line(study)]
     sections = [
         _headline(study),
-        _scores_table(study.comparison),
-        *([_failed_note(study.comparison)] if any(study.comparison.failed.values()) else []),
-        _verdict_line(study),
+        *findings,
         _method_note(study),
         "### Configurations",
         _hyperparameter_table(study),
@@ -239,9 +274,14 @@ def _headline(study: Study) -> str:
         else " / ".join(f"{count} ({name})" for name, count in epochs.items()) + " epochs"
     )
     seeds = ", ".join(str(seed) for seed in study.comparison.seeds)
+    title, trained = (
+        ("The initial configuration on the held-out test split.", "it was trained")
+        if study.tuned_is_initial
+        else ("Initial vs tuned configuration on the held-out test split.", "each configuration trained")
+    )
     return (
-        f"**Initial vs tuned configuration on the held-out test split.** Mask R-CNN `{model.arch}` "
-        f"(weights: {model.weights}, {model.min_size}-{model.max_size} px); each configuration trained "
+        f"**{title}** Mask R-CNN `{model.arch}` "
+        f"(weights: {model.weights}, {model.min_size}-{model.max_size} px); {trained} "
         f"{len(study.comparison.seeds)} times (seeds {seeds}) on the {evaluate.train_on} split "
         f"({_plural(study.images['train'], 'image')}) for {epochs_text}, then scored once on the test split "
         f"({_plural(study.images['test'], 'image')})."
@@ -276,6 +316,50 @@ def _scores_table(comparison: Comparison) -> str:
             f"| {metric.replace('_', ' ')} | {_mean_std(initial)} | {_mean_std(tuned)} | {delta} | {interval} |"
         )
     return "\n".join(lines)
+
+
+def _initial_table(comparison: Comparison) -> str:
+    """The scores table when there is no tuned model: the initial configuration's column alone."""
+    lines = [f"| test metric | {INITIAL} |", "|---|---|"]
+    lines += [f"| {metric.replace('_', ' ')} | {_mean_std(comparison.spreads[INITIAL][metric])} |"
+              for metric in METRIC_NAMES]
+    return "\n".join(lines)
+
+
+def _no_tuned_model(study: Study) -> str:
+    """What the study found when the sweep's best configuration is the initial one, with no verdict:
+    nothing was compared. The searcher's best proposal measures how close the search came."""
+    metric = study.primary_metric
+    initial = study.search_cost.get(f"initial_{metric}")
+    proposal = study.search_cost.get(f"best_searched_{metric}")
+    line = "**The sweep's best configuration is the initial one; there is no tuned model to compare.**"
+    label = metric.replace("_", " ")
+    if initial is None or proposal is None:
+        return line + " No configuration the searcher proposed has a val score to set beside it (metrics/tune.json)."
+    return line + (
+        f" The searcher's best proposal reached val {label} {proposal:.4f} against the initial configuration's "
+        f"{initial:.4f} ({_signed(proposal - initial)}): one trial each in the sweep, so this gap has no "
+        "confidence interval; it says how close the search came, not whether it could have won."
+    )
+
+
+def _per_category_table(study: Study) -> str:
+    """Each category's test AP, mean ± std over a configuration's finished runs; "n/a" where the
+    test split holds none of it (COCOeval has nothing to score), not 0."""
+    scores = study.comparison.scores
+    configs = (INITIAL,) if study.tuned_is_initial else CONFIGS  # the same runs fill both columns
+    header = " | ".join(f"{iou} AP {name}" for name in configs for iou in IOU_TYPES)
+    lines = [f"| category | {header} |", "|---|" + "---|" * (len(configs) * len(IOU_TYPES))]
+    for category in study.categories:
+        cells = []
+        for name in configs:
+            for iou in IOU_TYPES:
+                key = category_metric(iou, category)
+                values = [run[key] for run in scores[name].values() if key in run]
+                cells.append(_mean_std(None if not values else Spread(values[0], math.nan, 1) if len(values) == 1
+                                       else spread(values)))
+        lines.append(f"| {category} | {' | '.join(cells)} |")
+    return "Per category (AP at IoU 0.50:0.95; the headline mAP above is their mean):\n\n" + "\n".join(lines)
 
 
 def _mean_std(value: Spread | None) -> str:
@@ -331,16 +415,16 @@ def _method_note(study: Study) -> str:
         if pairs >= 2
         else ""
     )
+    delta = (
+        ""
+        if study.tuned_is_initial
+        else f" Δ is the mean of the per-seed differences ({TUNED} − {INITIAL}, both trained with the same "
+        f"seed){interval}."
+    )
     note = (
-        f"Mean ± sample standard deviation {over}. Δ is the mean of the per-seed differences "
-        f"({TUNED} − {INITIAL}, both trained with the same seed){interval}. Each model is scored after its last "
+        f"Mean ± sample standard deviation {over}.{delta} Each model is scored after its last "
         "epoch; nothing is selected on the test split, and no seed is the search's own, so no run repeats a trial."
     )
-    if len(study.trained) < len(study.results):
-        note += (
-            f" The search kept the {INITIAL} configuration, so each seed was trained once and that run "
-            f"fills both columns: Δ is 0 by construction."
-        )
     if study.configs[INITIAL].evaluate.train_on == "train+val":
         note += " The per-epoch val scores in MLflow are on training images here (train_on: train+val)."
     return note

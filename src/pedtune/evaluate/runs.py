@@ -125,7 +125,7 @@ def train_and_test(spec: RunSpec, inputs: RunInputs, grant: Grant) -> RunResult:
         device = next(result.model.parameters()).device
         loader = inference_loader(DetectionDataset(inputs.test), config)
         test = evaluate(result.model, loader, ground_truth(inputs.test, config.train.coco_backend), device,
-                        f"{spec.name} seed {spec.seed} test")
+                        f"{spec.name} seed {spec.seed} test", per_category=True)
     except NonFiniteLossError as error:
         log.warning(f"{spec.name} seed {spec.seed}: diverged ({error})")
         return unfinished_result(spec, epochs, time.perf_counter() - started,

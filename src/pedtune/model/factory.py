@@ -1,4 +1,5 @@
-"""Mask R-CNN variants by name, with 2-class heads (background, pedestrian).
+"""Mask R-CNN variants by name, with heads for the dataset's categories plus the background
+(2 classes for PennFudanPed: background, pedestrian).
 
 Models are always built without downloading anything; pretrained tensors come from the
 file the ``weights`` stage wrote and are loaded here, so training works offline.
@@ -20,8 +21,8 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 from pedtune.config.schema import BACKBONE_STAGES, ModelConfig
 from pedtune.errors import WeightsError
 
-NUM_CLASSES = 2
-# Keys of the class-specific layers: always trained from scratch for our 2 classes.
+NUM_CLASSES = 2  # PennFudanPed's: background and pedestrian
+# Keys of the class-specific layers: always trained from scratch for the dataset's classes.
 PREDICTOR_PREFIXES = ("roi_heads.box_predictor.", "roi_heads.mask_predictor.mask_fcn_logits.")
 _RESNET_LAYERS = ("layer4", "layer3", "layer2", "layer1", "conv1")
 
@@ -72,8 +73,11 @@ class HostBoxPasteTransform(GeneralizedRCNNTransform):
                    transform.size_divisible, transform.fixed_size, _skip_resize=transform._skip_resize)
 
 
-def build_model(cfg: ModelConfig, pretrained: Mapping[str, torch.Tensor] | None = None) -> MaskRCNN:
-    """A 2-class Mask R-CNN; ``pretrained`` holds weights in this model's key space (or nothing)."""
+def build_model(
+    cfg: ModelConfig, pretrained: Mapping[str, torch.Tensor] | None = None, num_classes: int = NUM_CLASSES
+) -> MaskRCNN:
+    """A Mask R-CNN for ``num_classes`` classes, the background included; ``pretrained`` holds
+    weights in this model's key space without the class-specific predictors (or nothing)."""
     is_pretrained = bool(pretrained)
     # Frozen batch norm with pretrained weights, as torchvision does: batches of 2 images
     # give batch statistics too noisy to update running estimates with.
@@ -94,9 +98,9 @@ def build_model(cfg: ModelConfig, pretrained: Mapping[str, torch.Tensor] | None 
         backbone = resnet_fpn_backbone(
             backbone_name="resnet50", weights=None, norm_layer=norm_layer, trainable_layers=trainable
         )
-        model = MaskRCNN(backbone, num_classes=NUM_CLASSES, **common)
+        model = MaskRCNN(backbone, num_classes=num_classes, **common)
     elif cfg.arch == "maskrcnn_resnet50_fpn_v2":
-        model = maskrcnn_resnet50_fpn_v2(weights=None, weights_backbone=None, num_classes=NUM_CLASSES, **common)
+        model = maskrcnn_resnet50_fpn_v2(weights=None, weights_backbone=None, num_classes=num_classes, **common)
         # torchvision's builder has no norm_layer argument and always uses BatchNorm2d.
         if is_pretrained:
             _freeze_batch_norm(model.backbone.body)
@@ -111,7 +115,7 @@ def build_model(cfg: ModelConfig, pretrained: Mapping[str, torch.Tensor] | None 
         )
         # Its FPN yields 3 feature maps, so the anchor generator needs 3 size/ratio tuples.
         anchors = AnchorGenerator(((32, 64, 128, 256, 512),) * 3, ((0.5, 1.0, 2.0),) * 3)
-        model = MaskRCNN(backbone, num_classes=NUM_CLASSES, rpn_anchor_generator=anchors, **common)
+        model = MaskRCNN(backbone, num_classes=num_classes, rpn_anchor_generator=anchors, **common)
     else:  # pragma: no cover - the schema admits only the archs above
         raise ValueError(f"unknown arch {cfg.arch!r}")
     model.transform = HostBoxPasteTransform.like(model.transform)

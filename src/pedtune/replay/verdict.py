@@ -20,15 +20,16 @@ import numpy as np
 from matplotlib.figure import Figure
 from scipy import stats
 
-from pedtune.replay.real import REAL_FOLDER, RealSweep
-from pedtune.replay.sweep import ReplayedTrial, Sweep
-from pedtune.replay.table import Table
 from pedtune.config import StudyConfig
 from pedtune.io import atomic_path, write_json
+from pedtune.replay.family import ALPHA, CONFIDENCE, Comparison, Share, VariantSummary, compare_family, summarise
+from pedtune.replay.noise import TableResamples, final_scores, resample_table
+from pedtune.replay.real import ALPHA as REAL_ALPHA
+from pedtune.replay.real import REAL_FOLDER, RealCheck, RealSweep, check_real, real_json
+from pedtune.replay.sweep import ReplayedTrial, Sweep
+from pedtune.replay.table import Table
+from pedtune.replay.variant import Variant
 from pedtune.tune.results import COMPLETED, ERROR, STOPPED_EARLY, TrialRecord, best_trial
-
-BASELINE = ("random", "fifo")
-CONFIDENCE = 0.95
 
 
 @dataclass(frozen=True)
@@ -92,44 +93,6 @@ def judge(sweep: Sweep, table: Table, metric: str) -> Outcome:
     )
 
 
-@dataclass(frozen=True)
-class Interval:
-    mean: float
-    low: float
-    high: float
-
-
-def mean_interval(values: list[float]) -> Interval:
-    array = np.asarray(values, dtype=np.float64)
-    mean = float(array.mean())
-    if len(array) < 2 or float(array.std(ddof=1)) == 0.0:
-        return Interval(mean, mean, mean)
-    half = float(stats.t.ppf(0.5 + CONFIDENCE / 2, len(array) - 1)) * float(array.std(ddof=1)) / math.sqrt(len(array))
-    return Interval(mean, mean - half, mean + half)
-
-
-def difference_interval(values: list[float], baseline: list[float]) -> Interval:
-    """Welch's interval for mean(values) - mean(baseline): the sweeps of two variants are independent."""
-    a, b = np.asarray(values, dtype=np.float64), np.asarray(baseline, dtype=np.float64)
-    mean = float(a.mean() - b.mean())
-    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
-    if va + vb == 0.0:
-        return Interval(mean, mean, mean)
-    dof = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
-    half = float(stats.t.ppf(0.5 + CONFIDENCE / 2, dof)) * math.sqrt(va + vb)
-    return Interval(mean, mean - half, mean + half)
-
-
-def verdict_word(difference: Interval | None) -> str:
-    if difference is None:
-        return "baseline"
-    if difference.high < 0:
-        return "lower regret (beyond the seed spread)"
-    if difference.low > 0:
-        return "higher regret (beyond the seed spread)"
-    return "no detectable difference"
-
-
 def curve_matrix(outcomes: list[Outcome], length: int) -> np.ndarray:
     """Sweeps × reports; a sweep that ended keeps its final value (it spends no more trial-epochs)."""
     rows = []
@@ -139,74 +102,143 @@ def curve_matrix(outcomes: list[Outcome], length: int) -> np.ndarray:
     return np.asarray(rows, dtype=np.float64)
 
 
-def _fmt(value: float) -> str:
-    return f"{value:.4f}"
+def _pct(share: Share) -> str:
+    low, high = share.interval
+    return f"{share.value:.0%} [{low:.0%}, {high:.0%}]"
 
 
-def _interval(interval: Interval) -> str:
-    return f"{interval.mean:.4f} [{interval.low:.4f}, {interval.high:.4f}]"
+def _p(value: float) -> str:
+    return f"{value:.2g}" if value >= 0.001 else "< 0.001"
 
 
-def summarise(results: dict[Any, list[Outcome]]) -> list[dict[str, Any]]:
-    rows = []
-    for variant, outcomes in results.items():
-        regrets = [o.regret for o in outcomes]
-        baseline = next((o for v, o in results.items() if (v.searcher, v.scheduler) == BASELINE
-                         and v.budget == variant.budget), None)
-        is_baseline = (variant.searcher, variant.scheduler) == BASELINE
-        difference = None if baseline is None or is_baseline else difference_interval(regrets, [o.regret for o in baseline])
-        rows.append({
-            "variant": variant, "sweeps": len(outcomes), "regret": mean_interval(regrets),
-            "regret_sd": float(np.std(regrets, ddof=1)) if len(regrets) > 1 else 0.0,
-            "found_best": float(np.mean([o.found_best for o in outcomes])),
-            "best_stopped_early": float(np.mean([o.best_stopped_early for o in outcomes])),
-            "best_tried": float(np.mean([o.best_tried for o in outcomes])),
-            "trial_epochs": float(np.mean([o.trial_epochs for o in outcomes])),
-            "difference": difference,
-            "verdict": "baseline" if is_baseline else ("no baseline" if baseline is None else verdict_word(difference)),
-            "wall_s": float(np.sum([o.wall_s for o in outcomes])),
-        })
-    return rows
+def _short(variant: Variant) -> str:
+    return f"{variant.searcher}+{variant.scheduler}"
 
 
-def verdict_markdown(rows: list[dict[str, Any]], config: StudyConfig, table: Table, provenance: dict[str, Any],
-                     folder: Path, wall_s: float) -> str:
+def fixed_params(config: StudyConfig) -> dict[str, Any]:
+    """Searched parameters with a single value: fixed for the replay and the real sweeps alike."""
+    return {d.param: d.values[0] for d in config.tune.search_space if d.type == "choice" and len(d.values or []) == 1}
+
+
+def recording_time(table: Table, provenance: dict[str, Any]) -> str:
+    """How long the recording took: its runs' measured train and val time, and the logged sittings' wall time."""
+    measured = sum(row.get("epoch_time_s", 0.0) + row.get("eval_time_s", 0.0)
+                   for run in table.runs.values() for row in run.epochs)
+    timed = [s for s in provenance.get("sittings", []) if s.get("wall_s") is not None]
+    text = f"{len(table.runs)} runs, {measured / 3600:.1f} h of training and val scoring (the table's per-epoch times)"
+    if timed:
+        text += (f"; {len(provenance['sittings'])} sittings, of which {len(timed)} timed recorded "
+                 f"{sum(s['runs'] for s in timed)} runs in {sum(s['wall_s'] for s in timed) / 3600:.1f} h wall time")
+    return text
+
+
+def scope(config: StudyConfig, table: Table) -> str:
+    model = config.model
+    return (f"on this recorded problem ({model.arch}, weights {model.weights}, {table.epochs} epochs, "
+            f"{model.min_size}-{model.max_size} px images; {table.configs} configurations × {len(table.seeds)} "
+            f"training seeds)")
+
+
+def findings(comparisons: list[Comparison], config: StudyConfig, table: Table, budget: int) -> list[str]:
+    """The verdict's sentences for one budget, generated from the comparisons."""
+    lines = [f"On {scope(config, table).removeprefix('on ')}, at a budget of {budget} trials per sweep:", ""]
+    for c in (c for c in comparisons if c.a.budget == budget):
+        test = c.test
+        measured = (f"Δ regret {test.mean:+.4f}, {CONFIDENCE:.0%} interval with the table's noise "
+                    f"[{c.with_table[0]:+.4f}, {c.with_table[1]:+.4f}], Holm-adjusted p {_p(c.p_holm)}")
+        if c.significant and c.beyond_table_noise:
+            lines.append(f"- {_short(c.a)} picked configurations with {c.word} than {_short(c.b)} ({measured}).")
+        elif c.significant:
+            lines.append(f"- {_short(c.a)} picked configurations with {c.direction} regret than {_short(c.b)} "
+                         f"over these searcher seeds ({measured}), but not beyond the table's own noise: the sign "
+                         f"flips in {c.sign_flips:.0%} of the table's resamples.")
+        else:
+            needed = "more than a million" if c.seeds_for_observed is None else f"about {c.seeds_for_observed}"
+            lines.append(f"- {_short(c.a)} vs {_short(c.b)}: no detectable difference ({measured}); with these "
+                         f"{test.n_a} seeds per variant the smallest |Δ| detectable at 80 % power is "
+                         f"{c.detectable:.4f}, and the observed Δ would need {needed} seeds per variant.")
+    return [*lines, ""]
+
+
+def verdict_markdown(rows: list[VariantSummary], comparisons: list[Comparison], noise: TableResamples,
+                     config: StudyConfig, table: Table, provenance: dict[str, Any], folder: Path,
+                     wall_s: float) -> str:
     metric = config.tune.metric
     best = table.best_config(metric)
     ranked = sorted(range(table.configs), key=lambda c: table.true_score(c, metric), reverse=True)
     runner_up = ranked[1] if len(ranked) > 1 else best
     cfg = config.tune
+    fixed = fixed_params(config)
+    compare = config.compare
     lines = [
-        "# Which searcher and scheduler to trust at this budget: replayed sweeps",
+        "# Replayed sweeps on one recorded problem: regret per searcher and scheduler",
         "",
-        f"Table: `{folder}` ({table.configs} configurations × {len(table.seeds)} training seeds × {table.epochs} epochs, "
-        f"model {config.model.arch} at {config.model.min_size}-{config.model.max_size} px, weights "
-        f"{config.model.weights}; dataset hash {provenance['dataset_hash'][:12]}, recorded at pedtune commit "
-        f"{provenance.get('pedtune_commit', 'unknown')[:12]}).",
+        f"Table: `{folder}` ({table.configs} configurations × {len(table.seeds)} training seeds × {table.epochs} "
+        f"epochs, model {config.model.arch} at {config.model.min_size}-{config.model.max_size} px, weights "
+        f"{config.model.weights}; dataset hash {provenance['dataset_hash'][:12]}). Recording: "
+        f"{recording_time(table, provenance)}.",
         f"Best configuration: #{best} ({_overrides(table.overrides(best))}), mean final val {metric} "
         f"{table.true_score(best, metric):.4f} over its seeds; the runner-up #{runner_up} "
         f"{table.true_score(runner_up, metric):.4f}. A single run's seed noise (pooled sd between seeds): "
-        f"{table.seed_spread(metric):.4f}.",
+        f"{table.seed_spread(metric):.4f}. Resampling each configuration's training seeds, the best configuration "
+        f"changes in {noise.best_changed:.0%} of {compare.resamples} resamples.",
+    ]
+    if fixed:
+        lines.append("Not searched: " + ", ".join(f"{p.removeprefix('train.')} fixed at {v:g}" if isinstance(v, float)
+                                                  else f"{p.removeprefix('train.')} fixed at {v}"
+                                                  for p, v in fixed.items())
+                     + " (the grid records one level), in the replay and the real sweeps alike; the verdict says "
+                       "nothing about tuning it.")
+    lines += [
         f"Sweeps: real Ray Tune sweeps with the project's searcher and scheduler builders; ASHA grace "
         f"{cfg.asha.grace_period}, reduction factor {cfg.asha.reduction_factor:g}, max_t {table.epochs}; "
-        f"{cfg.max_concurrent} trial(s) at a time; the first trial is the train section's configuration. "
-        f"{rows[0]['sweeps']} searcher seeds per variant; {len(rows)} variants in {wall_s / 60:.1f} min.",
+        f"{cfg.max_concurrent} trial(s) at a time; the first trial is the train section's configuration "
+        f"({initial_configuration(config, table)}). {rows[0].sweeps} searcher seeds per variant; {len(rows)} variants in "
+        f"{wall_s / 60:.1f} min.",
         "",
-        f"Regret = the table's best mean final val {metric} − the picked configuration's (lower is better; "
-        f"mean over sweeps [{CONFIDENCE:.0%} t-interval]). Δ vs random+fifo: Welch {CONFIDENCE:.0%} interval of the "
-        "difference in mean regret; 'beyond the seed spread' when it excludes 0.",
+    ]
+    for budget in sorted({r.variant.budget for r in rows}):
+        lines += findings(comparisons, config, table, budget)
+    lines += [
+        "## Regret per variant",
         "",
-        "| variant | budget (trials) | regret | sd over seeds | found the best | best config stopped early | "
-        "trial-epochs | Δ regret vs random+fifo | verdict |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"Regret = the table's best mean final val {metric} − the picked configuration's (lower is better). "
+        f"'over searcher seeds': mean [{CONFIDENCE:.0%} t-interval]; 'with the table's noise': {CONFIDENCE:.0%} "
+        f"bootstrap interval resampling the table's training seeds per configuration and the searcher seeds "
+        f"({compare.resamples} resamples, seed {compare.resample_seed}); the picks are held fixed, not re-replayed. "
+        f"Shares with Wilson {CONFIDENCE:.0%} intervals.",
+        "",
+        "| variant | budget (trials) | regret over searcher seeds | with the table's noise | sd over seeds | "
+        "found the best | best config stopped early | trial-epochs |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
-        variant = row["variant"]
-        difference = "—" if row["difference"] is None else _interval(row["difference"])
+        mean, low, high = row.regret
         lines.append(
-            f"| {variant.searcher}+{variant.scheduler} | {variant.budget} | {_interval(row['regret'])} | "
-            f"{row['regret_sd']:.4f} | {row['found_best']:.0%} | {row['best_stopped_early']:.0%} | "
-            f"{row['trial_epochs']:.1f} | {difference} | {row['verdict']} |"
+            f"| {_short(row.variant)} | {row.variant.budget} | {mean:.4f} [{low:.4f}, {high:.4f}] | "
+            f"[{row.regret_with_table[0]:.4f}, {row.regret_with_table[1]:.4f}] | {row.regret_sd:.4f} | "
+            f"{_pct(row.found_best)} | {_pct(row.best_stopped_early)} | {row.trial_epochs:.1f} |"
+        )
+    lines += [
+        "",
+        "## The comparison family",
+        "",
+        f"Δ = mean regret of the first variant − the second's. Paired t-test where both share searcher seeds (same "
+        f"searcher), Welch's otherwise; Holm's adjustment over all {len(comparisons)} comparisons. A difference is "
+        f"called when the adjusted p is below {ALPHA:g} and the interval with the table's noise excludes 0. "
+        f"Detectable: the smallest |Δ| this design finds with 80 % power at the strictest Holm level "
+        f"({ALPHA:g}/{max(len(comparisons), 1)}), searcher seeds only.",
+        "",
+        "| comparison | budget | test | Δ regret [95 % CI, searcher seeds] | p | Holm p | with the table's noise | "
+        "sign flips | detectable | seeds for the observed Δ | verdict |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for c in comparisons:
+        t = c.test
+        lines.append(
+            f"| {_short(c.a)} − {_short(c.b)} | {c.a.budget} | {t.design} | {t.mean:+.4f} [{t.ci_low:+.4f}, "
+            f"{t.ci_high:+.4f}] | {_p(t.p)} | {_p(c.p_holm)} | [{c.with_table[0]:+.4f}, {c.with_table[1]:+.4f}] | "
+            f"{c.sign_flips:.0%} | {c.detectable:.4f} | {c.seeds_for_observed or '> 10⁶'} | {c.word} |"
         )
     lines += [
         "",
@@ -218,77 +250,42 @@ def verdict_markdown(rows: list[dict[str, Any]], config: StudyConfig, table: Tab
     return "\n".join(lines)
 
 
-@dataclass(frozen=True)
-class RealCheck:
-    """A real sweep set against the replayed sweeps of its variant."""
-
-    real: RealSweep
-    replays: int  # replayed sweeps of the same variant; 0: the variant was not replayed
-    score_range: tuple[float, float]  # central 95 % of the replays' picked scores
-    score_percentile: float  # share of replays whose picked score is below the real one (ties count half)
-    epochs_range: tuple[float, float]
-    regret: float
-
-    @property
-    def inside(self) -> bool:
-        low, high = self.score_range
-        return self.replays > 0 and low <= self.real.picked_score <= high
+def initial_configuration(config: StudyConfig, table: Table) -> str:
+    """The grid configuration the train section's values are, or 'not recorded'."""
+    initial = {p: getattr(config.train, p.removeprefix("train.")) for p in table.params}
+    match = [c for c in range(table.configs) if table.overrides(c) == initial]
+    return f"#{match[0]}" if match else "not a recorded configuration"
 
 
-def _percentile(values: list[float], value: float) -> float:
-    array = np.asarray(values, dtype=np.float64)
-    return float((np.sum(array < value) + 0.5 * np.sum(array == value)) / len(array))
-
-
-def _central(values: list[float]) -> tuple[float, float]:
-    tail = 100 * (1 - CONFIDENCE) / 2
-    return float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))
-
-
-def check_real(real: list[RealSweep], results: dict[Any, list[Outcome]], table: Table, metric: str) -> list[RealCheck]:
-    top = table.true_score(table.best_config(metric), metric)
-    checks = []
-    for sweep in real:
-        outcomes = [o for o in results.get(sweep.variant, []) if math.isfinite(o.picked_score)]
-        regret = top - (table.true_score(sweep.picked, metric) if sweep.picked >= 0 else 0.0)
-        if not outcomes:
-            checks.append(RealCheck(sweep, 0, (math.nan, math.nan), math.nan, (math.nan, math.nan), regret))
-            continue
-        scores = [o.picked_score for o in outcomes]
-        checks.append(RealCheck(sweep, len(outcomes), _central(scores), _percentile(scores, sweep.picked_score),
-                                _central([float(o.trial_epochs) for o in outcomes]), regret))
-    return checks
-
-
-def real_markdown(checks: list[RealCheck], metric: str) -> list[str]:
-    if not checks:
+def real_markdown(sweeps: list[RealSweep], check: RealCheck, metric: str) -> list[str]:
+    if not sweeps:
         return []
     lines = [
-        "## Real sweeps against their replay",
+        "## Real sweeps against the table",
         "",
-        f"Each real sweep is the tune stage run for real on the recorded problem (`{REAL_FOLDER}/` beside the table). "
-        f"Its pick's val {metric} is set against the picked scores of the replayed sweeps of the same variant: "
-        f"their central {CONFIDENCE:.0%} range, and the share of replayed sweeps below it. The pick is mapped to "
-        "the grid configuration whose bins hold it, for its regret.",
+        f"Each real sweep is the tune stage run for real on the recorded problem (`{REAL_FOLDER}/` beside the table), "
+        "its search space restricted to the grid's values, so every real trial trains a recorded configuration. "
+        f"Each trial's val {metric} at the epoch it reached is set against that configuration's {CONFIDENCE:.0%} "
+        "prediction interval from the table (its seeds' mean ± t · pooled seed sd · √(1 + 1/seeds)).",
         "",
-        f"| real sweep | variant | seed | picked configuration | its val {metric} | replay's {CONFIDENCE:.0%} range | "
-        f"percentile in the replay | inside | trial-epochs | replay's {CONFIDENCE:.0%} range | regret of the pick |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| real sweep | variant | seed | trials | picked configuration | trial-epochs |",
+        "|---|---|---|---|---|---|",
     ]
-    for check in checks:
-        real = check.real
-        if check.replays == 0:
-            lines.append(f"| {real.name} | {real.variant.label} | {real.seed} | #{real.picked} | "
-                         f"{_fmt(real.picked_score)} | not replayed | — | — | {real.trial_epochs} | — | "
-                         f"{_fmt(check.regret)} |")
-            continue
-        low, high = check.score_range
-        epochs_low, epochs_high = check.epochs_range
-        lines.append(f"| {real.name} | {real.variant.label} | {real.seed} | #{real.picked} | "
-                     f"{_fmt(real.picked_score)} | "
-                     f"[{_fmt(low)}, {_fmt(high)}] | {check.score_percentile:.0%} | "
-                     f"{'yes' if check.inside else 'no'} | {real.trial_epochs} | "
-                     f"[{epochs_low:.1f}, {epochs_high:.1f}] | {_fmt(check.regret)} |")
+    lines += [f"| {s.name} | {s.variant.label} | {s.seed} | {len(s.trials)} | #{s.picked} | {s.trial_epochs} |"
+              for s in sweeps]
+    lines += ["", f"| real sweep | configuration | epoch | real val {metric} | table's prediction | "
+                  f"{CONFIDENCE:.0%} prediction interval | inside |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {c.sweep} | #{c.trial.configuration} | {c.trial.epochs} | {c.trial.score:.4f} | {c.predicted:.4f} | "
+              f"[{c.low:.4f}, {c.high:.4f}] | {'yes' if c.inside else 'no'} |" for c in check.trials]
+    if check.trials:
+        rho = "undefined" if math.isnan(check.rank_correlation) else f"{check.rank_correlation:.2f}"
+        lines += ["", f"Inside: {check.inside_share:.0%} of {len(check.trials)} trials (binomial p of fewer than "
+                      f"{CONFIDENCE:.0%} inside: {_p(check.inside_p)}); Spearman rank correlation of real and "
+                      f"recorded scores {rho} (one-sided p {_p(check.rank_p)}). The check "
+                      f"{'passes' if check.passed else 'FAILS'}: it fails when either test rejects at "
+                      f"{REAL_ALPHA:g}."]
+    if check.failed_trials:
+        lines.append(f"{check.failed_trials} real trial(s) failed without a score and are not checked.")
     return [*lines, ""]
 
 
@@ -357,45 +354,57 @@ def plot_regret(results: dict[Any, list[Outcome]]) -> Figure:
     return figure
 
 
-def comparison_json(rows: list[dict[str, Any]], wall_s: float, checks: list[RealCheck]) -> dict[str, Any]:
-    real = {
-        check.real.name: {
-            "picked": check.real.picked,
-            "picked_score": None if math.isnan(check.real.picked_score) else round(check.real.picked_score, 6),
-            "replays": check.replays, "percentile": None if check.replays == 0 else round(check.score_percentile, 4),
-            "inside": check.inside, "trial_epochs": check.real.trial_epochs, "regret": round(check.regret, 6),
-        }
-        for check in checks
-    }
+def _round(value: float | None, digits: int = 6) -> float | None:
+    return None if value is None or math.isnan(value) else round(value, digits)
+
+
+def comparison_json(rows: list[VariantSummary], comparisons: list[Comparison], noise: TableResamples,
+                    config: StudyConfig, wall_s: float, real: list[RealSweep], check: RealCheck) -> dict[str, Any]:
     return {
-        "real_sweeps": real,
         "wall_time_s": round(wall_s, 1),
+        "resamples": config.compare.resamples, "resample_seed": config.compare.resample_seed,
+        "table_best_changed": round(noise.best_changed, 4),
         "variants": {
-            f"{r['variant'].searcher}+{r['variant'].scheduler}+{r['variant'].budget}": {
-                "regret_mean": round(r["regret"].mean, 6), "regret_ci_low": round(r["regret"].low, 6),
-                "regret_ci_high": round(r["regret"].high, 6), "found_best": round(r["found_best"], 4),
-                "best_stopped_early": round(r["best_stopped_early"], 4), "trial_epochs": round(r["trial_epochs"], 2),
-                "sweeps": r["sweeps"], "verdict": r["verdict"],
+            f"{_short(r.variant)}+{r.variant.budget}": {
+                "regret_mean": _round(r.regret[0]), "regret_ci_low": _round(r.regret[1]),
+                "regret_ci_high": _round(r.regret[2]), "regret_table_low": _round(r.regret_with_table[0]),
+                "regret_table_high": _round(r.regret_with_table[1]),
+                **{name: {"share": round(share.value, 4), "ci_low": round(share.interval[0], 4),
+                          "ci_high": round(share.interval[1], 4)}
+                   for name, share in (("found_best", r.found_best), ("best_stopped_early", r.best_stopped_early))},
+                "trial_epochs": round(r.trial_epochs, 2), "sweeps": r.sweeps,
             }
             for r in rows
         },
+        "family": [
+            {"a": _short(c.a), "b": _short(c.b), "budget": c.a.budget, "test": c.test.design,
+             "delta": _round(c.test.mean), "ci_low": _round(c.test.ci_low), "ci_high": _round(c.test.ci_high),
+             "p": _round(c.test.p, 8), "p_holm": _round(c.p_holm, 8), "table_ci_low": _round(c.with_table[0]),
+             "table_ci_high": _round(c.with_table[1]), "sign_flips": _round(c.sign_flips, 4),
+             "detectable": _round(c.detectable), "seeds_for_observed": c.seeds_for_observed, "verdict": c.word}
+            for c in comparisons
+        ],
+        "real_sweeps": real_json(real, check),
     }
 
 
 def write_comparison(output: Path, config: StudyConfig, table: Table, provenance: dict[str, Any], folder: Path,
-                     sweeps: dict[Any, list[Sweep]], wall_s: float, real: list[RealSweep]) -> list[dict[str, Any]]:
+                     sweeps: dict[Any, list[Sweep]], wall_s: float, real: list[RealSweep]) -> list[Comparison]:
     """verdict.md, sweeps.csv, compare.json and the two plots, swapped into ``output`` whole."""
     metric = config.tune.metric
     results = {variant: [judge(s, table, metric) for s in runs] for variant, runs in sweeps.items()}
-    rows = summarise(results)
-    checks = check_real(real, results, table, metric)
+    rng = np.random.default_rng(config.compare.resample_seed)
+    noise = resample_table(final_scores(table, metric), config.compare.resamples, rng)
+    rows = summarise(results, noise, rng)
+    comparisons = compare_family(results, noise, rng)
+    check = check_real(real, table, metric)
     with atomic_path(output) as tmp:
         tmp.mkdir()
-        verdict = "\n".join([verdict_markdown(rows, config, table, provenance, folder, wall_s),
-                              *real_markdown(checks, metric)])
+        verdict = "\n".join([verdict_markdown(rows, comparisons, noise, config, table, provenance, folder, wall_s),
+                             *real_markdown(real, check, metric)])
         (tmp / "verdict.md").write_text(verdict, encoding="utf-8")
         (tmp / "sweeps.csv").write_text(sweeps_csv(results), encoding="utf-8")
-        write_json(tmp / "compare.json", comparison_json(rows, wall_s, checks))
+        write_json(tmp / "compare.json", comparison_json(rows, comparisons, noise, config, wall_s, real, check))
         plot_best_so_far(results, table, metric).savefig(tmp / "best_so_far.png", dpi=110)
         plot_regret(results).savefig(tmp / "regret.png", dpi=110)
-    return rows
+    return comparisons

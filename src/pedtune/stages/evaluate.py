@@ -29,6 +29,7 @@ from pedtune.evaluate.report import (
     metrics_json,
     per_seed_csv,
     report_markdown,
+    summary_json,
 )
 from pedtune.evaluate.runs import INITIAL, TUNED, RunInputs, RunResult, RunSpec, plan_runs, shared_result
 from pedtune.io import atomic_path, write_json, write_text
@@ -88,6 +89,7 @@ def write_outputs(study: Study, test_samples: SampleSet) -> dict[str, Any]:
     with atomic_path(paths.EVALUATE_DIR) as folder:
         folder.mkdir()
         (folder / files.REPORT.name).write_text(report_markdown(study), encoding="utf-8")
+        write_json(folder / files.SUMMARY.name, summary_json(study))
         save_per_seed_plot(folder / files.PER_SEED_PLOT.name, study.comparison.scores, DELTA_METRICS)
         write_comparison_pictures(
             folder / files.PICTURES.name,
@@ -122,6 +124,10 @@ def parent_params(config: StudyConfig) -> dict[str, Any]:
 def run_evaluate(config: StudyConfig) -> dict[str, Any]:
     started = time.perf_counter()
     # Everything that can fail is checked before the first of many long trainings.
+    if config.tune.ray_address:
+        from pedtune.ray_cluster import check_authenticated  # imports Ray: only where the runs go to a cluster
+
+        check_authenticated(config.tune)
     resolve_device(config.train.device)  # the pictures at the end are drawn here, whatever runs the seeds
     configs = {INITIAL: config, TUNED: tuned_config(config, read_best_params())}
     differences = unsearched_differences(config, configs[TUNED])
@@ -135,7 +141,7 @@ def run_evaluate(config: StudyConfig) -> dict[str, Any]:
     # with the same seed; each seed is trained once and its result serves both columns.
     shared = configs[TUNED].train == configs[INITIAL].train
     specs = plan_runs({INITIAL: config} if shared else configs, config.evaluate.seeds, config.evaluate.epochs)
-    search_cost = read_search_cost()
+    search_cost = read_search_cost(config.tune.metric)
     store = open_store(config.mlflow)
     stage_inputs = read_inputs(config)
     data_hash = stage_inputs.dataset_hash
@@ -179,10 +185,11 @@ def run_evaluate(config: StudyConfig) -> dict[str, Any]:
                 "MLflow run": f"{parent_id} (experiment {store.experiment_name})",
             },
             wall_time_s=time.perf_counter() - started,
+            categories=tuple(inputs.test.categories.values()),
         )
         metrics = write_outputs(study, inputs.test)
         log_outputs(store, parent_id)
-    _print_summary(metrics, store, parent_id)
+    _print_summary(metrics, summary_json(study), store, parent_id)
     return metrics
 
 
@@ -204,16 +211,20 @@ def run_done_line(done: int, total: int, result: RunResult, elapsed_s: float) ->
     return line
 
 
-def _print_summary(metrics: Mapping[str, Any], store: Store, run_id: str) -> None:
+def _print_summary(metrics: Mapping[str, Any], summary: Mapping[str, Any], store: Store, run_id: str) -> None:
     def number(value: float | None, signed: bool = False) -> str:
         return "n/a" if value is None else f"{value:+.4f}" if signed else f"{value:.4f}"
 
-    lines = [
-        f"test {metric}: {INITIAL} {number(metrics[INITIAL][metric]['mean'])}, "
-        f"{TUNED} {number(metrics[TUNED][metric]['mean'])}, Δ {number(delta['mean'], True)} "
-        f"[{number(delta['ci_low'], True)}, {number(delta['ci_high'], True)}]: {delta['verdict']}"
-        for metric, delta in metrics["delta"].items()
-    ]
+    if summary["tuned_is_initial"]:
+        lines = ["the sweep's best configuration is the initial one: there is no tuned model to compare"]
+        lines += [f"test {metric}: {INITIAL} {number(metrics[INITIAL][metric]['mean'])}" for metric in metrics["delta"]]
+    else:
+        lines = [
+            f"test {metric}: {INITIAL} {number(metrics[INITIAL][metric]['mean'])}, "
+            f"{TUNED} {number(metrics[TUNED][metric]['mean'])}, Δ {number(delta['mean'], True)} "
+            f"[{number(delta['ci_low'], True)}, {number(delta['ci_high'], True)}]: {summary['delta_verdicts'][metric]}"
+            for metric, delta in metrics["delta"].items()
+        ]
     if metrics["runs_diverged"]:
         lines.append(f"{metrics['runs_diverged']} run(s) diverged: see {files.REPORT}")
     if metrics["runs_out_of_memory"]:

@@ -1,4 +1,4 @@
-"""The ``fetch`` stage: PennFudanPed from ``data.source`` into data/PennFudanPed, validated."""
+"""The ``fetch`` stage: the dataset (PennFudanPed or COCO format) from ``data.source`` into data/PennFudanPed, validated."""
 
 from __future__ import annotations
 
@@ -11,5 +11,6 @@ log = console.get(__name__)
 
 def run_fetch(config: StudyConfig) -> None:
     summary = fetch_dataset(config.data, paths.DATA_ROOT, work_dir=paths.DATA_DOWNLOADS)
-    console.summary(log, f"dataset ready: {summary.num_images} images, {summary.num_instances} pedestrians "
+    objects = "objects" if config.data.format == "coco" else "pedestrians"
+    console.summary(log, f"dataset ready: {summary.num_images} images, {summary.num_instances} {objects} "
                          f"(source: {config.data.source})", wrote=[paths.DATA_ROOT])

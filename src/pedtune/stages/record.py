@@ -3,8 +3,12 @@
 Runs are trained one after another through :func:`pedtune.engine.train.fit` and appended to
 ``record.folder/table.csv`` as each finishes, seed by seed (the whole grid at the first seed,
 then at the next), so an interrupted recording resumes with the first run the table lacks.
-``provenance.json`` beside it names what was recorded: a recording resumed with other
-settings or on other data stops with an error instead of mixing the two.
+``provenance.json`` beside it names what was recorded. A recording grows over sittings: more
+``record.seeds`` or a grid with configurations added after the recorded ones append runs, and the
+recorded rows are kept. What a recorded run was trained with may not change: other data, split,
+model or epochs, or a recorded configuration whose training settings (the train section with the
+configuration's values) differ, stop with an error instead of mixing two recordings. Each sitting
+is logged in the provenance (commit, machine, runs, wall time).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import platform
 import subprocess
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +37,22 @@ from pedtune.tracking.store import git_commit
 
 log = console.get(__name__)
 
-# What defines the recorded problem: a resumed recording must agree on all of it. Where the data
-# came from (source, path) does not, as long as its content (the hash) and the split agree.
-IDENTITY_KEYS = ("split", "model", "train", "search_space", "record", "epochs", "dataset_hash")
+# Settings a recorded run was trained with besides its configuration's values: a grown recording must
+# agree on all of them. Where the data came from (source, path) does not count, as long as its
+# content (the hash) and the split agree.
+FIXED_KEYS = ("split", "model", "epochs", "dataset_hash")
+PER_RUN = ("seed", "epochs")  # set by the recording for each run, not by the train section
 
 
 def identity(provenance: dict[str, Any]) -> dict[str, Any]:
-    return {"split": provenance["data"]["split"], **{key: provenance.get(key) for key in IDENTITY_KEYS[1:]}}
+    return {"split": provenance["data"]["split"], **{key: provenance.get(key) for key in FIXED_KEYS[1:]}}
+
+
+def run_settings(provenance: dict[str, Any], number: int) -> dict[str, Any]:
+    """The train settings configuration ``number`` of a recording is trained with (seed and epochs aside)."""
+    overrides = provenance["grid"]["configurations"][number]
+    settings = {**provenance["train"], **{param.removeprefix("train."): value for param, value in overrides.items()}}
+    return {key: value for key, value in settings.items() if key not in PER_RUN}
 
 
 def _package_commit() -> str:
@@ -58,6 +72,8 @@ def recording_params(config: StudyConfig) -> dict[str, Any]:
     """The study's params as recorded (MLflow settings left out: they change no result)."""
     params = config.model_dump(mode="json")
     del params["mlflow"]
+    # Where the data lies on the recording machine is no part of the recording (its hash is): the folder's name only.
+    params["data"]["local_path"] = Path(params["data"]["local_path"]).name
     return params
 
 
@@ -78,14 +94,40 @@ def provenance(config: StudyConfig, grid: Grid, dataset_hash: str, epochs: int) 
     }
 
 
-def _check_same_recording(folder: Path, recorded: dict[str, Any], wanted: dict[str, Any]) -> None:
+def check_extends(folder: Path, recorded: dict[str, Any], wanted: dict[str, Any]) -> None:
+    """``wanted`` may add seeds and configurations to ``recorded``; anything a recorded run depends on must agree."""
     before, now = identity(recorded), identity(wanted)
-    differing = [key for key in IDENTITY_KEYS if before[key] != now[key]]
-    if differing:
+    problems = [f"{key} differs" for key in FIXED_KEYS if before[key] != now[key]]
+    if recorded["grid"]["params"] != wanted["grid"]["params"]:
+        problems.append(f"the searched parameters differ ({recorded['grid']['params']} recorded)")
+    else:
+        old, new = recorded["grid"]["configurations"], wanted["grid"]["configurations"]
+        if len(new) < len(old):
+            problems.append(f"the grid has {len(new)} configurations, {len(old)} are recorded")
+        changed = [n for n in range(min(len(old), len(new))) if run_settings(recorded, n) != run_settings(wanted, n)]
+        if changed:
+            problems.append(f"recorded configuration {changed[0]} would train with other settings "
+                            f"({run_settings(recorded, changed[0])} recorded)")
+    dropped = [seed for seed in recorded["record"]["seeds"] if seed not in wanted["record"]["seeds"]]
+    if dropped:
+        problems.append(f"record.seeds leaves out recorded seeds {dropped}")
+    if problems:
         raise TableError(
-            f"{folder} holds a recording made with other settings ({', '.join(differing)} differ): "
-            "set record.folder to a new folder, or delete this one to record afresh"
+            f"{folder} holds a recording made with other settings ({'; '.join(problems)}): a recording only grows "
+            "by seeds and configurations; set record.folder to a new folder, or delete this one to record afresh"
         )
+
+
+def _extended(recorded: dict[str, Any], wanted: dict[str, Any], runs: int) -> dict[str, Any]:
+    """The provenance of a grown recording: the new settings, the sittings so far kept.
+
+    A recording from before sittings were logged becomes one sitting of its own ``runs``, its
+    commits and machine kept, its wall time unknown (the table's per-epoch times still tell it).
+    """
+    sittings = recorded.get("sittings") or [
+        {"started": None, **{key: recorded.get(key) for key in ("git_commit", "pedtune_commit", "torch", "machine")},
+         "runs": runs, "wall_s": None}]
+    return {**wanted, "sittings": sittings}
 
 
 def _describe(overrides: dict[str, Any]) -> str:
@@ -123,17 +165,26 @@ def run_record(config: StudyConfig) -> Path:
         if (folder / TABLE_FILE).exists():
             raise TableError(f"{folder / TABLE_FILE} exists without its {PROVENANCE_FILE}: delete it or pick another "
                              "record.folder")
-        write_json(folder / PROVENANCE_FILE, wanted)
     else:
-        _check_same_recording(folder, recorded, wanted)
+        check_extends(folder, recorded, wanted)
     done = {(run.config, run.seed) for run in read_runs(folder, grid.params)}
     configurations = grid.configurations()
     plan = [(number, seed) for seed in config.record.seeds for number in range(len(configurations))]
     todo = [item for item in plan if item not in done]
     log.info(f"{len(configurations)} configurations × {len(config.record.seeds)} seeds × {epochs} epochs into "
              f"{folder}: {len(plan) - len(todo)} of {len(plan)} runs recorded, {len(todo)} to go")
+    grown = {**wanted, "sittings": []} if recorded is None else _extended(recorded, wanted, len(done))
     if not todo:
+        # Nothing to train, but settings that reach no recorded run (the train section's own values of
+        # searched parameters: the sweeps' first trial) may have changed: the provenance says what holds now.
+        if recorded is None or recorded["params"] != wanted["params"]:
+            write_json(folder / PROVENANCE_FILE, grown)
         return folder / TABLE_FILE
+    sitting = {"started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "git_commit": wanted["git_commit"],
+               "pedtune_commit": wanted["pedtune_commit"], "torch": wanted["torch"], "machine": wanted["machine"],
+               "runs": 0, "wall_s": 0.0}
+    grown["sittings"] = [*grown["sittings"], sitting]
+    write_json(folder / PROVENANCE_FILE, grown)
     samples = (inputs.samples("train"), inputs.samples("val"))
     pretrained = inputs.pretrained()
     started = time.perf_counter()
@@ -144,6 +195,9 @@ def run_record(config: StudyConfig) -> Path:
         run = record_run(config, overrides, number, seed, epochs, samples, pretrained)
         append_run(folder, run, grid.params)
         elapsed = time.perf_counter() - started
+        # The sitting's tally after every run: an interrupted sitting still says what it recorded and how long it took.
+        sitting.update(runs=count, wall_s=round(elapsed, 1))
+        write_json(folder / PROVENANCE_FILE, grown)
         left = elapsed / count * (len(todo) - count)
         final = f"val {config.tune.metric} {run.epochs[-1][config.tune.metric]:.4f}" if run.epochs else "no epoch"
         log.info(f"configuration {number} seed {seed}: {final}; {elapsed / 60:.1f} min so far, about "

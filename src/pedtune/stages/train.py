@@ -32,9 +32,10 @@ def history_csv(history: list[dict[str, float]]) -> str:
     return out.getvalue()
 
 
-def save_model(model: torch.nn.Module, config: StudyConfig, path: Path) -> None:
+def save_model(model: torch.nn.Module, config: StudyConfig, path: Path, categories: dict[int, str]) -> None:
     payload = {
         "model_config": config.model.model_dump(),
+        "categories": categories,  # label -> name: what each of the heads' classes (1..K) detects
         "train_config": config.train.model_dump(),
         "state_dict": model.state_dict(),
     }
@@ -64,7 +65,7 @@ def run_train(config: StudyConfig) -> dict[str, float]:
             "epochs": config.train.epochs,
             "wall_time_s": round(result.wall_time_s, 1),
         }
-        save_model(result.model, config, paths.TRAINED_MODEL)
+        save_model(result.model, config, paths.TRAINED_MODEL, train_samples.categories)
         write_json(paths.TRAIN_METRICS, metrics)
         write_text(paths.TRAIN_HISTORY, history_csv(result.history))
         for artifact in (paths.TRAIN_METRICS, paths.TRAIN_HISTORY, paths.TRAINED_MODEL):

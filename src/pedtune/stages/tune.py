@@ -27,7 +27,7 @@ from pedtune.config import StudyConfig, flatten, run_params
 from pedtune.data.dataset import SampleSet
 from pedtune.engine.train import fit
 from pedtune.errors import PedtuneError
-from pedtune.ray_cluster import check_capacity, check_shared_folder, ray_session
+from pedtune.ray_cluster import check_authenticated, check_capacity, check_shared_folder, ray_session
 from pedtune.stages.inputs import StageInputs, read_inputs
 from pedtune.tracking.store import Store, log_metrics, open_store, source_tags
 from pedtune.tune.identity import sweep_id
@@ -267,6 +267,7 @@ def run_tune(config: StudyConfig, fit_fn: FitFn = fit) -> dict[str, Any]:
     ``fit_fn`` is the training function each trial calls; tests swap in a cheap one.
     Returns the content of ``metrics/tune.json``.
     """
+    check_authenticated(config.tune)  # before any MLflow run is opened or reopened
     store = open_store(config.mlflow)  # before Ray and the data: a bad URI fails in seconds
     storage = open_storage(config.tune.storage_path)
     # Absolute: trials run in their own working folder, and an uncached sample set reads lazily.

@@ -1,0 +1,90 @@
+"""Samples of a COCO dataset (the fetch stage's ``images/`` + ``annotations/``).
+
+Masks are decoded by ``pycocotools.mask`` (polygons, compressed and uncompressed RLE), images
+by ``torchvision.io.decode_image`` in RGB mode (greyscale and RGBA converted, as
+``CocoDetection``'s ``.convert("RGB")`` does). torchvision's ``CocoDetection`` wrapped by
+``wrap_dataset_for_transforms_v2`` is not used: in 0.29.1 it returns an image without objects
+with no ``boxes``/``masks``/``labels`` at all, keeps crowd regions among the training masks,
+gives raw category ids as labels, and indexes the whole JSON again with its own
+``pycocotools.coco.COCO`` in every store; the index the fetch stage validated already holds
+each image's annotations, so the reader decodes them from it with the same pycocotools calls
+the wrapper makes.
+
+Category ids are remapped to contiguous labels 1..K in ascending id order; crowd regions
+(``iscrowd: 1``) are left out of the training targets and kept in the ground truth, where
+COCOeval ignores detections matched to them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pycocotools import mask as mask_utils
+from torchvision.io import ImageReadMode, decode_image, read_file
+
+from pedtune.data.coco import CocoImage, CocoIndex
+from pedtune.data.coco_fetch import read_dataset
+from pedtune.data.dataset import Decoded, Sample, resized
+from pedtune.errors import DataError
+
+
+def to_rle(segmentation: Any, height: int, width: int) -> dict[str, Any]:
+    """One COCO segmentation (polygons, compressed or uncompressed RLE) as a compressed RLE."""
+    if isinstance(segmentation, list):
+        return mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
+    if isinstance(segmentation["counts"], list):
+        return mask_utils.frPyObjects(segmentation, height, width)
+    return {"size": segmentation["size"], "counts": segmentation["counts"].encode("ascii")}
+
+
+class CocoReader:
+    def __init__(self, root: Path) -> None:
+        dataset = read_dataset(root)
+        self.images_dir = dataset.images_dir
+        self.entries: dict[str, tuple[CocoIndex, CocoImage]] = dataset.entries()
+        self.label_of = {category: label for label, category in enumerate(dataset.categories, start=1)}
+        self.categories = {self.label_of[c]: name for c, name in dataset.categories.items()}
+
+    def missing(self, stems: Sequence[str]) -> list[str]:
+        return [stem for stem in stems if stem not in self.entries]
+
+    def _decode(self, stem: str) -> tuple[Decoded, torch.Tensor]:
+        index, image = self.entries[stem]
+        path = self.images_dir / image.file_name
+        try:
+            pixels = decode_image(read_file(str(path)), mode=ImageReadMode.RGB)
+        except (RuntimeError, OSError) as error:
+            raise DataError(f"cannot decode {path}: {error}") from None
+        annotations = index.annotations[image.id]
+        if annotations:
+            rles = [to_rle(a["segmentation"], image.height, image.width) for a in annotations]
+            # decode gives [H, W, N] in Fortran order; moved to [N, H, W] for torch.
+            masks = torch.from_numpy(np.ascontiguousarray(mask_utils.decode(rles).transpose(2, 0, 1))).bool()
+        else:
+            masks = torch.zeros((0, image.height, image.width), dtype=torch.bool)
+        labels = torch.tensor([self.label_of[a["category_id"]] for a in annotations], dtype=torch.int64)
+        crowd = torch.tensor([bool(a.get("iscrowd", 0)) for a in annotations], dtype=torch.bool)
+        return Decoded(image=pixels, masks=masks, labels=labels), crowd
+
+    def sample(self, stem: str, min_size: int, max_size: int) -> Sample:
+        decoded, crowd = self._decode(stem)
+        objects = Decoded(image=decoded.image, masks=decoded.masks[~crowd], labels=decoded.labels[~crowd])
+        return resized(stem, objects, min_size, max_size)
+
+    def truth(self, stem: str) -> tuple[tuple[int, int], list[dict[str, Any]]]:
+        """The JSON's own annotations (crowd ones too), with labels for category ids."""
+        index, image = self.entries[stem]
+        annotations = []
+        for ann in index.annotations[image.id]:
+            segmentation = ann["segmentation"]
+            area = ann.get("area")
+            if area is None:  # optional in the format; COCOeval's area ranges need it
+                area = float(mask_utils.area(to_rle(segmentation, image.height, image.width)))
+            annotations.append({"category_id": self.label_of[ann["category_id"]], "bbox": list(ann["bbox"]),
+                                "area": float(area), "segmentation": segmentation,
+                                "iscrowd": int(ann.get("iscrowd", 0))})
+        return (image.height, image.width), annotations
