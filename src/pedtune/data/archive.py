@@ -1,16 +1,22 @@
-"""A zip archive: checked against its size and md5, extracted without escaping its folder, the dataset found in it."""
+"""The dataset's zip: downloaded or read locally, checked against its size and md5, extracted without escaping its
+folder, the dataset found in it."""
 
 from __future__ import annotations
 
 import shutil
+import urllib.parse
 import stat
 import zipfile
 import zlib
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
+from pedtune import console
+from pedtune.config.schema import DataConfig
 from pedtune.data.checksum import md5sum
-from pedtune.data.download import CHUNK
+from pedtune.data.download import CHUNK, download
 from pedtune.errors import DataError
+
+log = console.get(__name__)
 
 
 def verify_archive(path: Path, md5: str, size_bytes: int | None) -> None:
@@ -104,3 +110,44 @@ def find_dataset_root(extracted_dir: Path) -> Path:
         listed = ", ".join(str(c) for c in candidates)
         raise DataError(f"{extracted_dir}: several dataset folders found ({listed}); expected one")
     return candidates[0]
+
+
+def archive_from_url(cfg: DataConfig, scratch: Path, work_dir: Path | None) -> Path:
+    """``cfg.url``'s archive, downloaded (or reused from ``work_dir``) and verified."""
+    name = Path(urllib.parse.urlsplit(cfg.url).path).name or "PennFudanPed.zip"
+    archive = (Path(work_dir) if work_dir is not None else scratch) / name
+    if archive.is_file() and _archive_ok(archive, cfg):
+        log.info(f"using cached archive {archive}")
+    else:
+        log.info(f"downloading {cfg.url}")
+        download(cfg.url, archive, cfg.size_bytes, progress=True)
+        log.info(f"verifying {archive.name} (md5 {cfg.md5})")
+        try:
+            verify_archive(archive, cfg.md5, cfg.size_bytes)
+        except DataError:
+            archive.unlink(missing_ok=True)  # a bad download must not be picked up as cache
+            raise
+    return archive
+
+
+def _archive_ok(archive: Path, cfg: DataConfig) -> bool:
+    try:
+        verify_archive(archive, cfg.md5, cfg.size_bytes)
+    except DataError as exc:
+        log.info(f"cached archive rejected, downloading again: {exc}")
+        return False
+    return True
+
+
+def local_archive(cfg: DataConfig) -> Path:
+    """``data.local_path``'s zip, verified."""
+    archive = Path(cfg.local_path).expanduser()
+    if archive.is_dir():
+        raise DataError(
+            f"data.local_path {archive} is a folder; use `data.source: dir` for an extracted copy"
+        )
+    if not archive.is_file():
+        raise DataError(f"data.local_path {archive}: zip file not found")
+    log.info(f"verifying {archive} (md5 {cfg.md5})")
+    verify_archive(archive, cfg.md5, cfg.size_bytes)
+    return archive

@@ -11,13 +11,12 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import urllib.parse
 from pathlib import Path
 
 from pedtune import console
 from pedtune.config.schema import DataConfig
-from pedtune.data.archive import find_dataset_root, safe_extract, verify_archive
-from pedtune.data.download import download
+from pedtune.data.coco_fetch import fetch_coco
+from pedtune.data.archive import archive_from_url, find_dataset_root, local_archive, safe_extract
 from pedtune.data.synthetic import write_synthetic_dataset
 from pedtune.data.validation import DatasetSummary, validate_dataset
 from pedtune.errors import DataError
@@ -43,8 +42,6 @@ def fetch_dataset(cfg: DataConfig, dest: Path, work_dir: Path | None = None) -> 
         scratch = Path(scratch_name)
         with atomic_path(dest) as tmp:
             if cfg.format == "coco":
-                from pedtune.data.coco_fetch import fetch_coco  # it imports this module's archive helpers
-
                 summary = fetch_coco(cfg, tmp, scratch, work_dir)
             elif cfg.source == "url":
                 summary = _from_url(cfg, tmp, scratch, work_dir)
@@ -63,49 +60,14 @@ def _from_url(cfg: DataConfig, tmp: Path, scratch: Path, work_dir: Path | None) 
     return _extract_and_validate(archive_from_url(cfg, scratch, work_dir), tmp, scratch, cfg.expected_images)
 
 
-def archive_from_url(cfg: DataConfig, scratch: Path, work_dir: Path | None) -> Path:
-    """``cfg.url``'s archive, downloaded (or reused from ``work_dir``) and verified."""
-    name = Path(urllib.parse.urlsplit(cfg.url).path).name or "PennFudanPed.zip"
-    archive = (Path(work_dir) if work_dir is not None else scratch) / name
-    if archive.is_file() and _archive_ok(archive, cfg):
-        log.info(f"using cached archive {archive}")
-    else:
-        log.info(f"downloading {cfg.url}")
-        download(cfg.url, archive, cfg.size_bytes, progress=True)
-        log.info(f"verifying {archive.name} (md5 {cfg.md5})")
-        try:
-            verify_archive(archive, cfg.md5, cfg.size_bytes)
-        except DataError:
-            archive.unlink(missing_ok=True)  # a bad download must not be picked up as cache
-            raise
-    return archive
 
 
-def _archive_ok(archive: Path, cfg: DataConfig) -> bool:
-    try:
-        verify_archive(archive, cfg.md5, cfg.size_bytes)
-    except DataError as exc:
-        log.info(f"cached archive rejected, downloading again: {exc}")
-        return False
-    return True
 
 
 def _from_zip(cfg: DataConfig, tmp: Path, scratch: Path) -> DatasetSummary:
     return _extract_and_validate(local_archive(cfg), tmp, scratch, cfg.expected_images)
 
 
-def local_archive(cfg: DataConfig) -> Path:
-    """``data.local_path``'s zip, verified."""
-    archive = Path(cfg.local_path).expanduser()
-    if archive.is_dir():
-        raise DataError(
-            f"data.local_path {archive} is a folder; use `data.source: dir` for an extracted copy"
-        )
-    if not archive.is_file():
-        raise DataError(f"data.local_path {archive}: zip file not found")
-    log.info(f"verifying {archive} (md5 {cfg.md5})")
-    verify_archive(archive, cfg.md5, cfg.size_bytes)
-    return archive
 
 
 def _extract_and_validate(archive: Path, tmp: Path, scratch: Path, expected: int | None) -> DatasetSummary:
