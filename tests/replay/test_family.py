@@ -12,9 +12,9 @@ from table_fakes import small_config, write_table
 from pedtune.evaluate.stats import PAIRED, WELCH, difference, holm
 from pedtune.replay.family import compare_family, family_pairs, summarise
 from pedtune.replay.noise import final_scores, resample_table
+from pedtune.replay.outcome import Outcome
 from pedtune.replay.table import Table, load_table
 from pedtune.replay.variant import Variant
-from pedtune.replay.verdict import Outcome
 
 RANDOM_FIFO, RANDOM_ASHA = Variant("random", "fifo", 6), Variant("random", "asha", 6)
 HYPEROPT_FIFO, HYPEROPT_ASHA = Variant("hyperopt", "fifo", 6), Variant("hyperopt", "asha", 6)

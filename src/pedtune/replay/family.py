@@ -14,17 +14,14 @@ excludes 0.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from pedtune.evaluate.stats import Difference, design_of, difference, holm, mean_interval, minimum_detectable, \
     seeds_needed, wilson
 from pedtune.replay.noise import TableResamples, difference_draws, percentile_interval, regret_draws, sign_flips
+from pedtune.replay.outcome import Outcome
 from pedtune.replay.variant import Variant
-
-if TYPE_CHECKING:
-    from pedtune.replay.verdict import Outcome
 
 BASELINE = ("random", "fifo")
 CONFIDENCE = 0.95

@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import io
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from pedtune.config import StudyConfig
 from pedtune.io import atomic_path, write_json
 from pedtune.replay.family import ALPHA, CONFIDENCE, Comparison, Share, VariantSummary, compare_family, summarise
 from pedtune.replay.noise import TableResamples, final_scores, resample_table
+from pedtune.replay.outcome import Outcome
 from pedtune.replay.real import ALPHA as REAL_ALPHA
 from pedtune.replay.real import REAL_FOLDER, RealCheck, RealSweep, check_real, real_json
 from pedtune.replay.sweep import ReplayedTrial, Sweep
@@ -32,20 +32,6 @@ from pedtune.replay.variant import Variant
 from pedtune.tune.results import COMPLETED, ERROR, STOPPED_EARLY, TrialRecord, best_trial
 
 
-@dataclass(frozen=True)
-class Outcome:
-    """One sweep judged against the table."""
-
-    seed: int
-    picked: int  # configuration number; -1 if no trial finished
-    picked_score: float  # the picked trial's final score on the seed it replayed (what the sweep reported)
-    regret: float
-    trial_epochs: int
-    found_best: bool
-    best_tried: bool
-    best_stopped_early: bool
-    curve: tuple[float, ...]  # the picked configuration's mean score after each report, in arrival order
-    wall_s: float
 
 
 def _record(trial: ReplayedTrial, epochs: int, metric: str, reported: int, final: bool) -> TrialRecord:
