@@ -193,7 +193,8 @@ def test_split_stage_on_a_coco_dataset(tmp_path: Path, monkeypatch, raw_params: 
     from pedtune import paths
     from pedtune.config import validate
     from pedtune.data.split import read_split
-    from pedtune.stages.fetch import run_fetch, run_split
+    from pedtune.stages.fetch import run_fetch
+    from pedtune.stages.split import run_split
 
     monkeypatch.chdir(tmp_path)
     raw_params["data"].update(format="coco", source="synthetic", drop_negatives=drop_negatives,
