@@ -1,6 +1,6 @@
 """ASHA's savings: the same searcher and seed with ASHA and with FIFO; trial-epochs used and best val mAP.
 
-Both sweeps run through the project's driver (``pedtune.tune.driver._run_sweep``) with the
+Both sweeps run through the project's driver (``pedtune.stages.tune._run_sweep``) with the
 real ``fit``. To run in minutes on a CPU the data is synthetic and tiny, and each trial's
 model samples fewer RoIs and proposals (``--roi-batch``, ``--proposals``: same code path,
 less per-RoI work; the light model spends most of a step in its RoI heads at tiny sizes).
@@ -33,7 +33,7 @@ import torch
 
 from bench import common
 from pedtune.config import StudyConfig, with_train_overrides
-from pedtune.data.dataset import SampleStore
+from pedtune.data.dataset import SampleSet
 from pedtune.engine.train import EpochHook, TrainedHook
 
 
@@ -43,7 +43,7 @@ class SmallHeadsFit:
     def __init__(self, roi_batch: int, proposals: int) -> None:
         self.roi_batch, self.proposals = roi_batch, proposals
 
-    def __call__(self, config: StudyConfig, train_store: SampleStore, eval_store: SampleStore,
+    def __call__(self, config: StudyConfig, train_samples: SampleSet, eval_samples: SampleSet,
                  pretrained: Mapping[str, torch.Tensor] | None = None, on_epoch_end: EpochHook | None = None,
                  resume: Mapping[str, Any] | None = None, on_epoch_trained: TrainedHook | None = None) -> Any:
         from pedtune.engine import train as engine
@@ -59,7 +59,7 @@ class SmallHeadsFit:
         original, engine.build_model = engine.build_model, build
         try:
             with contextlib.redirect_stderr(io.StringIO()):
-                return engine.fit(config, train_store, eval_store, pretrained, on_epoch_end, resume, on_epoch_trained)
+                return engine.fit(config, train_samples, eval_samples, pretrained, on_epoch_end, resume, on_epoch_trained)
         finally:
             engine.build_model = original
 
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> dict:
     out: dict[str, Any] = {}
     with common.dataset(args) as root, tempfile.TemporaryDirectory(prefix="pedtune-bench-asha-") as tmp:
         config = common.study_config(args, base)
-        stores = common.stores(root, config)
+        stores = common.sample_sets(root, config)
         pretrained: dict[str, torch.Tensor] = {}  # empty: trials start from scratch
         if args.pretrain_epochs:
             start = common.timer()

@@ -2,7 +2,7 @@
 
 A Ray head with no CPUs and one worker node (in a private mount namespace: no data, no
 repository, no MLflow store there) on 127.0.0.1, the sweep's state in S3 (moto's server), the
-project's code shipped by ``runtime_env``. The driver is ``pedtune.tune.driver.run_tune`` in
+project's code shipped by ``runtime_env``. The driver is ``pedtune.stages.tune.run_tune`` in
 its own process, as the stage runs, with a training function that sleeps ``--epoch-s`` per
 epoch (set in the nodes' environment, where the trials run) and reports (and checkpoints) every
 epoch through the real hooks. Ideal = trials × epochs × epoch_s ÷ the worker's CPUs; the
@@ -35,7 +35,7 @@ DRIVER = (
     f"import sys; sys.path[:0] = [{str(TESTS / 'tune')!r}, {str(TESTS)!r}]\n"
     "import tune_study, tune_fakes\n"
     "from pedtune.config import load_config\n"
-    "from pedtune.tune.driver import run_tune\n"
+    "from pedtune.stages.tune import run_tune\n"
     "run_tune(load_config(), fit_fn=tune_fakes.fake_fit)\n"
 )
 

@@ -28,11 +28,12 @@ from typing import Any
 import torch
 import yaml
 
-from pedtune.config import StudyConfig, validate
+from pedtune.config import ConfigError, StudyConfig, validate
 from pedtune.config.schema import SyntheticConfig
-from pedtune.data.dataset import DetectionDataset, SampleStore, collate, list_stems, open_store
+from pedtune.data.dataset import DetectionDataset, SampleSet, collate, list_stems, open_samples
 from pedtune.data.split import Split, make_split
 from pedtune.data.synthetic import write_synthetic_dataset
+from pedtune.device import resolve_device
 from pedtune.model.factory import build_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -75,8 +76,10 @@ def setup(args: argparse.Namespace) -> None:
     _START_LOAD.append(os.getloadavg()[0])
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda: no CUDA device is available here")
+    try:
+        resolve_device(args.device)
+    except ConfigError as error:
+        raise SystemExit(f"--device {args.device}: {error}") from None
 
 
 def amp_modes(args: argparse.Namespace) -> list[bool]:
@@ -150,16 +153,16 @@ def split_of(root: Path, config: StudyConfig) -> Split:
     return make_split(list_stems(root), config.data.split)
 
 
-def stores(root: Path, config: StudyConfig, cache: bool = True) -> tuple[SampleStore, SampleStore]:
+def sample_sets(root: Path, config: StudyConfig, cache: bool = True) -> tuple[SampleSet, SampleSet]:
     """Train and val stores of the project's split, as ``fit`` receives them."""
     split = split_of(root, config)
     size = (config.model.min_size, config.model.max_size)
-    return open_store(root, split.train, *size, cache, ""), open_store(root, split.val, *size, cache, "")
+    return open_samples(root, split.train, *size, cache, ""), open_samples(root, split.val, *size, cache, "")
 
 
-def batches(store: SampleStore, batch_size: int, count: int | None = None, hflip_prob: float = 0.0) -> list[Batch]:
+def batches(samples: SampleSet, batch_size: int, count: int | None = None, hflip_prob: float = 0.0) -> list[Batch]:
     """Collated batches held in memory (the first ``count``), exactly as the project's DataLoader yields them."""
-    dataset = DetectionDataset(store, hflip_prob=hflip_prob)
+    dataset = DetectionDataset(samples, hflip_prob=hflip_prob)
     items = [dataset[i] for i in range(len(dataset))]
     out = [collate(items[i : i + batch_size]) for i in range(0, len(items) - batch_size + 1, batch_size)]
     return out[:count] if count else out
@@ -313,15 +316,15 @@ def log(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
-def driver_sweep(config: StudyConfig, experiment_dir: Path, stores: tuple[SampleStore, SampleStore],
+def driver_sweep(config: StudyConfig, experiment_dir: Path, stores: tuple[SampleSet, SampleSet],
                  pretrained: dict[str, torch.Tensor], fit_fn: Any, callback: Any) -> Any:
     """One sweep through the project's driver (``_run_sweep``), whatever shape its trial inputs take."""
-    from pedtune.tune import driver
+    from pedtune.stages import tune as driver
 
     inputs_type = getattr(driver, "TrialInputs", None)
     inputs: Any = (stores, pretrained, fit_fn)
     if inputs_type is not None:
-        inputs = inputs_type(train_store=stores[0], val_store=stores[1], pretrained=pretrained, fit_fn=fit_fn)
+        inputs = inputs_type(train_samples=stores[0], val_samples=stores[1], pretrained=pretrained, fit_fn=fit_fn)
     if "storage" not in inspect.signature(driver._run_sweep).parameters:  # before storage could be remote
         return driver._run_sweep(config, experiment_dir, inputs, callback)
     from pedtune.tune.storage import open_storage

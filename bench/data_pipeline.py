@@ -20,7 +20,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import common, train_step
-from pedtune.data.dataset import SampleStore
+from pedtune.data.dataset import SampleSet
 from pedtune.engine.train import _loader
 
 WORKERS = (0, 1, 2)
@@ -30,7 +30,7 @@ def loader_rates(store_args: tuple, batch_size: int, hflip: float, variants: lis
                  reps: int) -> tuple[dict[str, dict[str, list[float]]], dict[str, float]]:
     """Samples/s per variant and epoch kind; also the one-off cost of filling the cache."""
     root, stems, min_size, max_size = store_args
-    cached = SampleStore(root, stems, min_size, max_size, cache=True)
+    cached = SampleSet(root, stems, min_size, max_size, cache=True)
     start = common.timer()
     cached.preload()
     preload_s = common.timer() - start
@@ -38,7 +38,7 @@ def loader_rates(store_args: tuple, batch_size: int, hflip: float, variants: lis
     for rep in range(reps):
         shift = rep % len(variants)
         for cache, workers in variants[shift:] + variants[:shift]:
-            store = cached if cache else SampleStore(root, stems, min_size, max_size, cache=False)
+            store = cached if cache else SampleSet(root, stems, min_size, max_size, cache=False)
             loader = _loader(store, batch_size, workers, hflip, shuffle_seed=0)
             entry = rates.setdefault(f"cache={'on' if cache else 'off'},workers={workers}", {"first": [], "steady": []})
             for kind in ("first", "steady"):
@@ -68,11 +68,11 @@ def main(argv: list[str] | None = None) -> dict:
             common.log(f"loader {name}: {r['steady']['median']:.1f} samples/s steady, {r['first']['median']:.1f} first epoch")
 
         consumption = {}
-        train_store, _ = common.stores(root, config)
+        train_samples, _ = common.sample_sets(root, config)
         for model in args.models:
             for amp in common.amp_modes(args):
                 cfg = common.study_config(args, {"model": {"arch": common.ARCHS[model]}, "train": {"amp": amp}})
-                data = common.batches(train_store, cfg.train.batch_size, args.steps)
+                data = common.batches(train_samples, cfg.train.batch_size, args.steps)
                 pretrained = common.pseudo_pretrained(cfg, data[:2])
                 with common.GpuSampler(args.device) as gpu:
                     ips = train_step.measure(cfg, data, pretrained, variants=("project",), reps=args.step_reps).timed["project"]

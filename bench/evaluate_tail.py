@@ -28,7 +28,7 @@ if __package__ in (None, ""):
 
 from bench import common
 from pedtune.config import StudyConfig
-from pedtune.data.dataset import open_store
+from pedtune.data.dataset import open_samples
 from pedtune.evaluate import parallel
 from pedtune.evaluate.runs import INITIAL, RunInputs, RunResult, plan_runs
 
@@ -83,12 +83,12 @@ def main(argv: list[str] | None = None) -> dict:
     with common.dataset(args) as root:
         split = common.split_of(root, config)
         size = (config.model.min_size, config.model.max_size)
-        train_store, val_store, test_store = (
-            open_store(root, stems, *size, True, "")
+        train_samples, val_samples, test_samples = (
+            open_samples(root, stems, *size, True, "")
             for stems in (split.train[: args.train_images], split.val[: args.val_images], split.test[: args.val_images])
         )
-        pretrained = common.pseudo_pretrained(config, common.batches(train_store, 2, 2))
-        inputs = RunInputs(train=train_store, val=val_store, test=test_store, pretrained=pretrained)
+        pretrained = common.pseudo_pretrained(config, common.batches(train_samples, 2, 2))
+        inputs = RunInputs(train=train_samples, val=val_samples, test=test_samples, pretrained=pretrained)
         for rep in range(args.reps):
             for mode in (MODES if rep % 2 == 0 else reversed(MODES)):
                 result = stage(config, inputs, seeds, MODES[mode])
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> dict:
     return common.emit("evaluate_tail", args, {
         "arch": config.model.arch, "image_size": [config.model.min_size, config.model.max_size],
         "runs": args.runs, "slots": args.slots, "cpu_per_run": cpu_per_run, "epochs": args.epochs,
-        "train_images": len(train_store), "val_images": len(val_store), "test_images": len(test_store),
+        "train_images": len(train_samples), "val_images": len(val_samples), "test_images": len(test_samples),
         "stages": stages,
         "ratio_wall_sized_vs_fixed": round(median("sized", "wall_s") / median("fixed", "wall_s"), 3),
         "ratio_last_run_sized_vs_fixed": round(median("sized", "last_run_s") / median("fixed", "last_run_s"), 3),

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from bench import common
-from pedtune.data.dataset import SampleStore
+from pedtune.data.dataset import SampleSet
 from pedtune.engine.coco_eval import METRIC_NAMES, _rle, coco_index, coco_metrics, ground_truth, to_coco_results
 from pedtune.engine.train import _loader, fit, predict
 
@@ -66,11 +66,11 @@ def profiled(path: Path | None, device: str, title: str):
             handle.write(averages.table(sort_by=sort, row_limit=PROFILE_ROWS) + "\n\n")
 
 
-def jittered_gt(store: SampleStore, rng: np.random.Generator, extra: int = 5) -> list[dict]:
+def jittered_gt(samples: SampleSet, rng: np.random.Generator, extra: int = 5) -> list[dict]:
     """Ground truth moved by a few pixels, with random scores, plus random false positives."""
     results = []
-    for index in range(len(store)):
-        sample = store[index]
+    for index in range(len(samples)):
+        sample = samples[index]
         height, width = sample.image.shape[1:]
         for mask in sample.masks.numpy():
             shifted = np.roll(mask, tuple(rng.integers(-4, 5, size=2)), axis=(0, 1))
@@ -162,14 +162,14 @@ def main(argv: list[str] | None = None) -> dict:
             # One epoch and no sweep: fifo, so params.yaml's ASHA grace period (2) does not apply.
             config = common.study_config(args, {"model": {"arch": common.ARCHS[args.arch]},
                                                 "train": {"epochs": args.epochs, "amp": amp}, "tune": {"scheduler": "fifo"}})
-            train_store, val_store = common.stores(root, config)
+            train_samples, val_samples = common.sample_sets(root, config)
             if args.train_images:
-                train_store.stems = train_store.stems[: args.train_images]
-            pretrained = common.pseudo_pretrained(config, common.batches(train_store, 2, 2))
+                train_samples.stems = train_samples.stems[: args.train_images]
+            pretrained = common.pseudo_pretrained(config, common.batches(train_samples, 2, 2))
             title = f"fit: {config.model.arch}, AMP {'on' if amp else 'off'}, {args.epochs} epochs, {args.device}"
             with common.GpuSampler(args.device) as gpu, contextlib.redirect_stderr(io.StringIO()), \
                     profiled(args.profile, args.device, title):
-                fitted = fit(config, train_store, val_store, pretrained)
+                fitted = fit(config, train_samples, val_samples, pretrained)
             for number, row in enumerate(fitted.history, start=1):
                 common.log(f"epoch {number}: {row['epoch_time_s']:.1f} s, eval {row['eval_time_s']:.2f} s "
                            f"({100 * row['eval_time_s'] / row['epoch_time_s']:.1f} %)")
@@ -177,8 +177,8 @@ def main(argv: list[str] | None = None) -> dict:
             fraction = epoch["eval_time_s"] / epoch["epoch_time_s"]
 
             device = torch.device(config.train.device)
-            loader = _loader(val_store, config.train.eval_batch_size, config.data.num_workers, 0.0, None)
-            coco_gt = ground_truth(val_store)
+            loader = _loader(val_samples, config.train.eval_batch_size, config.data.num_workers, 0.0, None)
+            coco_gt = ground_truth(val_samples)
             model = fitted.model
             config_score_thresh = model.roi_heads.score_thresh
             sets: dict[str, Any] = {}
@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> dict:
                     lambda: [r for image_id, pr in predictions for r in to_coco_results(image_id, pr)])
                 sets[name] = {"predict_s": round(predict_s, 3), "to_coco_results_s": round(convert_s, 3),
                               **compare(coco_gt, results, args.reps)}
-            sets["jittered_gt"] = compare(coco_gt, jittered_gt(val_store, np.random.default_rng(0)), args.reps)
+            sets["jittered_gt"] = compare(coco_gt, jittered_gt(val_samples, np.random.default_rng(0)), args.reps)
             model.roi_heads.score_thresh = config_score_thresh
             proposals = proposal_counts(model, loader, device, args.proposals, args.proposal_reps)
             common.log("predict s by test proposals: " + ", ".join(f"{n}: {v['median']:.2f}" for n, v in proposals.items()))
@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> dict:
             trained = sets["trained"]
             scoring_saved = trained["seconds"]["pycocotools"]["median"] - trained["seconds"]["faster_coco_eval"]["median"]
             runs.append({
-                "arch": config.model.arch, "amp": amp, "train_images": len(train_store), "val_images": len(val_store),
+                "arch": config.model.arch, "amp": amp, "train_images": len(train_samples), "val_images": len(val_samples),
                 "epochs": args.epochs, "epoch_time_s": round(epoch["epoch_time_s"], 3), "eval_time_s": round(epoch["eval_time_s"], 3),
                 "epoch_times_s": [round(row["epoch_time_s"], 3) for row in fitted.history],
                 "eval_times_s": [round(row["eval_time_s"], 3) for row in fitted.history],

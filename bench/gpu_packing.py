@@ -1,6 +1,6 @@
 """GPU packing: trials per hour with a whole GPU, half of one and a quarter of one per trial.
 
-A trial here is what a Tune trial runs, without Ray: ``pedtune.placement.place_run`` with the
+A trial here is what a Tune trial runs, without Ray: ``pedtune.run_limits.place_run`` with the
 trial's grant (``cores / concurrency`` CPUs and the GPU share, to whose memory the process is
 capped), then ``fit``. For a share, ``1 / share`` worker processes start at once, like the
 sweep's reused actors, and each trains ``--trials-per-slot`` trials one after the other. The
@@ -40,11 +40,11 @@ import torch
 
 from bench import common
 from pedtune.config import StudyConfig, with_train_overrides
-from pedtune.data.dataset import open_store
+from pedtune.data.dataset import open_samples
 from pedtune.engine.train import fit
 from pedtune.evaluate.parallel import available_cpus
 from pedtune.evaluate.runs import out_of_memory
-from pedtune.placement import Grant, place_run
+from pedtune.run_limits import Grant, place_run
 
 SHARES = (1.0, 0.5, 0.25)
 
@@ -68,7 +68,7 @@ def slot(config: StudyConfig, grant: Grant, root: str, stems: tuple[list[str], l
          trials: list[int], results: Any) -> None:
     """One worker process: its trials one after another, each row put on ``results``."""
     size = (config.model.min_size, config.model.max_size)
-    train, val = (open_store(Path(root), part, *size, True, "") for part in stems)
+    train, val = (open_samples(Path(root), part, *size, True, "") for part in stems)
     pretrained = torch.load(weights, map_location="cpu", weights_only=True)
     for batch_size in trials:
         trial = with_train_overrides(config, {"train.batch_size": batch_size})
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> dict:
     with common.dataset(args) as root, tempfile.TemporaryDirectory(prefix="pedtune-bench-packing-") as tmp:
         split = common.split_of(root, config)
         stems = (split.train[: args.train_images], split.val[: args.val_images])
-        train = open_store(root, stems[0], config.model.min_size, config.model.max_size, True, "")
+        train = open_samples(root, stems[0], config.model.min_size, config.model.max_size, True, "")
         weights = Path(tmp) / "pretrained.pt"
         torch.save(common.pseudo_pretrained(config, common.batches(train, 2, 2)), weights)
         for share in args.shares:

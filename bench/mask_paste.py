@@ -128,21 +128,21 @@ def main(argv: list[str] | None = None) -> dict:
     common.setup(args)
     with common.dataset(args) as root:
         config = common.study_config(args, {"model": {"arch": common.ARCHS[args.arch]}})
-        train_store, val_store = common.stores(root, config)
+        train_samples, val_samples = common.sample_sets(root, config)
         if args.images:
-            val_store.stems = val_store.stems[: args.images]
+            val_samples.stems = val_samples.stems[: args.images]
         device = torch.device(config.train.device)
-        pretrained = common.pseudo_pretrained(config, common.batches(train_store, 2, 2))
+        pretrained = common.pseudo_pretrained(config, common.batches(train_samples, 2, 2))
         model = build_model(config.model, pretrained).to(device).eval()
         model.roi_heads.score_thresh = args.score_thresh
-        loader = engine._loader(val_store, config.train.eval_batch_size, config.data.num_workers, 0.0, None)
+        loader = engine._loader(val_samples, config.train.eval_batch_size, config.data.num_workers, 0.0, None)
         with common.GpuSampler(args.device) as gpu:
             measured = measure(model, loader, device, args.reps)
-    run = {"arch": config.model.arch, "images": len(val_store), "detections_per_img": config.model.detections_per_img,
+    run = {"arch": config.model.arch, "images": len(val_samples), "detections_per_img": config.model.detections_per_img,
            "rpn_test_proposals": config.model.rpn_test_proposals, "reps": args.reps, "gpu_util_pct": gpu.mean,
            **measured}
     seconds = measured["seconds"]
-    common.log(f"{args.arch}: {measured['detections']} detections on {len(val_store)} images; host-box / torchvision "
+    common.log(f"{args.arch}: {measured['detections']} detections on {len(val_samples)} images; host-box / torchvision "
                f"{measured['ratio_host_box_vs_torchvision']['median']:.3f} (predict "
                f"{seconds['host_box_paste']['predict_s']['median']:.2f} vs "
                f"{seconds['torchvision_paste']['predict_s']['median']:.2f} s), identical masks: "

@@ -41,7 +41,7 @@ import torch
 
 from bench import common
 from pedtune.config import StudyConfig
-from pedtune.data.dataset import SampleStore
+from pedtune.data.dataset import SampleSet
 from pedtune.engine.train import EpochHook, EpochResult, TrainedHook, fit
 
 MARKER = "BENCH_MEMORY "
@@ -57,26 +57,26 @@ class RssLoggingFit:
     def __init__(self, log_dir: str) -> None:
         self.log_dir = log_dir
 
-    def __call__(self, config: StudyConfig, train_store: SampleStore, eval_store: SampleStore,
+    def __call__(self, config: StudyConfig, train_samples: SampleSet, eval_samples: SampleSet,
                  pretrained: Mapping[str, torch.Tensor] | None = None, on_epoch_end: EpochHook | None = None,
                  resume: Mapping[str, Any] | None = None, on_epoch_trained: TrainedHook | None = None) -> None:
         start = rss_mb()
         # ru_maxrss never resets, so the trial's own peak is sampled.
         with common.Sampler(rss_mb, 0.05) as sampler, contextlib.redirect_stderr(io.StringIO()):
-            fit(config, train_store, eval_store, pretrained, on_epoch_end, resume, on_epoch_trained)
+            fit(config, train_samples, eval_samples, pretrained, on_epoch_end, resume, on_epoch_trained)
         end = rss_mb()
         row = {"pid": os.getpid(), "batch_size": config.train.batch_size, "rss_start_mb": round(start, 1),
                "peak_mb": round(max(start, end, *sampler.samples), 1), "rss_end_mb": round(end, 1), "t": time.time()}
         (Path(self.log_dir) / f"{uuid.uuid4().hex}.json").write_text(json.dumps(row))
 
 
-def small_trial_inputs(args: Any, root: Path, config: StudyConfig) -> tuple[SampleStore, SampleStore, dict]:
+def small_trial_inputs(args: Any, root: Path, config: StudyConfig) -> tuple[SampleSet, SampleSet, dict]:
     """The split decoded and cached whole (as a trial holds it), trained and scored on its first
     ``--train-images`` / ``--val-images``, from calibrated random weights."""
-    train_store, val_store = common.stores(root, config)
-    train_store.stems = train_store.stems[: args.train_images]
-    val_store.stems = val_store.stems[: args.val_images]
-    return train_store, val_store, common.pseudo_pretrained(config, common.batches(train_store, 2, 1))
+    train_samples, val_samples = common.sample_sets(root, config)
+    train_samples.stems = train_samples.stems[: args.train_images]
+    val_samples.stems = val_samples.stems[: args.val_images]
+    return train_samples, val_samples, common.pseudo_pretrained(config, common.batches(train_samples, 2, 1))
 
 
 def reused_actor(args: Any) -> dict[str, Any]:
@@ -94,10 +94,10 @@ def reused_actor(args: Any) -> dict[str, Any]:
                  "resources_per_trial": {"cpu": os.cpu_count() or 1, "gpu": 1 if args.device == "cuda" else 0}},
     })
     with common.dataset(args) as root, tempfile.TemporaryDirectory(prefix="pedtune-bench-memory-") as tmp:
-        train_store, val_store, pretrained = small_trial_inputs(args, root, config)
+        train_samples, val_samples, pretrained = small_trial_inputs(args, root, config)
         (Path(tmp) / "logs").mkdir()
         with contextlib.redirect_stdout(io.StringIO()):
-            grid = common.driver_sweep(config, Path(tmp) / "sweep", (train_store, val_store), pretrained,
+            grid = common.driver_sweep(config, Path(tmp) / "sweep", (train_samples, val_samples), pretrained,
                                        RssLoggingFit(str(Path(tmp) / "logs")), tune.Callback())
         errors = [r.error for r in grid if r.error]
         if errors:
@@ -117,8 +117,8 @@ def child(args: Any) -> dict[str, Any]:
         config = common.study_config(args, {"model": {"arch": common.ARCHS[args.child]},
                                             "train": {"epochs": 1, "amp": args.amp == "on"},
                                             "tune": {"scheduler": "fifo"}})  # one epoch, no sweep
-        train_store, val_store, pretrained = small_trial_inputs(args, root, config)
-        cached = sum(s.image.nbytes + s.masks.nbytes for st in (train_store, val_store) for s in st._samples.values())
+        train_samples, val_samples, pretrained = small_trial_inputs(args, root, config)
+        cached = sum(s.image.nbytes + s.masks.nbytes for st in (train_samples, val_samples) for s in st._samples.values())
         out["cache_mb"] = round(cached / 2**20, 1)
         out["rss_before_fit_mb"] = round(rss_mb(), 1)
         if args.device == "cuda":
@@ -129,7 +129,7 @@ def child(args: Any) -> dict[str, Any]:
                 torch.save(state(), Path(folder) / "state.pt")
 
         with contextlib.redirect_stderr(io.StringIO()):
-            fit(config, train_store, val_store, pretrained, on_epoch_end=checkpoint)
+            fit(config, train_samples, val_samples, pretrained, on_epoch_end=checkpoint)
     out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     if args.device == "cuda":
         out["cuda_max_allocated_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)

@@ -24,29 +24,29 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from bench.common import dataset, emit, log, parser, setup, stores, study_config, timer
-from pedtune.data.dataset import SampleStore, truth_from_masks
+from pedtune.data.dataset import SampleSet, truth_from_masks
 from pedtune.engine.coco_eval import coco_index, coco_metrics, ground_truth, to_coco_results
 from pedtune.engine.train import _loader, fit, predict
 
 
-def resized_ground_truth(store: SampleStore) -> Any:
+def resized_ground_truth(samples: SampleSet) -> Any:
     """The old ground truth: built from the resized samples (what ``ground_truth`` did before)."""
     images, annotations = [], []
-    for index in range(len(store)):
-        sample = store[index]
+    for index in range(len(samples)):
+        sample = samples[index]
         height, width = sample.image.shape[1:]
         images.append({"id": index, "height": int(height), "width": int(width), "file_name": sample.stem})
         for entry in truth_from_masks(sample.masks, sample.labels):
             annotations.append({"id": len(annotations) + 1, "image_id": index, **entry})
-    categories = [{"id": label, "name": name} for label, name in store.categories.items()]
+    categories = [{"id": label, "name": name} for label, name in samples.categories.items()]
     return coco_index({"images": images, "annotations": annotations, "categories": categories})
 
 
-def oracle(store: SampleStore, original: bool) -> list[dict]:
+def oracle(samples: SampleSet, original: bool) -> list[dict]:
     """Each resized sample's ground truth as detections, at its size or mapped back to the original."""
     results = []
-    for index in range(len(store)):
-        sample = store[index]
+    for index in range(len(samples)):
+        sample = samples[index]
         boxes, masks = sample.boxes, sample.masks
         if original:
             (height, width), (h, w) = sample.original_size, sample.image.shape[1:]

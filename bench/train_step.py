@@ -144,8 +144,8 @@ def main(argv: list[str] | None = None) -> dict:
                 # small, so no variant (two have no clipping) diverges from random weights.
                 "train": {"amp": amp, "warmup_epochs": 0, "lr_schedule": "constant", "lr": 1e-4},
             })
-            train_store, _ = common.stores(root, config)
-            data = common.batches(train_store, config.train.batch_size, args.steps)
+            train_samples, _ = common.sample_sets(root, config)
+            data = common.batches(train_samples, config.train.batch_size, args.steps)
             pretrained = common.pseudo_pretrained(config, data[:2]) if args.init == "pretrained" else None
             with common.GpuSampler(args.device) as gpu:
                 first_pass, rates, shapes, multiple = measure(config, data, pretrained, reps=args.reps,

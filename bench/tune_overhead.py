@@ -1,7 +1,7 @@
 """Ray Tune overhead: a sweep's wall time versus the ideal (sum of trial compute / concurrency),
 and the time from ``ray.init`` to the first trial running.
 
-The sweep goes through the project's driver (``pedtune.tune.driver._run_sweep``: its
+The sweep goes through the project's driver (``pedtune.stages.tune._run_sweep``: its
 ``ray.init`` settings, ``tune.with_parameters`` payload, resources, searcher, scheduler,
 ``reuse_actors``, per-epoch checkpoints, and by default its MLflow callback on a throw-away
 SQLite store) with a training function that sleeps ``--epoch-s`` per epoch and reports every
@@ -70,7 +70,7 @@ class SleepFit:
         with path.open("a") as handle:
             handle.write(json.dumps({"t": time.time(), **event}) + "\n")
 
-    def __call__(self, config: StudyConfig, train_store: Any, eval_store: Any,
+    def __call__(self, config: StudyConfig, train_samples: Any, eval_samples: Any,
                  pretrained: Mapping[str, torch.Tensor] | None = None, on_epoch_end: EpochHook | None = None,
                  resume: Mapping[str, Any] | None = None, on_epoch_trained: TrainedHook | None = None) -> None:
         log = Path(self.log_dir) / f"{uuid.uuid4().hex}.jsonl"
@@ -153,7 +153,7 @@ def sweep(config: StudyConfig, stores: tuple, pretrained: dict, fit_fn: SleepFit
 
     from pedtune.config.schema import MlflowConfig
     from pedtune.tracking.store import open_store
-    from pedtune.tune.tracking import SweepLoggerCallback, sweep_run
+    from pedtune.tracking.sweep import SweepLoggerCallback, sweep_run
 
     sid = uuid.uuid4().hex[:8]
     experiment_dir = workdir / f"sweep-{sid}"
@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> dict:
     })
     runs = []
     with common.dataset(args) as root, tempfile.TemporaryDirectory(prefix="pedtune-bench-tune-") as tmp:
-        stores = common.stores(root, config)
+        stores = common.sample_sets(root, config)
         pretrained = build_model(config.model).state_dict()
         sizes = {"tiny": 0.0}
         for state in set(args.states) - {"tiny"}:

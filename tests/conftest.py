@@ -10,7 +10,7 @@ import yaml
 
 from pedtune.config import StudyConfig, validate
 from pedtune.config.schema import SyntheticConfig
-from pedtune.data.dataset import SampleStore, list_stems
+from pedtune.data.dataset import SampleSet, list_stems
 from pedtune.data.synthetic import write_synthetic_dataset
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -32,8 +32,8 @@ def synthetic_root(tmp_path: Path, synthetic_cfg: SyntheticConfig) -> Path:
 
 
 @pytest.fixture
-def synthetic_store(synthetic_root: Path) -> SampleStore:
-    return SampleStore(synthetic_root, list_stems(synthetic_root), min_size=48, max_size=64)
+def synthetic_store(synthetic_root: Path) -> SampleSet:
+    return SampleSet(synthetic_root, list_stems(synthetic_root), min_size=48, max_size=64)
 
 
 @pytest.fixture

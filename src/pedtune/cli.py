@@ -7,6 +7,7 @@ CUDA, 1 for bad data or an unusable store)."""
 from __future__ import annotations
 
 import argparse
+import logging
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -19,50 +20,49 @@ from pedtune.tracking.server import check_reachable
 
 
 def _fetch(config: StudyConfig) -> None:
-    from pedtune.data.stage import run_fetch
+    from pedtune.stages.fetch import run_fetch
 
     run_fetch(config)
 
 
 def _weights(config: StudyConfig) -> None:
-    from pedtune import paths
-    from pedtune.model.weights import save_weights
+    from pedtune.stages.weights import run_weights
 
-    save_weights(config.model, paths.PRETRAINED)
+    run_weights(config)
 
 
 def _split(config: StudyConfig) -> None:
-    from pedtune.data.stage import run_split
+    from pedtune.stages.split import run_split
 
     run_split(config)
 
 
 def _train(config: StudyConfig) -> None:
-    from pedtune.train import run_train
+    from pedtune.stages.train import run_train
 
     run_train(config)
 
 
 def _tune(config: StudyConfig) -> None:
-    from pedtune.tune.driver import run_tune
+    from pedtune.stages.tune import run_tune
 
     run_tune(config)
 
 
 def _evaluate(config: StudyConfig) -> None:
-    from pedtune.evaluate.stage import run_evaluate
+    from pedtune.stages.evaluate import run_evaluate
 
     run_evaluate(config)
 
 
 def _record(config: StudyConfig) -> None:
-    from pedtune.benchmark.record import run_record
+    from pedtune.stages.record import run_record
 
     run_record(config)
 
 
 def _compare(config: StudyConfig) -> None:
-    from pedtune.benchmark.compare import run_compare
+    from pedtune.stages.compare import run_compare
 
     run_compare(config)
 
@@ -95,6 +95,19 @@ def package_version() -> str:
         return "unknown (not installed)"
 
 
+def _dvc_deps(check: bool, log: logging.Logger) -> int:
+    from pedtune.dvc_deps import stale_pipelines, write_dvc_deps
+
+    if check:
+        stale = stale_pipelines()
+        for name in stale:
+            log.error(f"{name}: its code deps differ from the stage modules' imports; run `pedtune dvc-deps`")
+        return 1 if stale else 0
+    changed = write_dvc_deps()
+    console.summary(log, "code deps " + ("rewritten" if changed else "already current"), wrote=changed)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pedtune", description=__doc__)
     parser.add_argument("--version", action="version", version=f"pedtune {package_version()}")
@@ -124,6 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
     reference_help = "write docs/params.md, the params reference, from the schema's descriptions"
     reference = sub.add_parser("params-reference", help=reference_help, description=reference_help)
     reference.add_argument("--output", default="docs/params.md", help="where to write it (default: %(default)s)")
+    deps_help = "write the src/pedtune deps of dvc.yaml's stages from each stage module's imports"
+    deps = sub.add_parser("dvc-deps", help=deps_help, description=deps_help)
+    deps.add_argument("--check", action="store_true", help="only report stale pipeline files (exit 1 if any)")
+    layout_help = "rewrite docs/development.md's layout section from the tree and the modules' docstrings"
+    layout = sub.add_parser("docs-layout", help=layout_help, description=layout_help)
+    layout.add_argument("--page", default="docs/development.md", help="the page to rewrite (default: %(default)s)")
     return parser
 
 
@@ -158,6 +177,14 @@ def main(argv: list[str] | None = None) -> int:
 
             write_reference(args.output)
             return 0
+        if args.stage == "docs-layout":
+            from pedtune.docs_layout import write_layout
+
+            changed = write_layout(Path(args.page))
+            console.summary(log, "layout " + ("rewritten" if changed else "already current"), wrote=[args.page])
+            return 0
+        if args.stage == "dvc-deps":
+            return _dvc_deps(args.check, log)
         config = load_config(args.params)
         if args.stage in LOGGING_STAGES:
             check_reachable(config.mlflow)

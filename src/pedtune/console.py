@@ -21,6 +21,8 @@ from typing import TypeVar
 
 from tqdm import tqdm
 
+from pedtune.units import duration
+
 ROOT = "pedtune"
 SUMMARY = 25  # between INFO and WARNING: what --quiet still shows
 logging.addLevelName(SUMMARY, "SUMMARY")
@@ -120,18 +122,6 @@ def plain_ray_prefixes() -> Iterator[None]:
             os.environ.pop(RAY_COLOR_PREFIX, None)
         else:
             os.environ[RAY_COLOR_PREFIX] = before
-
-
-def duration(seconds: float) -> str:
-    """``42 s``, ``7 min 05 s``, ``3 h 20 min``: what a person reads, at a precision worth reading."""
-    seconds = max(0.0, seconds)
-    if seconds < 60:
-        return f"{seconds:.0f} s"
-    minutes, secs = divmod(round(seconds), 60)
-    if minutes < 60:
-        return f"{minutes} min {secs:02d} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min"
 
 
 class Progress:

@@ -11,6 +11,7 @@ TRAINED_MODEL = Path("models/model.pt")
 TRAIN_METRICS = Path("metrics/train.json")
 TRAIN_HISTORY = Path("plots/train/history.csv")
 TUNE_DIR = Path("results/tune")
+BEST_PARAMS = TUNE_DIR / "best_params.yaml"  # the tuned train section, read by evaluate
 TUNE_METRICS = Path("metrics/tune.json")
 EVALUATE_DIR = Path("results/evaluate")
 EVALUATE_METRICS = Path("metrics/evaluate.json")

@@ -29,7 +29,7 @@ from tune_fakes import hold, release
 from tune_study import build_study, read_csv
 
 from pedtune import paths
-from pedtune.tune.driver import WALL_TIME_EVERY_S, WALL_TIME_FILE
+from pedtune.stages.tune import WALL_TIME_EVERY_S, WALL_TIME_FILE
 from pedtune.tune.trainable import CHECKPOINT_FILE
 
 # One worker builds the session's S3 server and this file's loopback cluster once (--dist loadgroup).
@@ -40,7 +40,7 @@ FAKE_SWEEP = (
     f"import sys; sys.path[:0] = [{str(HERE.parent / 'tune')!r}, {str(HERE.parent)!r}]\n"
     "import tune_study, tune_fakes\n"
     "from pedtune.config import load_config\n"
-    "from pedtune.tune.driver import run_tune\n"
+    "from pedtune.stages.tune import run_tune\n"
     "run_tune(load_config(), fit_fn=tune_fakes.fake_fit)\n"
 )
 

@@ -8,7 +8,7 @@ import pytest
 from loopback import BUCKET, S3
 
 from pedtune.config import ConfigError, validate
-from pedtune.tune.driver import WALL_TIME_FILE, prune_checkpoints, record_sweep_seconds, restorable, sweep_seconds
+from pedtune.stages.tune import WALL_TIME_FILE, prune_checkpoints, record_sweep_seconds, restorable, sweep_seconds
 from pedtune.tune.storage import STAGING_FOLDER, checkpoint_staging, open_storage
 
 
@@ -82,7 +82,7 @@ def test_the_sweep_state_lives_in_the_bucket(s3: S3, monkeypatch: pytest.MonkeyP
 
 
 def test_an_autoscaling_cluster_is_waited_for_with_a_message_until_a_node_can_hold_a_trial(monkeypatch, capsys):
-    from pedtune import cluster
+    from pedtune import ray_cluster as cluster
     from pedtune.config.schema import ResourcesConfig
 
     small, big = cluster.NodeOffer("10.0.0.2", 2, 0, False), cluster.NodeOffer("10.0.0.3", 8, 1, False)
@@ -97,7 +97,7 @@ def test_an_autoscaling_cluster_is_waited_for_with_a_message_until_a_node_can_ho
 
 
 def test_a_cluster_that_cannot_grow_fails_at_once(monkeypatch):
-    from pedtune import cluster
+    from pedtune import ray_cluster as cluster
     from pedtune.config.schema import ResourcesConfig
     from pedtune.errors import ClusterError
 
@@ -118,7 +118,7 @@ def test_a_tracking_uri_with_credentials_is_refused_naming_the_environment_varia
 
 
 def test_an_open_cluster_is_refused_unless_allowed_and_the_private_ray_is_not_probed(raw_params: dict, monkeypatch):
-    from pedtune import cluster
+    from pedtune import ray_cluster as cluster
     from pedtune.errors import UnauthenticatedClusterError
 
     probed = []

@@ -1,7 +1,7 @@
 """GPU sharing on a real GPU (skipped without CUDA): the memory cap of a GPU share, ``gpu: 0`` on
 a GPU node, the cache a reused process frees, and an evaluate run out of memory retried alone.
 
-tests/unit/test_placement.py checks the same logic with CUDA mocked.
+tests/unit/test_run_limits.py checks the same logic with CUDA mocked.
 """
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from pedtune.config import StudyConfig
-from pedtune.data.dataset import SampleStore
+from pedtune.data.dataset import SampleSet
 from pedtune.engine import train as engine
 from pedtune.evaluate import parallel
 from pedtune.evaluate.runs import INITIAL, RunInputs, RunResult, RunSpec, train_and_test
-from pedtune.placement import Grant, place_run
+from pedtune.run_limits import Grant, place_run
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -63,7 +63,7 @@ def test_the_next_run_in_a_process_starts_without_the_previous_runs_cached_block
     assert torch.cuda.memory_reserved() - torch.cuda.memory_allocated() < min(cached, 20 * 2**20)
 
 
-def test_an_evaluate_run_out_of_its_share_is_reported_then_fits_alone(auto_config, synthetic_store: SampleStore):
+def test_an_evaluate_run_out_of_its_share_is_reported_then_fits_alone(auto_config, synthetic_store: SampleSet):
     spec = RunSpec(INITIAL, 1, auto_config, keep_model=False)
     inputs = RunInputs(train=synthetic_store, val=synthetic_store, test=synthetic_store, pretrained={})
     starved = Grant(cpu=1.0, gpu=1e-4)  # a few MB of the device: the model alone does not fit

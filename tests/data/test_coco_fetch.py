@@ -10,8 +10,9 @@ import pytest
 from PIL import Image
 
 from pedtune.config.schema import DataConfig, SplitConfig
+from pedtune.data.checksum import md5sum
 from pedtune.data.coco_fetch import read_dataset
-from pedtune.data.fetch import fetch_dataset, md5sum
+from pedtune.data.fetch import fetch_dataset
 from pedtune.data.split import make_split
 from pedtune.data.synthetic import synthetic_stems
 from pedtune.errors import DataError
@@ -192,7 +193,8 @@ def test_split_stage_on_a_coco_dataset(tmp_path: Path, monkeypatch, raw_params: 
     from pedtune import paths
     from pedtune.config import validate
     from pedtune.data.split import read_split
-    from pedtune.data.stage import run_fetch, run_split
+    from pedtune.stages.fetch import run_fetch
+    from pedtune.stages.split import run_split
 
     monkeypatch.chdir(tmp_path)
     raw_params["data"].update(format="coco", source="synthetic", drop_negatives=drop_negatives,

@@ -12,7 +12,7 @@ from pycocotools.coco import COCO
 
 from coco_fakes import dir_config, load, write_coco
 from pedtune.data.coco_synthetic import CROWD_IMAGE, GREY_IMAGE, NEGATIVE_EVERY, RGBA_IMAGE
-from pedtune.data.dataset import DetectionDataset, SampleStore
+from pedtune.data.dataset import DetectionDataset, SampleSet
 from pedtune.data.fetch import fetch_dataset
 from pedtune.engine.coco_eval import coco_metrics, ground_truth
 from pedtune.errors import DataError
@@ -30,9 +30,9 @@ def _key(number: int) -> str:
     return f"shapes{number + 1:05d}"
 
 
-def _store(root: Path, min_size: int = 64, max_size: int = 80) -> SampleStore:
+def _store(root: Path, min_size: int = 64, max_size: int = 80) -> SampleSet:
     keys = [_key(n) for n in range(20)]
-    return SampleStore(root, keys, min_size, max_size, cache=True)
+    return SampleSet(root, keys, min_size, max_size, cache=True)
 
 
 def test_labels_are_contiguous_and_names_kept(fetched):
@@ -99,7 +99,7 @@ def test_ground_truth_stays_at_the_original_size_when_samples_are_resized(fetche
 def test_a_split_naming_images_the_dataset_lacks_is_refused(fetched):
     root, _ = fetched
     with pytest.raises(DataError, match=r"the split names images the dataset at .* lacks: FudanPed00001"):
-        SampleStore(root, ["shapes00001", "FudanPed00001"], 64, 80)
+        SampleSet(root, ["shapes00001", "FudanPed00001"], 64, 80)
 
 
 def test_store_pickles_with_its_reader(fetched):
@@ -117,7 +117,7 @@ def test_per_category_ap_and_na_for_a_category_the_scored_images_lack(fetched, b
     # Only images holding no disc (label 3): the disc has no ground truth there, so no AP (n/a).
     chosen = [key for index, key in enumerate(store.stems)
               if all(entry["category_id"] != 3 for entry in store.truth(index)[1])]
-    store = SampleStore(root, chosen, 64, 80)
+    store = SampleSet(root, chosen, 64, 80)
     results = [
         {"image_id": index, "category_id": entry["category_id"], "bbox": entry["bbox"], "score": 1.0,
          "segmentation": entry["segmentation"]}

@@ -8,7 +8,7 @@ import torch
 
 from pedtune.config.schema import DataConfig, SplitConfig, SyntheticConfig
 from pedtune.data.coco_fetch import read_dataset
-from pedtune.data.dataset import SampleStore, list_stems
+from pedtune.data.dataset import SampleSet, list_stems
 from pedtune.data.export import export_coco
 from pedtune.data.fetch import fetch_dataset
 from pedtune.data.split import make_split
@@ -34,7 +34,7 @@ def test_the_export_gives_the_same_split_samples_truth_and_metrics(tmp_path: Pat
     assert make_split(sorted(categories), split_cfg, categories) == split
 
     size = (48, 64)  # resized at decode time (80 x 60 -> 64 x 48), scored at 80 x 60
-    stores = {name: (SampleStore(native, split.part(name), *size), SampleStore(coco, split.part(name), *size))
+    stores = {name: (SampleSet(native, split.part(name), *size), SampleSet(coco, split.part(name), *size))
               for name in ("train", "val")}
     for ours, theirs in stores.values():
         assert theirs.categories == ours.categories == {1: "person"}

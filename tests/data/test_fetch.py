@@ -9,17 +9,11 @@ import pytest
 from PIL import Image
 
 from pedtune.config.schema import DataConfig, SyntheticConfig
-from pedtune.data import fetch
-from pedtune.data.fetch import (
-    dataset_hash,
-    download,
-    fetch_dataset,
-    find_dataset_root,
-    md5sum,
-    safe_extract,
-    validate_dataset,
-    verify_archive,
-)
+from pedtune.data.archive import find_dataset_root, safe_extract, verify_archive
+from pedtune.data.checksum import dataset_hash, md5sum
+from pedtune.data.download import _PlainProgress, download
+from pedtune.data.fetch import fetch_dataset
+from pedtune.data.validation import validate_dataset
 from pedtune.errors import DataError
 
 # ---------------------------------------------------------------------------- helpers
@@ -405,7 +399,7 @@ def test_download_progress_and_short_read(
 
 
 def test_plain_progress_fallback(capsys: pytest.CaptureFixture[str]) -> None:
-    bar = fetch._PlainProgress(total=100, desc="x.zip")
+    bar = _PlainProgress(total=100, desc="x.zip")
     for _ in range(10):
         bar.update(10)
     bar.close()

@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 from pedtune.config.schema import SyntheticConfig
-from pedtune.data.fetch import validate_dataset
 from pedtune.data.synthetic import write_synthetic_dataset
+from pedtune.data.validation import validate_dataset
 from pedtune.errors import DataError
 
 BOX_RE = re.compile(

@@ -1,4 +1,4 @@
-"""The study's DVC project lists only the study's stages; benchmarks/ is a DVC project of its own
+"""The study's DVC project lists only the study's stages; recordings/ is a DVC project of its own
 whose record and compare stages stay visible and runnable from there."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from study_copy import REPO, run
 
 pytestmark = pytest.mark.slow  # DVC commands in a copy of the repository
 
-SHIPPED = ("dvc.yaml", "params.yaml", ".gitignore", ".dvc/config", ".dvc/.gitignore", "benchmarks/dvc.yaml",
-           "benchmarks/.dvc/config", "benchmarks/.dvc/.gitignore", "benchmarks/.dvcignore")
+SHIPPED = ("dvc.yaml", "params.yaml", ".gitignore", ".dvc/config", ".dvc/.gitignore", "recordings/dvc.yaml",
+           "recordings/.dvc/config", "recordings/.dvc/.gitignore", "recordings/.dvcignore")
 
 
 def test_a_fresh_clone_shows_the_study_stages_at_the_root_and_the_benchmark_ones_in_benchmarks(tmp_path: Path):
@@ -29,6 +29,6 @@ def test_a_fresh_clone_shows_the_study_stages_at_the_root_and_the_benchmark_ones
     study = set(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"])
     listed = set(json.loads(run(["dvc", "status", "--json"], clone).stdout))
     assert listed and listed <= study, listed  # nothing run yet: each study stage with missing outputs
-    benchmark = set(json.loads(run(["dvc", "status", "--json"], clone / "benchmarks").stdout))
+    benchmark = set(json.loads(run(["dvc", "status", "--json"], clone / "recordings").stdout))
     assert benchmark == {"record", "compare"}, benchmark
-    assert '"record" -> "compare"' in run(["dvc", "dag", "--dot"], clone / "benchmarks").stdout
+    assert '"record" -> "compare"' in run(["dvc", "dag", "--dot"], clone / "recordings").stdout

@@ -10,7 +10,7 @@ import yaml
 
 from pedtune.config import StudyConfig, validate
 from pedtune.config.schema import ResourcesConfig, TuneConfig
-from pedtune.data.dataset import SampleStore, list_stems
+from pedtune.data.dataset import SampleSet, list_stems
 from pedtune.evaluate import parallel
 from pedtune.evaluate.runs import INITIAL, TUNED, RunInputs, RunResult, RunSpec, out_of_memory, plan_runs
 
@@ -63,8 +63,8 @@ def test_runs_in_parallel_through_ray(synthetic_root: Path, tiny_config: StudyCo
     monkeypatch.setattr(parallel, "local_capacity", lambda resources: 2)
     stems = list_stems(synthetic_root)
 
-    def store(part: list[str]) -> SampleStore:
-        return SampleStore(synthetic_root, part, 48, 64).preload()
+    def store(part: list[str]) -> SampleSet:
+        return SampleSet(synthetic_root, part, 48, 64).preload()
 
     inputs = RunInputs(train=store(stems[:4]), val=store(stems[4:5]), test=store(stems[5:]), pretrained={})
     # Three runs on two slots: the last one reserves both and trains alone at the end.

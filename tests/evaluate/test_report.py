@@ -103,7 +103,7 @@ def test_report_table_and_cost(study: Study):
     assert "| momentum |" not in report  # unchanged and not searched
     assert "| search: epochs trained by all trials | 87 |" in report and "| search: wall time | n/a |" in report
     assert "| evaluation: training runs | 6 (2 configs × 3 seeds), 60 epochs |" in report
-    assert "| evaluation: wall time | 66.7 min |" in report
+    assert "| evaluation: wall time | 1 h 06 min |" in report
     assert "on the train split (119 images) for 10 epochs" in report
 
 
@@ -213,9 +213,9 @@ def test_readme_preamble_is_drawn_from_the_report(study: Study):
     report = report_markdown(costed)
     text = preamble(report)
     assert "The study ran on Some CPU, 2 CPUs, device cpu." in text
-    # 1974 s = 32.9 min of search, 4000 s = 66.7 min of evaluation, as the report's cost table gives them.
-    assert "The search (6 trials, 12 epochs trained) took 32.9 min, the evaluation (6 training runs) 66.7 min: " \
-           "100 min in all." in text
+    # 1974 s of search, 4000 s of evaluation, as the report's cost table gives them (pedtune.units.duration).
+    assert "The search (6 trials, 12 epochs trained) took 32 min 54 s, the evaluation (6 training runs) 1 h 06 min: " \
+           "99 min in all." in text  # the sum of the two figures as shown
     assert results_block(report) == f"{text}\n\n{report.strip()}"
     # A report without a cost table (or with a search time not recorded) gives no total.
     assert "in all" not in preamble(report_markdown(study))

@@ -16,15 +16,16 @@ from pedtune import paths
 from pedtune.config import StudyConfig, validate
 from pedtune.config.schema import SyntheticConfig
 from pedtune.data.split import read_split
-from pedtune.data.stage import run_split
 from pedtune.data.synthetic import write_synthetic_dataset
 from pedtune.engine.coco_eval import METRIC_NAMES
 from pedtune.engine.train import EpochResult
 from pedtune.errors import NonFiniteLossError
-from pedtune.evaluate import files, parallel, runs, stage
-from pedtune.evaluate.stage import run_evaluate
+from pedtune.evaluate import files, parallel, runs
 from pedtune.evaluate.stats import IMPROVEMENT, NO_DIFFERENCE, WORSE
 from pedtune.model.weights import save_weights
+from pedtune.stages import evaluate as stage
+from pedtune.stages.evaluate import run_evaluate
+from pedtune.stages.split import run_split
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TUNED = {"lr": 0.01, "batch_size": 4, "weight_decay": 0.0001}
@@ -72,9 +73,9 @@ def test_stage_compares_both_configs_without_training_on_the_test_split(study: S
     seen: list[tuple[float, int, tuple[str, ...], tuple[str, ...]]] = []
     real_fit = runs.fit
 
-    def recording_fit(config, train_store, eval_store, *args, **kwargs):
-        seen.append((config.train.lr, config.train.seed, tuple(train_store.stems), tuple(eval_store.stems)))
-        return real_fit(config, train_store, eval_store, *args, **kwargs)
+    def recording_fit(config, train_samples, eval_samples, *args, **kwargs):
+        seen.append((config.train.lr, config.train.seed, tuple(train_samples.stems), tuple(eval_samples.stems)))
+        return real_fit(config, train_samples, eval_samples, *args, **kwargs)
 
     monkeypatch.setattr(runs, "fit", recording_fit)
     # One run at a time, so every training happens in this process and is recorded.

@@ -57,7 +57,7 @@ def test_a_trial_checkpoints_the_epochs_params_yaml_asks_for(monkeypatch, tmp_pa
     recording = RecordingTune()
     monkeypatch.setattr(trainable, "tune", recording)
 
-    def five_epochs(config, train_store, val_store, pretrained, on_epoch_end, resume, on_epoch_trained):
+    def five_epochs(config, train_samples, val_samples, pretrained, on_epoch_end, resume, on_epoch_trained):
         assert resume is None
         for epoch in range(1, 6):
             if announces_trained:
@@ -65,7 +65,7 @@ def test_a_trial_checkpoints_the_epochs_params_yaml_asks_for(monkeypatch, tmp_pa
             on_epoch_end(EpochResult(epoch, {"bbox_mAP": 0.1 * epoch}),
                          lambda epoch=epoch: {"epoch": epoch, "history": [{"bbox_mAP": 0.1}] * epoch})
 
-    trainable.train_trial(initial_point(base), base=base, train_store=None, val_store=None, pretrained={},
+    trainable.train_trial(initial_point(base), base=base, train_samples=None, val_samples=None, pretrained={},
                           fit_fn=five_epochs, checkpoint_staging=tmp_path / "staging")
     assert recording.reports == expected
     assert list((tmp_path / "staging").iterdir()) == []  # each staged folder is gone once reported
@@ -75,7 +75,7 @@ def _trial(monkeypatch, staging: Path, fit_fn) -> RecordingTune:
     base = validate(yaml.safe_load((REPO / "profiles" / "cpu-quick.yaml").read_text()))
     recording = RecordingTune()
     monkeypatch.setattr(trainable, "tune", recording)
-    trainable.train_trial(initial_point(base), base=base, train_store=None, val_store=None, pretrained={},
+    trainable.train_trial(initial_point(base), base=base, train_samples=None, val_samples=None, pretrained={},
                           fit_fn=fit_fn, checkpoint_staging=staging)
     return recording
 
@@ -88,7 +88,7 @@ def test_the_training_state_is_written_while_the_epoch_is_evaluated(monkeypatch,
     staging = tmp_path / "staging"
     weights = {"weight": torch.arange(4.0)}
 
-    def one_epoch(config, train_store, val_store, pretrained, on_epoch_end, resume, on_epoch_trained):
+    def one_epoch(config, train_samples, val_samples, pretrained, on_epoch_end, resume, on_epoch_trained):
         on_epoch_trained(1, lambda: {"epoch": 1, "model": weights})
         # "Evaluating": the state must reach the disk before this epoch's report is made.
         deadline = time.monotonic() + 60
@@ -109,7 +109,7 @@ def test_the_training_state_is_written_while_the_epoch_is_evaluated(monkeypatch,
 def test_a_checkpoint_that_cannot_be_written_fails_the_trial_and_leaves_nothing(monkeypatch, tmp_path: Path):
     staging = tmp_path / "staging"
 
-    def unsavable_state(config, train_store, val_store, pretrained, on_epoch_end, resume, on_epoch_trained):
+    def unsavable_state(config, train_samples, val_samples, pretrained, on_epoch_end, resume, on_epoch_trained):
         on_epoch_trained(1, lambda: {"epoch": 1, "model": threading.Lock()})  # cannot be pickled
         on_epoch_end(EpochResult(1, {"bbox_mAP": 0.5}), lambda: {"epoch": 1, "history": []})
 
@@ -121,7 +121,7 @@ def test_a_checkpoint_that_cannot_be_written_fails_the_trial_and_leaves_nothing(
 def test_a_fit_failing_while_its_checkpoint_is_written_leaves_nothing(monkeypatch, tmp_path: Path):
     staging = tmp_path / "staging"
 
-    def fails_evaluating(config, train_store, val_store, pretrained, on_epoch_end, resume, on_epoch_trained):
+    def fails_evaluating(config, train_samples, val_samples, pretrained, on_epoch_end, resume, on_epoch_trained):
         on_epoch_trained(1, lambda: {"epoch": 1, "model": {"weight": torch.zeros(2**20)}})
         raise RuntimeError("evaluation failed")
 

@@ -15,9 +15,10 @@ from tune_fakes import DELAY_ENV, WORKER_DIES_LR, fake_fit
 from tune_study import build_study, read_csv, sweep_runs
 
 from pedtune import paths
-from pedtune.errors import ClusterError
 from pedtune.data.split import read_split
-from pedtune.tune.driver import _trial_inputs, restorable, run_tune
+from pedtune.errors import ClusterError
+from pedtune.stages.inputs import read_inputs
+from pedtune.stages.tune import _trial_inputs, restorable, run_tune
 from pedtune.tune.storage import open_storage
 
 HERE = Path(__file__).resolve().parent
@@ -96,7 +97,7 @@ def _start_sweep_in_subprocess(root: Path) -> subprocess.Popen:
         f"import sys; sys.path[:0] = [{str(HERE)!r}, {str(HERE.parent)!r}]\n"
         "import tune_study, tune_fakes\n"
         "from pedtune.config import load_config\n"
-        "from pedtune.tune.driver import run_tune\n"
+        "from pedtune.stages.tune import run_tune\n"
         "run_tune(load_config(), fit_fn=tune_fakes.fake_fit)\n"
     )
     env = {**os.environ, DELAY_ENV: "3"}
@@ -152,10 +153,10 @@ def test_an_interrupted_sweep_resumes_without_duplicate_runs(study: Path, capfd:
 def test_trials_train_on_the_train_split_and_score_on_val(study: Path):
     config = build_study(study)
     split, _ = read_split(paths.SPLIT_FILE)
-    inputs = _trial_inputs(config, split, fake_fit)
-    assert list(inputs.train_store.stems) == list(split.train)
-    assert list(inputs.val_store.stems) == list(split.val)
-    assert not set(split.test) & (set(inputs.train_store.stems) | set(inputs.val_store.stems))
+    inputs = _trial_inputs(read_inputs(config), fake_fit)
+    assert list(inputs.train_samples.stems) == list(split.train)
+    assert list(inputs.val_samples.stems) == list(split.val)
+    assert not set(split.test) & (set(inputs.train_samples.stems) | set(inputs.val_samples.stems))
 
 
 def test_resources_this_machine_lacks_fail_at_once(study: Path):
@@ -176,7 +177,7 @@ def test_a_sweep_killed_before_its_first_snapshot_is_started_afresh(tmp_path: Pa
 
 
 def test_the_sweep_wall_time_ledger_adds_up_and_needs_the_sweep_folder(tmp_path: Path):
-    from pedtune.tune.driver import WALL_TIME_FILE, record_sweep_seconds, sweep_seconds
+    from pedtune.stages.tune import WALL_TIME_FILE, record_sweep_seconds, sweep_seconds
 
     folder, storage = tmp_path / "sweep-abc", open_storage(str(tmp_path))
     record_sweep_seconds(storage, folder.name, 5.0)

@@ -11,11 +11,11 @@ import yaml
 from tune_study import study_params
 
 from pedtune.config import validate
+from pedtune.tracking.sweep import trial_metrics
 from pedtune.tune.outputs import best_params_yaml, curves_csv, summary_table, trials_csv, tune_metrics
 from pedtune.tune.plots import PLOTS, asha_rungs, plot_best_so_far, write_plots
 from pedtune.tune.results import COMPLETED, ERROR, STOPPED_EARLY, TrialRecord, best_trial
 from pedtune.tune.space import decode_sample
-from pedtune.tune.tracking import trial_metrics
 
 PARAMS = ["train.lr", "train.batch_size"]
 

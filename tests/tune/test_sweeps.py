@@ -14,7 +14,7 @@ from tune_study import SweepRuns, build_study, read_csv, study_params, sweep_run
 
 from pedtune import paths
 from pedtune.config import StudyConfig, validate
-from pedtune.tune.driver import run_tune
+from pedtune.stages.tune import run_tune
 from pedtune.tune.outputs import CURVES_CSV
 
 pytestmark = pytest.mark.slow

@@ -11,7 +11,7 @@ from tune_fakes import save_state
 from tune_study import build_study
 
 from pedtune import paths
-from pedtune.data.dataset import open_store
+from pedtune.data.dataset import open_samples
 from pedtune.data.split import read_split
 from pedtune.engine.train import EpochResult, fit
 from pedtune.tune.trainable import load_state
@@ -24,8 +24,8 @@ def test_a_run_resumed_from_a_saved_epoch_continues_as_if_never_stopped(study: P
     config = build_study(study)
     split, _ = read_split(paths.SPLIT_FILE)
     size = (config.model.min_size, config.model.max_size)
-    train = open_store(paths.DATA_ROOT, split.train, *size, True, "")
-    val = open_store(paths.DATA_ROOT, split.val, *size, True, "")
+    train = open_samples(paths.DATA_ROOT, split.train, *size, True, "")
+    val = open_samples(paths.DATA_ROOT, split.val, *size, True, "")
     folder = study / "checkpoint"
     folder.mkdir()
 

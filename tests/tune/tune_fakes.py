@@ -66,8 +66,8 @@ def fake_score(lr: float, epoch: int, epochs: int) -> float:
 
 def fake_fit(
     config: StudyConfig,
-    train_store: Any,
-    eval_store: Any,
+    train_samples: Any,
+    eval_samples: Any,
     pretrained: Mapping[str, torch.Tensor] | None = None,
     on_epoch_end: EpochHook | None = None,
     resume: Mapping[str, Any] | None = None,

@@ -17,9 +17,9 @@ from study_copy import merge
 
 from pedtune import paths
 from pedtune.config import StudyConfig, validate
-from pedtune.data.stage import run_split
 from pedtune.data.synthetic import write_synthetic_dataset
 from pedtune.model.weights import save_weights
+from pedtune.stages.split import run_split
 
 REPO = Path(__file__).resolve().parents[2]
 TINY: dict[str, Any] = {

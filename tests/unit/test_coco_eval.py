@@ -7,12 +7,12 @@ import torch
 from faster_coco_eval import COCOeval_faster
 from pycocotools.cocoeval import COCOeval
 
-from pedtune.data.dataset import SampleStore
+from pedtune.data.dataset import SampleSet
 from pedtune.engine.coco_eval import METRIC_NAMES, coco_metrics, column_major, ground_truth, to_coco_results
 
 
-def _perfect(store: SampleStore, index: int) -> dict[str, torch.Tensor]:
-    sample = store[index]
+def _perfect(samples: SampleSet, index: int) -> dict[str, torch.Tensor]:
+    sample = samples[index]
     return {
         "boxes": sample.boxes,
         "scores": torch.ones(len(sample.masks)),
@@ -21,7 +21,7 @@ def _perfect(store: SampleStore, index: int) -> dict[str, torch.Tensor]:
     }
 
 
-def test_perfect_predictions_score_one_and_none_score_zero(synthetic_store: SampleStore):
+def test_perfect_predictions_score_one_and_none_score_zero(synthetic_store: SampleSet):
     coco = ground_truth(synthetic_store)
     results = [r for i in range(len(synthetic_store)) for r in to_coco_results(i, _perfect(synthetic_store, i))]
     perfect = coco_metrics(coco, results)
@@ -30,7 +30,7 @@ def test_perfect_predictions_score_one_and_none_score_zero(synthetic_store: Samp
     assert coco_metrics(coco, []) == dict.fromkeys(METRIC_NAMES, 0.0)
 
 
-def test_shifted_boxes_lose_strict_ap_but_masks_keep_it(synthetic_store: SampleStore):
+def test_shifted_boxes_lose_strict_ap_but_masks_keep_it(synthetic_store: SampleSet):
     coco = ground_truth(synthetic_store)
     results = []
     for index in range(len(synthetic_store)):
@@ -43,7 +43,7 @@ def test_shifted_boxes_lose_strict_ap_but_masks_keep_it(synthetic_store: SampleS
     assert metrics["bbox_AP50"] < 0.5 and metrics["segm_mAP"] > 0.99
 
 
-def test_both_backends_score_a_mixed_prediction_set_alike(synthetic_store: SampleStore):
+def test_both_backends_score_a_mixed_prediction_set_alike(synthetic_store: SampleSet):
     # Half the images predicted perfectly, half with boxes shifted off their pedestrians and
     # low scores, so every AP lies strictly between 0 and 1 where the backends could differ.
     results = []
@@ -66,7 +66,7 @@ def test_both_backends_score_a_mixed_prediction_set_alike(synthetic_store: Sampl
         assert coco_metrics(truth, []) == dict.fromkeys(METRIC_NAMES, 0.0)
 
 
-def test_binary_masks_give_the_results_their_probabilities_give(synthetic_store: SampleStore):
+def test_binary_masks_give_the_results_their_probabilities_give(synthetic_store: SampleSet):
     # predict hands over masks already thresholded on the device; scoring must not change.
     prediction = _perfect(synthetic_store, 0)
     probabilities = prediction["masks"] * 0.6 + 0.2  # 0.2 outside each pedestrian, 0.8 inside
@@ -75,7 +75,7 @@ def test_binary_masks_give_the_results_their_probabilities_give(synthetic_store:
     assert len(binary) == len(prediction["scores"]) > 0
 
 
-def test_column_major_masks_reach_the_encoder_without_a_layout_copy(synthetic_store: SampleStore):
+def test_column_major_masks_reach_the_encoder_without_a_layout_copy(synthetic_store: SampleSet):
     # iter_predictions lays GPU masks out column by column before the copy to the CPU.
     prediction = _perfect(synthetic_store, 0)
     masks = prediction["masks"] > 0.5

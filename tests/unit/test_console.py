@@ -11,6 +11,7 @@ import pytest
 
 from pedtune import console
 from pedtune.cli import main
+from pedtune.units import duration
 
 CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # anything but newline and tab: \r, ANSI escapes
 
@@ -101,7 +102,7 @@ def test_summary_names_files_and_the_commands_to_look_at_them(capsys):
 @pytest.mark.parametrize(("seconds", "shown"),
                          [(0.4, "0 s"), (42, "42 s"), (425, "7 min 05 s"), (12_000, "3 h 20 min")])
 def test_durations_read_at_a_useful_precision(seconds, shown):
-    assert console.duration(seconds) == shown
+    assert duration(seconds) == shown
 
 
 def test_version_comes_from_the_package_metadata(capsys):

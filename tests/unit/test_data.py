@@ -9,7 +9,7 @@ from PIL import Image
 from torchvision.ops import masks_to_boxes
 
 from pedtune.config.schema import SplitConfig
-from pedtune.data.dataset import DetectionDataset, SampleStore, list_stems, load_sample, scale_for
+from pedtune.data.dataset import DetectionDataset, SampleSet, list_stems, load_sample, scale_for
 from pedtune.data.split import make_split, read_split, write_split
 from pedtune.errors import DataError
 
@@ -27,7 +27,7 @@ def test_samples_are_resized_to_the_model_scale_with_boxes_from_masks(synthetic_
     assert scale_for(height, width, 96, 200) == pytest.approx(1.0, abs=0.02)
 
 
-def test_flipped_training_samples_keep_boxes_on_their_masks(synthetic_store: SampleStore):
+def test_flipped_training_samples_keep_boxes_on_their_masks(synthetic_store: SampleSet):
     dataset = DetectionDataset(synthetic_store, hflip_prob=1.0)
     image, target = dataset[0]
     assert image.dtype == torch.float32 and 0.0 <= image.min() and image.max() <= 1.0
@@ -39,7 +39,7 @@ def test_flipped_training_samples_keep_boxes_on_their_masks(synthetic_store: Sam
 
 
 def test_cache_decodes_each_image_once(synthetic_root: Path, monkeypatch):
-    store = SampleStore(synthetic_root, list_stems(synthetic_root), 48, 64, cache=True).preload()
+    store = SampleSet(synthetic_root, list_stems(synthetic_root), 48, 64, cache=True).preload()
     monkeypatch.setattr("pedtune.data.dataset.load_sample", lambda *a: pytest.fail("decoded again"))
     assert all(store[i].stem for i in range(len(store)))
 

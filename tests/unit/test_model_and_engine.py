@@ -10,7 +10,7 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from pedtune.config.schema import BACKBONE_STAGES, ModelConfig
-from pedtune.data.dataset import SampleStore
+from pedtune.data.dataset import SampleSet
 from pedtune.engine import train as engine
 from pedtune.errors import NonFiniteLossError, WeightsError
 from pedtune.model import factory
@@ -132,7 +132,7 @@ def test_weights_file_round_trip_and_mismatch(tmp_path):
         load_weights(tmp_path / "missing.pt", cfg)
 
 
-def test_fit_reports_every_epoch_and_resumes_exactly(tiny_config, synthetic_store: SampleStore, monkeypatch):
+def test_fit_reports_every_epoch_and_resumes_exactly(tiny_config, synthetic_store: SampleSet, monkeypatch):
     releases = []
     monkeypatch.setattr(engine, "release_freed_heap", lambda: releases.append(True))
     states, trained, order = [], [], []
@@ -163,7 +163,7 @@ def test_fit_reports_every_epoch_and_resumes_exactly(tiny_config, synthetic_stor
         assert torch.allclose(tensor.float(), resumed.model.state_dict()[name].float(), atol=1e-5), name
 
 
-def test_a_run_resumed_with_loader_workers_trains_the_same_epochs(tiny_config, synthetic_store: SampleStore):
+def test_a_run_resumed_with_loader_workers_trains_the_same_epochs(tiny_config, synthetic_store: SampleSet):
     # Workers draw the flips, and the first epoch of a loader draws their seeds before its order:
     # persistent workers made a resumed epoch see another order and other flips.
     config = tiny_config.model_copy(update={"data": tiny_config.data.model_copy(update={"num_workers": 2})})
@@ -177,7 +177,7 @@ def test_a_run_resumed_with_loader_workers_trains_the_same_epochs(tiny_config, s
         torch.testing.assert_close(resumed.model.state_dict()[name], tensor, rtol=0, atol=1e-6, msg=name)
 
 
-def test_fit_scores_with_the_configured_coco_backend(tiny_config, synthetic_store: SampleStore, monkeypatch):
+def test_fit_scores_with_the_configured_coco_backend(tiny_config, synthetic_store: SampleSet, monkeypatch):
     backends = []
     index = engine.ground_truth
     monkeypatch.setattr(engine, "ground_truth", lambda store, backend: backends.append(backend) or index(store, backend))
@@ -224,7 +224,7 @@ class _FlatMaskDetector(torch.nn.Module):
         return outputs
 
 
-def test_predictions_come_binarised_and_one_batch_at_a_time(synthetic_store: SampleStore):
+def test_predictions_come_binarised_and_one_batch_at_a_time(synthetic_store: SampleSet):
     loader = engine._loader(synthetic_store, 2, 0, 0.0, None)
     model = _FlatMaskDetector()
     stream = engine.iter_predictions(model, loader, torch.device("cpu"))

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from pedtune.config.schema import DataConfig, ModelConfig, SyntheticConfig
-from pedtune.data.dataset import SampleStore
+from pedtune.data.dataset import SampleSet
 from pedtune.data.fetch import fetch_dataset
 from pedtune.engine.original_size import detect
 from pedtune.engine.train import fit
@@ -49,7 +49,7 @@ def test_the_heads_follow_the_categories_and_multi_class_data_trains(tmp_path: P
     syn = SyntheticConfig(num_images=8, height=48, width=64, max_instances=2, categories=3)
     fetch_dataset(DataConfig(format="coco", source="synthetic", synthetic=syn), tmp_path / "dataset")
     keys = [f"shapes{n:05d}" for n in range(1, 9)]
-    train, val = (SampleStore(tmp_path / "dataset", part, 48, 64) for part in (keys[:6], keys[6:]))
+    train, val = (SampleSet(tmp_path / "dataset", part, 48, 64) for part in (keys[:6], keys[6:]))
     config = tiny_config.model_copy(update={"train": tiny_config.train.model_copy(update={"epochs": 1})})
     result = fit(config, train, val)
     assert result.model.roi_heads.box_predictor.cls_score.out_features == 4  # 3 categories + background

@@ -7,13 +7,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pedtune import paths, train
+from pedtune import paths
 from pedtune.config import validate
 from pedtune.config.schema import SyntheticConfig
 from pedtune.data.split import read_split
-from pedtune.data.stage import run_split
 from pedtune.data.synthetic import write_synthetic_dataset
 from pedtune.model.weights import save_weights
+from pedtune.stages import train
+from pedtune.stages.split import run_split
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,9 +37,9 @@ def test_the_train_stage_trains_on_train_and_scores_on_val(tmp_path: Path, monke
     seen: list[tuple[list[str], list[str]]] = []
     real_fit = train.fit
 
-    def recording_fit(config, train_store, val_store, *args, **kwargs):
-        seen.append((list(train_store.stems), list(val_store.stems)))
-        return real_fit(config, train_store, val_store, *args, **kwargs)
+    def recording_fit(config, train_samples, val_samples, *args, **kwargs):
+        seen.append((list(train_samples.stems), list(val_samples.stems)))
+        return real_fit(config, train_samples, val_samples, *args, **kwargs)
 
     monkeypatch.setattr(train, "fit", recording_fit)
     metrics = train.run_train(config)

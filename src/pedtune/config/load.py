@@ -95,3 +95,11 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[name] = value
     return flat
+
+
+def run_params(config: StudyConfig) -> dict[str, Any]:
+    """What defines a training run, flattened (``train.lr``, ``model.arch``, ...): the params every run logs."""
+    return flatten(
+        {"data": {"split": config.data.split.model_dump()}, "model": config.model.model_dump(),
+         "train": config.train.model_dump()}
+    )

@@ -684,7 +684,7 @@ class RecordConfig(Section):
         default=None, description="Epochs each configuration is trained and scored for; null: train.epochs."
     )
     folder: str = Field(
-        default="benchmarks/recorded",
+        default="recordings/recorded",
         description="Folder of the recorded table (table.csv) and its provenance (provenance.json).",
     )
 

@@ -1,0 +1,1 @@
+"""The dataset: fetched and checked whole, split with a seed, decoded into samples."""

@@ -15,9 +15,10 @@ from pathlib import Path
 
 from pedtune import console
 from pedtune.config.schema import AnnotationFiles, DataConfig
+from pedtune.data.archive import archive_from_url, local_archive, safe_extract
 from pedtune.data.coco import CocoImage, CocoIndex, check_has_masks, check_image_files, check_same_categories, index_coco
-from pedtune.data.fetch import DatasetSummary, archive_from_url, local_archive, safe_extract
 from pedtune.data.split import PARTS, Split
+from pedtune.data.validation import DatasetSummary
 from pedtune.errors import DataError
 
 IMAGES = "images"

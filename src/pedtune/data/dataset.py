@@ -5,7 +5,7 @@ the light model at 320 px, so samples are decoded once, resized to the size the 
 will see, and (with ``data.cache``) kept in memory; the per-step work is only the
 random flip and the float conversion. Which reader decodes depends on what the fetch stage
 laid out: PennFudanPed's folders (here) or a COCO dataset (:mod:`pedtune.data.coco_samples`).
-Scores are computed against each image's original annotations (:meth:`SampleStore.truth`).
+Scores are computed against each image's original annotations (:meth:`SampleSet.truth`).
 """
 
 from __future__ import annotations
@@ -184,7 +184,7 @@ def reader_for(root: Path) -> Reader:
     return PennFudanReader(root)
 
 
-class SampleStore:
+class SampleSet:
     """Decoded samples of some stems, held in memory when ``cache`` is on (picklable)."""
 
     def __init__(
@@ -220,7 +220,7 @@ class SampleStore:
         """The image's size and ground truth where it is scored: the image file's, not the resized sample's."""
         return self.reader.truth(self.stems[index])
 
-    def preload(self, label: str = "") -> "SampleStore":
+    def preload(self, label: str = "") -> "SampleSet":
         """Decode everything now, in this process, so DataLoader workers inherit the cache."""
         if self.cache:
             for index in range(len(self)):
@@ -245,18 +245,18 @@ def to_target(sample: Sample, image_id: int) -> dict[str, torch.Tensor]:
 class DetectionDataset(Dataset):
     """``(image, target)`` pairs in the format torchvision's detection models train on."""
 
-    def __init__(self, store: SampleStore, hflip_prob: float = 0.0) -> None:
-        self.store = store
+    def __init__(self, samples: SampleSet, hflip_prob: float = 0.0) -> None:
+        self.samples = samples
         steps: list[v2.Transform] = [v2.ToDtype(torch.float32, scale=True)]
         if hflip_prob > 0:
             steps.insert(0, v2.RandomHorizontalFlip(p=hflip_prob))
         self.transform = v2.Compose(steps)
 
     def __len__(self) -> int:
-        return len(self.store)
+        return len(self.samples)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        sample = self.store[index]
+        sample = self.samples[index]
         image = tv_tensors.Image(sample.image)
         return self.transform(image, to_target(sample, index))
 
@@ -265,6 +265,6 @@ def collate(batch: list) -> tuple:
     return tuple(zip(*batch))
 
 
-def open_store(root: Path, stems: Sequence[str], min_size: int, max_size: int, cache: bool, label: str) -> SampleStore:
-    """A store of ``stems`` with everything decoded up front when caching is on."""
-    return SampleStore(root, stems, min_size, max_size, cache).preload(label)
+def open_samples(root: Path, stems: Sequence[str], min_size: int, max_size: int, cache: bool, label: str) -> SampleSet:
+    """A samples of ``stems`` with everything decoded up front when caching is on."""
+    return SampleSet(root, stems, min_size, max_size, cache).preload(label)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pedtune import console
 from pedtune.data.dataset import decode_pennfudan, image_path, list_stems, truth_from_masks
-from pedtune.data.fetch import validate_dataset
+from pedtune.data.validation import validate_dataset
 from pedtune.errors import DataError
 from pedtune.io import atomic_path
 

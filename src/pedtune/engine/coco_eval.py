@@ -25,7 +25,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from pedtune.config.schema import CocoBackend
-from pedtune.data.dataset import SampleStore
+from pedtune.data.dataset import SampleSet
 
 IOU_TYPES = ("bbox", "segm")
 # COCOeval.stats positions of the numbers we report, under stable names.
@@ -74,16 +74,16 @@ def _xywh(boxes: torch.Tensor) -> list[list[float]]:
     return boxes.tolist()
 
 
-def ground_truth(store: SampleStore, backend: CocoBackend = "pycocotools") -> GroundTruth:
-    """A COCO index of the store's images at their original size; image ids are the store's
+def ground_truth(samples: SampleSet, backend: CocoBackend = "pycocotools") -> GroundTruth:
+    """A COCO index of the samples' images at their original size; image ids are the samples'
     indices, category ids its labels."""
     images, annotations = [], []
-    for index in range(len(store)):
-        (height, width), entries = store.truth(index)
-        images.append({"id": index, "height": height, "width": width, "file_name": store.stems[index]})
+    for index in range(len(samples)):
+        (height, width), entries = samples.truth(index)
+        images.append({"id": index, "height": height, "width": width, "file_name": samples.stems[index]})
         for entry in entries:
             annotations.append({"id": len(annotations) + 1, "image_id": index, **entry})
-    categories = [{"id": label, "name": name} for label, name in store.categories.items()]
+    categories = [{"id": label, "name": name} for label, name in samples.categories.items()]
     return coco_index({"images": images, "annotations": annotations, "categories": categories}, backend)
 
 

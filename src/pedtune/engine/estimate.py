@@ -25,6 +25,7 @@ from pedtune import paths
 from pedtune.config.load import ConfigError
 from pedtune.config.schema import ModelConfig, StudyConfig
 from pedtune.data.dataset import image_path, list_stems, scale_for
+from pedtune.device import resolve_device
 
 PROBE_SHORT_SIDE = 128  # px: the timed image's short side, or min_size when smaller
 PROBE_ROI_DIVISOR = 8  # the probe's regions per image: the configured counts divided by this
@@ -91,7 +92,7 @@ class Estimate:
         return self.train_s + self.tune_s + self.evaluate_s
 
     def describe(self) -> str:
-        from pedtune.console import duration
+        from pedtune.units import duration
 
         return (f"train stage {duration(self.train_s)}, tune {duration(self.tune_s)}, "
                 f"evaluate {duration(self.evaluate_s)}; the study about {duration(self.total_s)}")
@@ -304,11 +305,11 @@ def guard(config: StudyConfig, stage: str) -> Estimate | None:
     reasons = [] if cuda else gpu_sized(config, stage)
     if not reasons and stage != "check":
         return None
-    device = torch.device("cuda" if cuda and config.train.device != "cpu" else "cpu")
+    device = resolve_device(config.train.device) if cuda else torch.device("cpu")
     found = measure_estimate(config, device)
     if not reasons:
         return found
-    from pedtune.console import duration
+    from pedtune.units import duration
 
     work = {"train": found.train_s, "tune": found.tune_s, "evaluate": found.evaluate_s}
     timing = found.describe() if stage == "check" else f"the {stage} stage about {duration(work[stage])}"

@@ -28,9 +28,9 @@ from torch.optim.lr_scheduler import (
 from torch.utils.data import DataLoader
 
 from pedtune import console
-from pedtune.config.load import ConfigError
 from pedtune.config.schema import StudyConfig, TrainConfig
-from pedtune.data.dataset import DetectionDataset, SampleStore, collate
+from pedtune.data.dataset import DetectionDataset, SampleSet, collate
+from pedtune.device import resolve_device
 from pedtune.engine.coco_eval import (
     MASK_THRESHOLD,
     GroundTruth,
@@ -43,6 +43,7 @@ from pedtune.engine.memory import release_freed_heap
 from pedtune.engine.original_size import detect
 from pedtune.errors import NonFiniteLossError
 from pedtune.model.factory import build_model
+from pedtune.units import duration
 
 log = console.get(__name__)
 
@@ -73,14 +74,6 @@ class FitResult:
     @property
     def final(self) -> dict[str, float]:
         return self.history[-1] if self.history else {}
-
-
-def resolve_device(choice: str) -> torch.device:
-    if choice == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("train.device is 'cuda' but no CUDA device is available here (use auto or cpu)")
-    return torch.device(choice)
 
 
 def seed_everything(seed: int) -> None:
@@ -241,19 +234,19 @@ def evaluate(
 def epoch_line(epoch: int, epochs: int, metrics: Mapping[str, float], epoch_times: list[float]) -> str:
     """``epoch 3/10: loss 0.512, val bbox_mAP 0.6123, segm_mAP 0.5521, 203 s (val 7 s); ETA 24 min``."""
     line = (f"epoch {epoch}/{epochs}: loss {metrics['train_loss']:.4g}, val bbox_mAP {metrics['bbox_mAP']:.4f}, "
-            f"segm_mAP {metrics['segm_mAP']:.4f}, {console.duration(metrics['epoch_time_s'])} "
-            f"(val {console.duration(metrics['eval_time_s'])})")
+            f"segm_mAP {metrics['segm_mAP']:.4f}, {duration(metrics['epoch_time_s'])} "
+            f"(val {duration(metrics['eval_time_s'])})")
     if epoch < epochs:
-        line += f"; ETA {console.duration((epochs - epoch) * sum(epoch_times) / len(epoch_times))}"
+        line += f"; ETA {duration((epochs - epoch) * sum(epoch_times) / len(epoch_times))}"
     return line
 
 
-def _loader(store: SampleStore, batch_size: int, num_workers: int, hflip_prob: float, shuffle_seed: int | None):
+def _loader(samples: SampleSet, batch_size: int, num_workers: int, hflip_prob: float, shuffle_seed: int | None):
     generator = None
     if shuffle_seed is not None:
         generator = torch.Generator().manual_seed(shuffle_seed)
     return DataLoader(
-        DetectionDataset(store, hflip_prob=hflip_prob),
+        DetectionDataset(samples, hflip_prob=hflip_prob),
         batch_size=batch_size,
         shuffle=shuffle_seed is not None,
         generator=generator,
@@ -270,14 +263,14 @@ def _loader(store: SampleStore, batch_size: int, num_workers: int, hflip_prob: f
 
 def fit(
     config: StudyConfig,
-    train_store: SampleStore,
-    eval_store: SampleStore,
+    train_samples: SampleSet,
+    eval_samples: SampleSet,
     pretrained: Mapping[str, torch.Tensor] | None = None,
     on_epoch_end: EpochHook | None = None,
     resume: Mapping[str, Any] | None = None,
     on_epoch_trained: TrainedHook | None = None,
 ) -> FitResult:
-    """Train ``config.train`` on ``train_store``; after each epoch score COCO AP on ``eval_store``.
+    """Train ``config.train`` on ``train_samples``; after each epoch score COCO AP on ``eval_samples``.
 
     ``resume`` is a state returned through ``on_epoch_end``: training continues after its epoch.
     ``on_epoch_trained`` is called between an epoch's training and its evaluation.
@@ -291,16 +284,16 @@ def fit(
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
     # The heads follow the data: one class per category of the dataset, plus the background.
-    model = build_model(config.model, pretrained, num_classes=len(train_store.categories) + 1).to(device)
+    model = build_model(config.model, pretrained, num_classes=len(train_samples.categories) + 1).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = build_optimizer(params, cfg)
     # Shuffling draws from its own generator, so the images each epoch sees depend only on the
     # seed and the epoch number, also for a run resumed from a checkpoint.
-    train_loader = _loader(train_store, cfg.batch_size, config.data.num_workers, cfg.hflip_prob, cfg.seed)
-    eval_loader = _loader(eval_store, cfg.eval_batch_size, config.data.num_workers, 0.0, None)
+    train_loader = _loader(train_samples, cfg.batch_size, config.data.num_workers, cfg.hflip_prob, cfg.seed)
+    eval_loader = _loader(eval_samples, cfg.eval_batch_size, config.data.num_workers, 0.0, None)
     scheduler = build_scheduler(optimizer, cfg, len(train_loader))
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp and device.type == "cuda")
-    truth = ground_truth(eval_store, cfg.coco_backend)
+    truth = ground_truth(eval_samples, cfg.coco_backend)
     history: list[dict[str, float]] = []
     first_epoch = 1
     if resume is not None:

@@ -1,0 +1,1 @@
+"""The final evaluation's machinery: planned runs, their parallel execution, statistics, report, pictures."""

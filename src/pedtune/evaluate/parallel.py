@@ -23,7 +23,7 @@ import torch
 from pedtune import console
 from pedtune.config.schema import ResourcesConfig, TuneConfig
 from pedtune.evaluate.runs import RunInputs, RunResult, RunSpec, train_and_test, unfinished_result
-from pedtune.placement import Grant, ray_grant
+from pedtune.run_limits import Grant, ray_grant
 
 log = console.get(__name__)
 
@@ -134,7 +134,7 @@ def _execute_on_ray(
 ) -> list[RunResult]:
     import ray  # only this path needs it; importing Ray costs seconds
 
-    from pedtune.cluster import check_capacity, ray_session
+    from pedtune.ray_cluster import check_capacity, ray_session
 
     # The runs' progress lines reach this console through Ray, unless --quiet.
     with ray_session(tune.ray_address, log_to_driver=not console.quiet()):

@@ -17,7 +17,7 @@ from torch.utils.data import Subset
 from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
 from pedtune.config import StudyConfig
-from pedtune.data.dataset import DetectionDataset, Sample, SampleStore
+from pedtune.data.dataset import DetectionDataset, Sample, SampleSet
 from pedtune.engine.train import predict
 from pedtune.evaluate.runs import inference_loader
 from pedtune.model.factory import build_model
@@ -66,12 +66,12 @@ def prediction_panel(title: str, image: torch.Tensor, prediction: Prediction, sc
 
 
 def predict_first(
-    state_dict: Mapping[str, torch.Tensor], config: StudyConfig, store: SampleStore, count: int, device: torch.device
+    state_dict: Mapping[str, torch.Tensor], config: StudyConfig, samples: SampleSet, count: int, device: torch.device
 ) -> list[Prediction]:
-    """Predictions of the model with ``state_dict`` on the store's first ``count`` samples, in order."""
-    model = build_model(config.model, num_classes=len(store.categories) + 1)
+    """Predictions of the model with ``state_dict`` on the samples' first ``count`` samples, in order."""
+    model = build_model(config.model, num_classes=len(samples.categories) + 1)
     model.load_state_dict(dict(state_dict))
-    loader = inference_loader(Subset(DetectionDataset(store), range(count)), config)
+    loader = inference_loader(Subset(DetectionDataset(samples), range(count)), config)
     # Drawn on the resized sample: predictions at its size, not the image file's.
     predicted = predict(model.to(device), loader, device, original_size=False)
     return [prediction for _, prediction in sorted(predicted, key=lambda p: p[0])]
@@ -90,22 +90,22 @@ def save_panels(path: Path, panels: Sequence[Panel]) -> None:
 
 def write_comparison_pictures(
     folder: Path,
-    store: SampleStore,
+    samples: SampleSet,
     models: Mapping[str, Mapping[str, torch.Tensor]],
     config: StudyConfig,
     count: int,
     device: torch.device,
 ) -> list[Path]:
     """``<stem>.png`` per image: ground truth, then each model (title -> weights) side by side."""
-    count = min(count, len(store))
-    predictions = {title: predict_first(state, config, store, count, device) for title, state in models.items()}
+    count = min(count, len(samples))
+    predictions = {title: predict_first(state, config, samples, count, device) for title, state in models.items()}
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for index in range(count):
-        sample = store[index]
-        panels = [ground_truth_panel(sample, store.categories)] + [
+        sample = samples[index]
+        panels = [ground_truth_panel(sample, samples.categories)] + [
             prediction_panel(title, sample.image, predicted[index], config.evaluate.score_threshold,
-                             store.categories)
+                             samples.categories)
             for title, predicted in predictions.items()
         ]
         path = folder / f"{sample.stem}.png"

@@ -45,9 +45,12 @@ def report_facts(report: str) -> dict[str, str]:
 
 
 def _minutes(duration: str | None) -> float | None:
-    """``"32.9 min"`` -> 32.9 (the report's durations: s, min or h); None if absent or n/a."""
-    match = re.fullmatch(r"([0-9.]+) (s|min|h)", duration or "")
-    return float(match.group(1)) * _MINUTES[match.group(2)] if match else None
+    """``"32 min 54 s"`` -> 32.9 (:func:`pedtune.units.duration`'s parts; ``"32.9 min"`` in older reports);
+    None if absent or n/a."""
+    parts = re.findall(r"([0-9.]+) (s|min|h)\b", duration or "")
+    if not parts or re.sub(r"[0-9.]+ (s|min|h)\b", "", duration or "").strip():
+        return None
+    return sum(float(value) * _MINUTES[unit] for value, unit in parts)
 
 
 def preamble(report: str) -> str:

@@ -16,7 +16,7 @@ import torch
 from pedtune.config import StudyConfig
 from pedtune.config.schema import TrainConfig
 from pedtune.engine.coco_eval import IOU_TYPES, METRIC_NAMES, category_metric
-from pedtune.evaluate.inputs import PER_RUN_KEYS
+from pedtune.evaluate.configs import PER_RUN_KEYS
 from pedtune.evaluate.runs import INITIAL, TUNED, RunResult
 from pedtune.evaluate.stats import (
     IMPROVEMENT,
@@ -29,6 +29,7 @@ from pedtune.evaluate.stats import (
     spread,
     verdict,
 )
+from pedtune.units import duration
 
 CONFIGS = (INITIAL, TUNED)
 DELTA_METRICS = ("bbox_mAP", "segm_mAP")  # the differences metrics/evaluate.json tracks
@@ -487,10 +488,4 @@ def _count(value: float | None) -> str:
 
 
 def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "n/a"
-    if seconds < 120:
-        return f"{seconds:.1f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.2f} h"
+    return "n/a" if seconds is None else duration(seconds)

@@ -16,12 +16,14 @@ from torch.utils.data import DataLoader, Dataset
 
 from pedtune import console
 from pedtune.config import StudyConfig
-from pedtune.data.dataset import DetectionDataset, SampleStore, collate
+from pedtune.data.dataset import DetectionDataset, SampleSet, collate
+from pedtune.device import describe_device, resolve_device
 from pedtune.engine.coco_eval import ground_truth
-from pedtune.engine.train import evaluate, fit, resolve_device
+from pedtune.engine.train import evaluate, fit
 from pedtune.errors import NonFiniteLossError
-from pedtune.evaluate.inputs import run_config
-from pedtune.placement import Grant, place_run
+from pedtune.evaluate.configs import run_config
+from pedtune.run_limits import Grant, place_run
+from pedtune.units import duration
 
 log = console.get(__name__)
 INITIAL, TUNED = "initial", "tuned"
@@ -31,9 +33,9 @@ INITIAL, TUNED = "initial", "tuned"
 class RunInputs:
     """The data every run shares; put into Ray's object store once."""
 
-    train: SampleStore  # the evaluate.train_on part
-    val: SampleStore  # scored after every epoch by fit; nothing is selected on it here
-    test: SampleStore  # scored once, after the last epoch
+    train: SampleSet  # the evaluate.train_on part
+    val: SampleSet  # scored after every epoch by fit; nothing is selected on it here
+    test: SampleSet  # scored once, after the last epoch
     pretrained: Mapping[str, torch.Tensor]
 
 
@@ -88,12 +90,6 @@ def inference_loader(dataset: Dataset, config: StudyConfig) -> DataLoader:
     )
 
 
-def describe_device(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"cuda ({torch.cuda.get_device_name(device)})"
-    return device.type
-
-
 def out_of_memory(error: BaseException) -> bool:
     """Whether ``error`` is an allocation that failed: CUDA's allocator (past the run's share of the
     GPU too), torch's CPU allocator, or Python's."""
@@ -113,7 +109,7 @@ def unfinished_result(spec: RunSpec, history: list[dict[str, float]], wall_time_
 
 
 def train_and_test(spec: RunSpec, inputs: RunInputs, grant: Grant) -> RunResult:
-    """The run's result, trained within ``grant`` (:func:`pedtune.placement.place_run`).
+    """The run's result, trained within ``grant`` (:func:`pedtune.run_limits.place_run`).
 
     A run whose loss diverges or that runs out of memory is a result too (``diverged``,
     ``out_of_memory``), not an error, so that the other runs' hours of training still reach the
@@ -142,7 +138,7 @@ def train_and_test(spec: RunSpec, inputs: RunInputs, grant: Grant) -> RunResult:
         return unfinished_result(spec, epochs, time.perf_counter() - started,
                                  describe_device(resolve_device(config.train.device)), out_of_memory=message)
     log.info(f"{spec.name} seed {spec.seed}: test bbox_mAP {test['bbox_mAP']:.4f}, segm_mAP {test['segm_mAP']:.4f} "
-             f"({console.duration(time.perf_counter() - started)})")
+             f"({duration(time.perf_counter() - started)})")
     state_dict = None
     if spec.keep_model:
         state_dict = {key: value.detach().cpu() for key, value in result.model.state_dict().items()}

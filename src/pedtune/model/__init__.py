@@ -1,0 +1,1 @@
+"""Mask R-CNN variants from torchvision and the pretrained weights a run starts from."""

@@ -81,8 +81,6 @@ def save_weights(cfg: ModelConfig, path: Path) -> dict[str, Any]:
     payload = resolve_weights(cfg)
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
-    weights = f"{cfg.weights} weights" if cfg.weights != "none" else "no pretrained weights (random initialisation)"
-    console.summary(log, f"{len(payload['state_dict'])} tensors for {cfg.arch}: {weights}", wrote=[path])
     return payload
 
 

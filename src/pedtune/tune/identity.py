@@ -9,28 +9,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
 from typing import Any
 
-import pedtune
 from pedtune.config import StudyConfig
+from pedtune.result_code import computation_code, fingerprint
 from pedtune.tune.searchers import n_initial_points
-
-# The code that decides what a trial computes: training, model, data and split, and how a
-# drawn sample becomes the trial's typed config (config, tune/space.py). The rest of
-# src/pedtune/tune is left out so that a fix to the driver can still resume a sweep.
-TRIAL_CODE = ("engine", "model", "data/dataset.py", "data/split.py", "config", "tune/space.py")
 
 
 def code_fingerprint() -> str:
-    root = Path(pedtune.__file__).parent
-    digest = hashlib.sha256()
-    for entry in TRIAL_CODE:
-        path = root / entry
-        for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
-            digest.update(file.relative_to(root).as_posix().encode())
-            digest.update(file.read_bytes())
-    return digest.hexdigest()
+    """The trial's code (:func:`pedtune.result_code.computation_code`), hashed by module name and content.
+
+    The sweep driver, its progress and tracking are left out, so a fix to them still resumes a sweep.
+    """
+    return fingerprint(computation_code("tune"))
 
 
 def sweep_identity(config: StudyConfig, dataset_hash: str) -> dict[str, Any]:

@@ -21,7 +21,6 @@ from pedtune.tune.results import ERROR, STOPPED_EARLY, TrialRecord, best_trial
 # not be both part of an out and a plot of its own.
 TUNE_PLOTS = Path("plots/tune")
 CURVES_CSV = TUNE_PLOTS / "curves.csv"
-BEST_PARAMS = "best_params.yaml"
 TRIALS_CSV = "trials.csv"
 IMPORTANCE_CSV = "importance.csv"
 IMPORTANCE_PNG = "importance.png"
@@ -138,7 +137,7 @@ def write_outputs(config: StudyConfig, records: list[TrialRecord], best: TrialRe
     params = [dist.param for dist in config.tune.search_space]
     with atomic_path(paths.TUNE_DIR) as folder:
         folder.mkdir()
-        (folder / BEST_PARAMS).write_text(best_params_yaml(config, best), encoding="utf-8")
+        (folder / paths.BEST_PARAMS.name).write_text(best_params_yaml(config, best), encoding="utf-8")
         (folder / TRIALS_CSV).write_text(trials_csv(records, params, config.tune.metric), encoding="utf-8")
         write_plots(records, config, folder, best)
         if importance is not None:

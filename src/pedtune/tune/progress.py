@@ -23,6 +23,7 @@ from pedtune.config import StudyConfig
 from pedtune.config.schema import Distribution
 from pedtune.engine.estimate import sweep_basis, sweep_trial_epochs
 from pedtune.tune.space import decode_sample
+from pedtune.units import duration
 
 log = console.get(__name__)
 EPOCH = "training_iteration"  # one report per epoch: Tune's iteration is the epoch
@@ -105,8 +106,8 @@ class SweepProgress(Callback):
             return f"ETA unknown yet ({left:.0f} trial-epochs left)"
         per_epoch = elapsed / self._epochs_here
         plural = "" if round(left) == 1 else "s"
-        return (f"ETA {console.duration(per_epoch * left)}: about {left:.0f} trial-epoch{plural} left of "
-                f"{self.budget:.0f} ({self.budget_basis}), {console.duration(per_epoch)} per trial-epoch so far")
+        return (f"ETA {duration(per_epoch * left)}: about {left:.0f} trial-epoch{plural} left of "
+                f"{self.budget:.0f} ({self.budget_basis}), {duration(per_epoch)} per trial-epoch so far")
 
 
 def _epochs(trial: Trial) -> int:

@@ -26,9 +26,9 @@ from ray import tune
 
 from pedtune import console
 from pedtune.config import StudyConfig, with_train_overrides
-from pedtune.data.dataset import SampleStore
+from pedtune.data.dataset import SampleSet
 from pedtune.engine.train import EpochHook, EpochResult, TrainedHook
-from pedtune.placement import Grant, place_run, ray_grant
+from pedtune.run_limits import Grant, place_run, ray_grant
 from pedtune.tune.space import decode_sample
 from pedtune.tune.storage import linking_filesystem
 
@@ -46,8 +46,8 @@ class FitFn(Protocol):
     def __call__(
         self,
         config: StudyConfig,
-        train_store: SampleStore,
-        eval_store: SampleStore,
+        train_samples: SampleSet,
+        eval_samples: SampleSet,
         pretrained: Mapping[str, torch.Tensor] | None = None,
         on_epoch_end: EpochHook | None = None,
         resume: Mapping[str, Any] | None = None,
@@ -151,8 +151,8 @@ def train_trial(
     sample: dict[str, Any],
     *,
     base: StudyConfig,
-    train_store: SampleStore,
-    val_store: SampleStore,
+    train_samples: SampleSet,
+    val_samples: SampleSet,
     pretrained: Mapping[str, torch.Tensor],
     fit_fn: FitFn,
     checkpoint_staging: Path | None,
@@ -167,7 +167,7 @@ def train_trial(
     config = place_run(with_train_overrides(base, decode_sample(sample, base.tune.search_space)), grant)
     reporter = EpochReporter(checkpoint_staging, base.tune.checkpoint_every)
     try:
-        fit_fn(config, train_store, val_store, pretrained, on_epoch_end=reporter, resume=restored_state(),
+        fit_fn(config, train_samples, val_samples, pretrained, on_epoch_end=reporter, resume=restored_state(),
                on_epoch_trained=reporter.epoch_trained)
     finally:
         reporter.close()

@@ -1,0 +1,1 @@
+"""One module per DVC stage: read the declared inputs, call the library, write the declared outputs."""

@@ -1,0 +1,45 @@
+"""The one loader of what the training stages read: the split file, the dataset's samples, the pretrained weights.
+
+Every stage that trains (train, tune, evaluate, record) opens its inputs here, from the paths
+dvc.yaml declares (:mod:`pedtune.paths`), so that how a split part becomes decoded samples and
+which weights a run starts from is written once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from pedtune import paths
+from pedtune.config import StudyConfig
+from pedtune.data.dataset import SampleSet, open_samples
+from pedtune.data.split import Split, read_split
+from pedtune.model.weights import load_weights
+
+
+@dataclass(frozen=True)
+class StageInputs:
+    """The split a stage trains on and the dataset's content hash; samples and weights opened on demand."""
+
+    config: StudyConfig
+    split: Split
+    dataset_hash: str
+    data_root: Path
+
+    def samples(self, part: str) -> SampleSet:
+        """The decoded samples of a split part (``train``, ``val``, ``test``, ``train+val``)."""
+        size = (self.config.model.min_size, self.config.model.max_size)
+        return open_samples(self.data_root, self.split.part(part), *size, self.config.data.cache, f"{part} split")
+
+    def pretrained(self) -> dict[str, torch.Tensor]:
+        """The weights every run starts from (checked against model.arch and model.weights)."""
+        return load_weights(paths.PRETRAINED, self.config.model)
+
+
+def read_inputs(config: StudyConfig, absolute: bool = False) -> StageInputs:
+    """Read the split (cheap); ``absolute`` for runs in their own working folder, such as Tune's trials."""
+    split, dataset_hash = read_split(paths.SPLIT_FILE)
+    root = paths.DATA_ROOT.resolve() if absolute else paths.DATA_ROOT
+    return StageInputs(config, split, dataset_hash, root)
