@@ -49,8 +49,8 @@ class SmallHeadsFit:
         from pedtune.engine import train as engine
         from pedtune.model import factory
 
-        def build(cfg: Any, weights: Any = None) -> torch.nn.Module:
-            model = factory.build_model(cfg, weights)
+        def build(cfg: Any, weights: Any = None, **kwargs: Any) -> torch.nn.Module:
+            model = factory.build_model(cfg, weights, **kwargs)
             model.roi_heads.fg_bg_sampler.batch_size_per_image = self.roi_batch
             model.rpn._pre_nms_top_n = {"training": self.proposals * 2, "testing": self.proposals}
             model.rpn._post_nms_top_n = {"training": self.proposals, "testing": self.proposals}

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ from PIL import Image
 from torchvision.ops import masks_to_boxes
 
 from pedtune.config.schema import SplitConfig
-from pedtune.data.dataset import DetectionDataset, SampleSet, list_stems, load_sample, scale_for
+from pedtune.data.dataset import DetectionDataset, SampleSet, list_stems, load_sample, open_samples, scale_for
 from pedtune.data.split import make_split, read_split, write_split
 from pedtune.errors import DataError
 
@@ -154,3 +155,17 @@ def test_a_colour_mask_is_rejected_with_its_path(tmp_path: Path):
     stem = _write_pair(tmp_path, np.zeros((16, 16, 3), np.uint8), Image.new("RGB", (16, 16), (1, 1, 1)))
     with pytest.raises(DataError, match=r"X00001_mask.png: mask has 3 channels; expected one channel"):
         load_sample(tmp_path, stem, min_size=16, max_size=16)
+
+
+def test_a_scored_part_carries_its_ground_truth_to_where_the_files_are_not(synthetic_root: Path, tmp_path: Path):
+    # A trial or evaluate run on another Ray node gets the pickled set, not the dataset's files.
+    stems = list_stems(synthetic_root)[:2]
+    scored = open_samples(synthetic_root, stems, 48, 64, cache=True, label="", scored=True)
+    expected = [scored.truth(index) for index in range(len(stems))]
+    moved = synthetic_root.rename(tmp_path / "gone")
+    elsewhere = pickle.loads(pickle.dumps(scored))
+    assert [elsewhere.truth(index) for index in range(len(stems))] == expected
+    unscored = pickle.loads(pickle.dumps(open_samples(moved, stems, 48, 64, cache=True, label="")))
+    moved.rename(tmp_path / "gone-too")
+    with pytest.raises(DataError):  # its truth was never decoded: read from the files, which are gone
+        unscored.truth(0)

@@ -200,6 +200,7 @@ class SampleSet:
             raise DataError(f"the split names images the dataset at {self.root} lacks: {missing[0]}{more} "
                             "(a split drawn from another dataset? run the split stage again: dvc repro split)")
         self._samples: dict[int, Sample] = {}
+        self._truths: dict[int, tuple[tuple[int, int], list[dict[str, Any]]]] = {}
 
     @property
     def categories(self) -> dict[int, str]:
@@ -217,14 +218,26 @@ class SampleSet:
         return sample
 
     def truth(self, index: int) -> tuple[tuple[int, int], list[dict[str, Any]]]:
-        """The image's size and ground truth where it is scored: the image file's, not the resized sample's."""
-        return self.reader.truth(self.stems[index])
+        """The image's size and ground truth where it is scored: the image file's, not the resized sample's.
 
-    def preload(self, label: str = "") -> "SampleSet":
-        """Decode everything now, in this process, so DataLoader workers inherit the cache."""
+        Held with the samples when caching is on: a trial or run on another Ray node scores against
+        it there, where the dataset's files are not.
+        """
+        truth = self._truths.get(index)
+        if truth is None:
+            truth = self.reader.truth(self.stems[index])
+            if self.cache:
+                self._truths[index] = truth
+        return truth
+
+    def preload(self, label: str = "", scored: bool = False) -> "SampleSet":
+        """Decode everything now, in this process, so DataLoader workers (and Ray nodes) inherit the
+        cache; ``scored``: the ground truth too, for a part that is scored."""
         if self.cache:
             for index in range(len(self)):
                 self[index]
+                if scored:
+                    self.truth(index)
             if label:
                 log.info(f"{label}: {len(self)} images decoded and cached")
         return self
@@ -265,6 +278,8 @@ def collate(batch: list) -> tuple:
     return tuple(zip(*batch))
 
 
-def open_samples(root: Path, stems: Sequence[str], min_size: int, max_size: int, cache: bool, label: str) -> SampleSet:
-    """A samples of ``stems`` with everything decoded up front when caching is on."""
-    return SampleSet(root, stems, min_size, max_size, cache).preload(label)
+def open_samples(root: Path, stems: Sequence[str], min_size: int, max_size: int, cache: bool, label: str,
+                 scored: bool = False) -> SampleSet:
+    """The samples of ``stems`` with everything decoded up front when caching is on (``scored``: their
+    ground truth too)."""
+    return SampleSet(root, stems, min_size, max_size, cache).preload(label, scored)

@@ -29,9 +29,11 @@ class StageInputs:
     data_root: Path
 
     def samples(self, part: str) -> SampleSet:
-        """The decoded samples of a split part (``train``, ``val``, ``test``, ``train+val``)."""
+        """The decoded samples of a split part (``train``, ``val``, ``test``, ``train+val``); the parts
+        that are scored (val, test) with their ground truth."""
         size = (self.config.model.min_size, self.config.model.max_size)
-        return open_samples(self.data_root, self.split.part(part), *size, self.config.data.cache, f"{part} split")
+        return open_samples(self.data_root, self.split.part(part), *size, self.config.data.cache, f"{part} split",
+                            scored=part in ("val", "test"))
 
     def pretrained(self) -> dict[str, torch.Tensor]:
         """The weights every run starts from (checked against model.arch and model.weights)."""
