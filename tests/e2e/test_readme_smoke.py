@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
+from dvc_metrics import columns, numbers_only
 from study_copy import REPO, run
 
 from pedtune.config import load_config, validate
@@ -60,17 +61,6 @@ def test_the_smoke_run_as_readme_gives_it_reproduces_the_whole_study_as_a_dvc_ex
     check_the_whole_study(study)
 
 
-def _leaves(tree: dict, prefix: str = "") -> dict[str, object]:
-    """A nested JSON object as DVC's metrics table shows it: one column per leaf."""
-    flat: dict[str, object] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_leaves(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def check_the_whole_study(study: Path) -> None:
     """What every stage wrote, what DVC and MLflow show of it, and that a change reruns only what it affects."""
     tune = json.loads((study / "metrics/tune.json").read_text())
@@ -88,10 +78,8 @@ def check_the_whole_study(study: Path) -> None:
     # What `dvc metrics show` prints: numbers only, at most 20 columns a file (docs/pipeline.md).
     for rev in metrics.values():
         for path, entry in rev["data"].items():
-            columns = _leaves(entry["data"])
-            assert len(columns) <= 20, (path, sorted(columns))
-            assert all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
-                       for v in columns.values()), (path, columns)
+            shown = columns(entry["data"])
+            assert len(shown) <= 20 and numbers_only(shown), (path, shown)
     plots = json.loads(run(["dvc", "plots", "show", "--json"], study).stdout)
     assert not plots.get("errors"), plots["errors"]
     assert all(plots["data"][name] for name in plots["data"]), [n for n, d in plots["data"].items() if not d]

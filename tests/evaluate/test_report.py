@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from dvc_metrics import columns, numbers_only
 from pedtune.config import validate, with_train_overrides
 from pedtune.engine.coco_eval import METRIC_NAMES
 from pedtune.evaluate.pictures import save_per_seed_plot
@@ -68,26 +69,12 @@ def test_differences_are_paired_by_seed_whatever_the_arrival_order(study: Study)
     assert study.comparison.spreads[INITIAL]["bbox_mAP"].std == pytest.approx(0.05)
 
 
-def _leaves(tree: dict, prefix: str = "") -> dict[str, object]:
-    """A nested JSON object as DVC's metrics table shows it: one column per leaf."""
-    flat: dict[str, object] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_leaves(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def test_metrics_json_holds_few_numbers_and_the_summary_the_rest(study: Study):
     metrics = metrics_json(study)
     assert metrics[INITIAL]["bbox_mAP"] == {"mean": 0.45, "std": 0.05}
     assert metrics["delta"]["segm_mAP"]["mean"] == pytest.approx(0.04)
-    columns = _leaves(metrics)
-    assert len(columns) <= 20, sorted(columns)
-    # Numbers only (null where there is none): DVC diffs numbers, and a string column is noise.
-    assert all(value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
-               for value in columns.values()), columns
+    shown = columns(metrics)
+    assert len(shown) <= 20 and numbers_only(shown), shown
     summary = summary_json(study)
     assert summary["delta_verdicts"]["bbox_mAP"] == summary["verdict"] == "improvement"
     assert (summary["seeds"], summary["epochs"]) == ([0, 1, 2], {INITIAL: 10, TUNED: 10})

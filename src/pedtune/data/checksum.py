@@ -5,23 +5,15 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from pedtune.data.download import CHUNK
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
+def _file_digest(path: Path, algorithm: str) -> str:
     with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, algorithm).hexdigest()
 
 
 def md5sum(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return _file_digest(path, "md5")
 
 
 def dataset_hash(root: Path) -> str:
@@ -29,5 +21,5 @@ def dataset_hash(root: Path) -> str:
     root = Path(root)
     digest = hashlib.sha256()
     for rel, path in sorted((p.relative_to(root).as_posix(), p) for p in root.rglob("*") if p.is_file()):
-        digest.update(f"{rel}\0{_sha256_file(path)}\n".encode())
+        digest.update(f"{rel}\0{_file_digest(path, 'sha256')}\n".encode())
     return digest.hexdigest()
