@@ -70,3 +70,18 @@ def test_a_trial_without_a_score_is_counted_not_checked(tmp_path: Path):
                        (*first.trials, RealTrial(3, 1, float("nan"))))
     check = check_real([failed, sweeps[1]], _table(tmp_path, WORTH), "bbox_mAP")
     assert (len(check.trials), check.failed_trials) == (12, 1)
+
+
+def test_a_trial_that_repeats_a_checked_run_counts_once(tmp_path: Path):
+    # Trials train with the train section's seed: the same configuration to the same epoch is the same run.
+    sweeps = _real_sweeps(0)
+    first = sweeps[0]
+    repeat = first.trials[0]
+    again = RealSweep("again", first.variant, 1, repeat.configuration, repeat.score, repeat.epochs,
+                      (repeat, RealTrial(repeat.configuration, repeat.epochs, repeat.score + 0.001)))
+    table = _table(tmp_path, WORTH)
+    check = check_real([*sweeps, again], table, "bbox_mAP")
+    alone = check_real(sweeps, table, "bbox_mAP")
+    # The exact repeat adds nothing; a run of that configuration with another score is another observation.
+    assert (len(check.trials), check.repeated_trials) == (len(alone.trials) + 1, 1)
+    assert alone.repeated_trials == 0

@@ -156,6 +156,7 @@ class RealCheck:
 
     trials: list[TrialCheck]
     failed_trials: int  # real trials without a score (errored): not checked
+    repeated_trials: int  # real trials that repeated a checked one (same configuration, epochs and score): not counted
     inside_p: float  # one-sided binomial p of "fewer inside than CONFIDENCE promises"
     rank_correlation: float  # Spearman's rho of real against predicted scores
     rank_p: float  # one-sided p of "no positive rank correlation"
@@ -196,16 +197,26 @@ def prediction_interval(table: Table, metric: str, configuration: int, epoch: in
 
 
 def check_real(sweeps: list[RealSweep], table: Table, metric: str) -> RealCheck:
-    checks, failed = [], 0
+    """Each distinct real run against its prediction interval.
+
+    Every trial trains with the train section's seed, so two trials of one configuration that reach
+    the same epoch are the same run (their scores agree to the digit on one machine): one observation,
+    counted once. (Counting it twice would treat one run as two independent draws.)
+    """
+    checks, failed, seen = [], 0, set()
     for sweep in sweeps:
         for trial in sweep.trials:
             if not math.isfinite(trial.score):
                 failed += 1
                 continue
+            if trial in seen:
+                continue
+            seen.add(trial)
             checks.append(TrialCheck(sweep.name, trial, *prediction_interval(table, metric, trial.configuration,
                                                                               trial.epochs)))
+    repeated = sum(math.isfinite(t.score) for sweep in sweeps for t in sweep.trials) - len(checks)
     if not checks:
-        return RealCheck([], failed, math.nan, math.nan, math.nan)
+        return RealCheck([], failed, repeated, math.nan, math.nan, math.nan)
     inside = sum(c.inside for c in checks)
     inside_p = float(stats.binomtest(inside, len(checks), CONFIDENCE, alternative="less").pvalue)
     real, predicted = [c.trial.score for c in checks], [c.predicted for c in checks]
@@ -214,7 +225,7 @@ def check_real(sweeps: list[RealSweep], table: Table, metric: str) -> RealCheck:
     else:
         result = stats.spearmanr(real, predicted, alternative="greater")
         rho, rank_p = float(result.statistic), float(result.pvalue)
-    return RealCheck(checks, failed, inside_p, rho, rank_p)
+    return RealCheck(checks, failed, repeated, inside_p, rho, rank_p)
 
 
 def real_json(sweeps: list[RealSweep], check: RealCheck) -> dict[str, Any]:
@@ -222,6 +233,7 @@ def real_json(sweeps: list[RealSweep], check: RealCheck) -> dict[str, Any]:
         "sweeps": {s.name: {"variant": s.variant.label, "seed": s.seed, "picked": s.picked, "trials": len(s.trials),
                             "trial_epochs": s.trial_epochs} for s in sweeps},
         "trials_checked": len(check.trials), "trials_failed": check.failed_trials,
+        "trials_repeated": check.repeated_trials,
         "inside_share": None if not check.trials else round(check.inside_share, 4),
         "inside_p": None if not check.trials else round(check.inside_p, 6),
         "rank_correlation": None if math.isnan(check.rank_correlation) else round(check.rank_correlation, 4),

@@ -270,6 +270,9 @@ def real_markdown(sweeps: list[RealSweep], check: RealCheck, metric: str) -> lis
                       f"recorded scores {rho} (one-sided p {_p(check.rank_p)}). The check "
                       f"{'passes' if check.passed else 'FAILS'}: it fails when either test rejects at "
                       f"{REAL_ALPHA:g}."]
+    if check.repeated_trials:
+        lines.append(f"{check.repeated_trials} real trial(s) repeated a checked run (the same configuration to the "
+                     "same epoch with the train section's seed, the same score) and are counted once.")
     if check.failed_trials:
         lines.append(f"{check.failed_trials} real trial(s) failed without a score and are not checked.")
     return [*lines, ""]
