@@ -43,7 +43,8 @@ def publish(repo: Path, commit: str) -> Path:
     """The fixture report and a provenance of the checkout's code as it is now, under ``repo / STUDY``."""
     folder = repo / STUDY
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "report.md").write_text(FIXTURE_REPORT.read_text(encoding="utf-8").format(commit=commit), encoding="utf-8")
+    report = FIXTURE_REPORT.read_text(encoding="utf-8").format(commit=commit)
+    (folder / "report.md").write_text(report, encoding="utf-8")
     provenance = {"commit": commit, "code": code_hashes(repo / "src" / "pedtune")}
     (folder / PROVENANCE).write_text(json.dumps(provenance, indent=2), encoding="utf-8")
     return folder

@@ -103,4 +103,6 @@ def run_params(config: StudyConfig) -> dict[str, Any]:
     ``train.threads`` is the count the run trains with (null in params.yaml: derived from the CPUs per run).
     """
     train = {**config.train.model_dump(), "threads": config.torch_threads}
-    return flatten({"data": {"split": config.data.split.model_dump()}, "model": config.model.model_dump(), "train": train})
+    return flatten(
+        {"data": {"split": config.data.split.model_dump()}, "model": config.model.model_dump(), "train": train}
+    )
