@@ -1,8 +1,8 @@
 """GPU packing: trials per hour with a whole GPU, half of one and a quarter of one per trial.
 
 A trial here is what a Tune trial runs, without Ray: ``pedtune.run_limits.place_run`` with the
-trial's grant (``cores / concurrency`` CPUs and the GPU share, to whose memory the process is
-capped), then ``fit``. For a share, ``1 / share`` worker processes start at once, like the
+trial's grant (the GPU share, to whose memory the process is capped) and ``cores / concurrency``
+torch threads (``train.threads``), then ``fit``. For a share, ``1 / share`` worker processes start at once, like the
 sweep's reused actors, and each trains ``--trials-per-slot`` trials one after the other. The
 trials come from ``--params`` (the GPU defaults: ResNet-50 at 800-1333 px), each at the next
 batch size of ``train.batch_size``'s search space (2, 4, 8, 2, ...), so every share trains the
@@ -93,7 +93,9 @@ def slot(config: StudyConfig, grant: Grant, root: str, stems: tuple[list[str], l
 def pack(config: StudyConfig, share: float, cores: int, root: Path, stems: tuple[list[str], list[str]],
          weights: Path, trials_per_slot: int, device: str) -> dict[str, Any]:
     concurrency = max(1, round(1 / share))
-    grant = Grant(cpu=cores / concurrency, gpu=share)
+    grant = Grant(gpu=share)
+    threads = max(1, cores // concurrency)  # each trial's share of the cores, as Ray would reserve it
+    config = config.model_copy(update={"train": config.train.model_copy(update={"threads": threads})})
     sizes = batch_sizes(config)
     trials = [sizes[i % len(sizes)] for i in range(concurrency * trials_per_slot)]
     context = multiprocessing.get_context("spawn")  # CUDA cannot be used in a forked child
@@ -116,7 +118,7 @@ def pack(config: StudyConfig, share: float, cores: int, root: Path, stems: tuple
     wall = max(row.pop("end") for row in rows) - start
     failed = [row for row in rows if "out_of_memory" in row]
     return {
-        "gpu_per_trial": share, "concurrency": concurrency, "cpu_per_trial": grant.cpu, "trials": len(rows),
+        "gpu_per_trial": share, "concurrency": concurrency, "cpu_per_trial": threads, "trials": len(rows),
         "out_of_memory": len(failed), "errors": [row["out_of_memory"] for row in failed][:3],
         "wall_s": round(wall, 1), "trials_per_hour": round((len(rows) - len(failed)) / wall * 3600, 1),
         "trial_rows": rows, "gpu_busy_percent": busy.mean, "gpu_memory_peak_mb": max(memory.samples, default=None),

@@ -31,7 +31,7 @@ PERFORMANCE_PAGE = REPO / "docs" / "performance.md"
 TABLE_START, TABLE_END = "<!-- bench-table:start -->", "<!-- bench-table:end -->"
 
 BENCHMARKS = ("train_step", "data_pipeline", "evaluation", "mask_paste", "tune_overhead", "asha_savings", "asha_budget",
-              "memory", "checkpoint_storage", "cluster_sweep", "evaluate_tail", "gpu_packing")
+              "memory", "checkpoint_storage", "cluster_sweep", "gpu_packing")
 GPU_ONLY = ("gpu_packing",)  # refuses to run without CUDA: run by default only with --device cuda
 # Shared arguments each benchmark understands; asha_savings picks its own (synthetic, tiny) data.
 SHARED = ("--data", "--device", "--amp", "--threads")
@@ -181,18 +181,10 @@ def rows(r: dict[str, dict[str, Any]], only: str | None = None) -> list[tuple[st
                     f"{c['epoch_s']:g} s, {c['concurrency']} at a time on one worker node, {c['storage']})",
                     f"{c['ratio_wall_vs_ideal']:.2f}× ({c['stage_wall_s']:.1f} s vs {c['ideal_s']:.1f} s; with process "
                     f"start {c['ratio_process_vs_ideal']:.2f}×)", "≤ 1.1×", _ok(c["ratio_wall_vs_ideal"] <= 1.1)))
-    for e in _variants(r, "evaluate_tail", only):
-        last = {mode: ", ".join(f"{stage['last_run_s']:g}" for stage in e["stages"][mode]) for mode in ("fixed", "sized")}
-        label = (f"{e['runs']} runs × {e['epochs']} epochs on {e['slots']} slots of {e['cpu_per_run']} CPU, "
-                 f"{e['arch'].removeprefix('maskrcnn_')} at {e['image_size'][0]} px, {e['train_images']} images")
-        out.append((f"8. evaluate stage, the last run on the slots left ÷ on one slot ({label})",
-                    f"last run {e['ratio_last_run_sized_vs_fixed']:.3f}× ({last['sized']} vs {last['fixed']} s), "
-                    f"stage wall {e['ratio_wall_sized_vs_fixed']:.3f}×", "wall < 1×",
-                    _ok(e["ratio_wall_sized_vs_fixed"] < 1)))
     for g in _variants(r, "gpu_packing", only):
         label = (f"{g['arch'].removeprefix('maskrcnn_')} at {g['image_size'][0]}/{g['image_size'][1]} px, "
                  f"{g['epochs']} epoch of {g['train_images']} images{_on(g)}")
-        out.append((f"9. trials per hour by GPU share per trial ({label})",
+        out.append((f"8. trials per hour by GPU share per trial ({label})",
                     "; ".join(f"{run['gpu_per_trial']:g} GPU: {run['trials_per_hour']:.0f}/h"
                               + (f" ({run['ratio_vs_whole_gpu']:.2f}×)" if run["ratio_vs_whole_gpu"] else "")
                               + f", GPU busy {run['gpu_busy_percent']} %, {run['out_of_memory']} out of memory"

@@ -49,6 +49,7 @@ def tiny_config(raw_params: dict) -> StudyConfig:
     raw_params["train"].update(epochs=2, batch_size=2, warmup_epochs=0.5, device="cpu", lr=0.005)
     raw_params["data"].update(num_workers=0)
     raw_params["tune"]["asha"].update(grace_period=1)
+    raw_params["train"]["threads"] = 1  # the CPUs are shared: more threads only contend
     return validate(raw_params)
 
 

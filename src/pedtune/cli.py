@@ -12,10 +12,9 @@ from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from pedtune import console
+from pedtune import console, paths
 from pedtune.config import ConfigError, StudyConfig, load_config
 from pedtune.errors import PedtuneError, UnauthenticatedClusterError
-from pedtune.evaluate.files import REPORT
 from pedtune.tracking.server import check_reachable
 
 
@@ -120,10 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
     for name, (_, help_text) in STAGES.items():
         sub.add_parser(name, help=help_text, description=help_text, parents=[after_stage])
-    readme_help = "rewrite README.md's Results section from the evaluate report"
+    readme_help = "rewrite README.md's Results section from the published study (a git-tracked folder under studies/)"
     readme = sub.add_parser("readme-results", help=readme_help, description=readme_help)
     readme.add_argument("--readme", default="README.md", help="the README to rewrite (default: %(default)s)")
-    readme.add_argument("--report", default=str(REPORT), help="the evaluate report (another study folder's, say)")
+    readme.add_argument("--study", default=str(paths.README_STUDY),
+                        help="the published study's folder, from the README's folder (default: %(default)s)")
     profile_help = "print the -S options that make params.yaml into profiles/NAME.yaml, for dvc exp run"
     profile = sub.add_parser("profile", help=profile_help, description=profile_help,
                              epilog="e.g.  dvc exp run -n cpu-quick $(pedtune profile cpu-quick)")
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.stage == "readme-results":
             from pedtune.evaluate.readme import update_readme
 
-            update_readme(args.readme, args.report)
+            update_readme(args.readme, args.study)
             return 0
         if args.stage == "profile":
             from pedtune.config.profile import FAILED_OPTION, profile_options

@@ -15,6 +15,8 @@ BEST_PARAMS = TUNE_DIR / "best_params.yaml"  # the tuned train section, read by 
 TUNE_METRICS = Path("metrics/tune.json")
 EVALUATE_DIR = Path("results/evaluate")
 EVALUATE_METRICS = Path("metrics/evaluate.json")
+STUDIES = Path("studies")  # published studies, git-tracked: one folder each (pedtune.published)
+README_STUDY = STUDIES / "cpu-quick"  # the one README's Results are generated from
 
 
 def from_root(path: str | Path) -> Path:

@@ -11,6 +11,10 @@ Per stage, two sets of modules, both read from the import statements of ``pedtun
   hashes these (:func:`fingerprint`), so a fix to the sweep driver, its reports or its tracking
   still resumes an interrupted sweep.
 
+:func:`study_code` joins the first set over the stages of a study (fetch to evaluate): the files
+a published study's provenance hashes (:func:`code_hashes`), so that README's Results can say
+which of them changed since (:mod:`pedtune.published`).
+
 Neither set follows an import into a module of ``NOT_RESULTS``: output that only a person reads
 (console lines, progress and ETA, rendered docs). ``RUN_MECHANICS`` leaves only the second set:
 code that decides where and how runs execute, are stored and logged, never what they compute.
@@ -26,6 +30,7 @@ from pathlib import Path
 
 PACKAGE = "pedtune"
 STAGES = ("fetch", "weights", "split", "train", "tune", "evaluate", "record", "compare")
+STUDY_STAGES = ("fetch", "weights", "split", "train", "tune", "evaluate")  # what `dvc repro` runs for a study
 
 NOT_RESULTS: dict[str, str] = {
     "pedtune.cli": "argument parsing and error messages; each stage runs from its own module",
@@ -161,3 +166,23 @@ def fingerprint(modules: Iterable[str], root: Path | None = None) -> str:
         content = path.read_bytes() if path is not None else b""
         digest.update(f"{module}\0{hashlib.sha256(content).hexdigest()}\n".encode())
     return digest.hexdigest()
+
+
+def study_code(root: Path | None = None) -> set[str]:
+    """The modules that can change a study's results: every study stage's :func:`output_code`."""
+    return set().union(*(output_code(stage, root) for stage in STUDY_STAGES))
+
+
+def code_hashes(root: Path | None = None, prefix: str = "src/pedtune") -> dict[str, str]:
+    """sha256 of each :func:`study_code` file, by repository path: what a published study's provenance records."""
+    root = root or package_root()
+    modules = study_code(root)
+    return {path: hashlib.sha256((root / path.removeprefix(f"{prefix}/")).read_bytes()).hexdigest()
+            for path in source_paths(modules, root, prefix)}
+
+
+def changed_code(recorded: dict[str, str], root: Path | None = None, prefix: str = "src/pedtune") -> list[str]:
+    """The result-affecting files whose content differs from ``recorded`` (:func:`code_hashes`), added or removed
+    since; sorted repository paths."""
+    current = code_hashes(root, prefix)
+    return sorted(path for path in recorded.keys() | current.keys() if recorded.get(path) != current.get(path))

@@ -156,17 +156,6 @@ def test_asha_savings(tmp_path: Path) -> None:
     assert len(result["noise"]["initial_config_finals_over_seeds"]) == 2
 
 
-@pytest.mark.slow  # starts a local Ray instance four times
-def test_evaluate_tail(tmp_path: Path) -> None:
-    result = _run("evaluate_tail", tmp_path, "--epochs", "1", "--train-images", "2", "--val-images", "1", "--reps", "1")
-    assert set(result["stages"]) == {"fixed", "sized"} and result["runs"] == 3 and result["slots"] == 2
-    for (stage,) in result["stages"].values():
-        assert len(stage["run_ends_s"]) == 3 and stage["tail_s"] >= 0 and len(stage["last_run_epoch_s"]) == 1
-    from bench import run_all
-
-    assert "| 8. evaluate stage, the last run on the slots left ÷ on one slot" in run_all.table(tmp_path)
-
-
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
 def test_gpu_packing_refuses_without_cuda(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from bench import gpu_packing

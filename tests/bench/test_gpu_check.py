@@ -56,7 +56,7 @@ def test_every_step_runs_and_writes_what_the_table_reads(tmp_path: Path) -> None
 
     table = run_all.table(out)
     assert table.count("3. mask paste with host boxes") == 1 and table.count("1. training step") == 2
-    assert table.count("9. trials per hour by GPU share per trial") == 1
+    assert table.count("8. trials per hour by GPU share per trial") == 1
 
 
 def test_steps_beyond_the_budget_are_skipped_and_the_run_fails(tmp_path: Path) -> None:

@@ -67,7 +67,7 @@ def test_runs_in_parallel_through_ray(synthetic_root: Path, tiny_config: StudyCo
         return SampleSet(synthetic_root, part, 48, 64).preload()
 
     inputs = RunInputs(train=store(stems[:4]), val=store(stems[4:5]), test=store(stems[5:]), pretrained={})
-    # Three runs on two slots: the last one reserves both and trains alone at the end.
+    # Three runs on two slots: the last one trains on one slot's threads, like the others.
     specs = plan_runs({INITIAL: tiny_config, TUNED: tiny_config}, seeds=[3, 4], epochs=None)[:3]
     seen = []
 
@@ -114,28 +114,3 @@ def test_only_allocation_failures_count_as_out_of_memory():
     assert out_of_memory(MemoryError())
     assert not out_of_memory(RuntimeError("shape '[2, 3]' is invalid for input of size 5"))
     assert not out_of_memory(ValueError("can't allocate memory"))  # not the allocator's error type
-
-
-@pytest.mark.parametrize(
-    ("runs", "slots", "expected"),
-    [
-        (3, [2], [1, 1, 2]),  # the third run reserves both slots: it trains alone at the end
-        (4, [2], [1, 1, 1, 1]),  # full rounds: nothing left over
-        (6, [4], [1, 1, 1, 1, 2, 2]),
-        (5, [4], [1, 1, 1, 1, 4]),
-        (2, [4], [2, 2]),  # fewer runs than slots from the start
-        (1, [3], [3]),
-        (5, [2, 2], [1, 1, 1, 1, 2]),  # two nodes: the last run within one of them
-        (7, [2, 2, 2], [1] * 6 + [2]),
-        (4, [1, 1, 1], [1, 1, 1, 1]),  # no node holds more than one run
-        (3, [0], [1, 1, 1]),  # no slot known: as asked
-    ],
-)
-def test_the_runs_left_after_the_last_full_round_share_the_slots(runs, slots, expected):
-    assert parallel.run_sizes(runs, slots) == expected
-
-
-def test_a_node_holds_the_runs_its_cpus_and_gpus_allow():
-    nodes = [{"CPU": 16.0, "GPU": 1.0}, {"CPU": 8.0}, {"CPU": 2.0, "GPU": 2.0}]
-    assert parallel.node_slots(nodes, ResourcesConfig(cpu=4, gpu=0.5)) == [2, 0, 0]
-    assert parallel.node_slots(nodes, ResourcesConfig(cpu=2, gpu=0)) == [8, 4, 1]

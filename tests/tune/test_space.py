@@ -119,11 +119,13 @@ def test_random_search_starts_from_the_initial_point():
 
 def test_the_sweep_id_changes_with_what_trials_compute_only():
     base = _config()
+    # More CPUs per trial, on the thread count base derives from its 1 CPU per trial (train.threads: null).
     same = {"tune": {"resources_per_trial": {"cpu": 2}, "storage_path": "elsewhere", "max_failures": 3},
-            "data": {"num_workers": 4}, "mlflow": {"experiment": "other"}}
+            "train": {"threads": 1}, "data": {"num_workers": 4}, "mlflow": {"experiment": "other"}}
     new = [{"tune": {"seed": 1}}, {"tune": {"searcher": "optuna"}}, {"tune": {"scheduler": "fifo"}},
            {"tune": {"num_samples": 4}}, {"train": {"momentum": 0.8}}, {"model": {"min_size": 56}},
-           {"tune": {"search_space": [LR.model_dump()]}}]
+           {"tune": {"search_space": [LR.model_dump()]}},
+           {"tune": {"resources_per_trial": {"cpu": 2}}}]  # 2 threads: other figures on the CPU
     assert sweep_id(base, "d1") == sweep_id(_config(same), "d1")
     assert len(sweep_id(base, "d1")) == 12
     ids = {sweep_id(_config(change), "d1") for change in new} | {sweep_id(base, "d2"), sweep_id(base, "d1")}

@@ -98,8 +98,11 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def run_params(config: StudyConfig) -> dict[str, Any]:
-    """What defines a training run, flattened (``train.lr``, ``model.arch``, ...): the params every run logs."""
+    """What defines a training run, flattened (``train.lr``, ``model.arch``, ...): the params every run logs.
+
+    ``train.threads`` is the count the run trains with (null in params.yaml: derived from the CPUs per run).
+    """
+    train = {**config.train.model_dump(), "threads": config.torch_threads}
     return flatten(
-        {"data": {"split": config.data.split.model_dump()}, "model": config.model.model_dump(),
-         "train": config.train.model_dump()}
+        {"data": {"split": config.data.split.model_dump()}, "model": config.model.model_dump(), "train": train}
     )

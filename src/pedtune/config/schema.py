@@ -297,6 +297,15 @@ class TrainConfig(Section):
         ),
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="`auto` (CUDA if available), `cpu` or `cuda`.")
+    threads: PositiveInt | None = Field(
+        None,
+        description=(
+            "torch's CPU threads in the train stage, every trial and every `evaluate` run; null: "
+            "`tune.resources_per_trial.cpu` rounded down (at least 1). On the CPU the thread count changes the "
+            "numbers (sums are split differently), so it comes from params, never from the cores a run happens "
+            "to get: the same params give the same figures on the same kind of machine."
+        ),
+    )
     eval_batch_size: PositiveInt = Field(2, description="Images per step at evaluation.")
     coco_backend: CocoBackend = Field(
         "pycocotools",
@@ -478,8 +487,8 @@ class ResourcesConfig(Section):
     cpu: Annotated[float, Field(gt=0)] = Field(
         4.0,
         description=(
-            "CPUs reserved per trial and per `evaluate` run (fractions allowed); a run trains with this many "
-            "torch threads."
+            "CPUs reserved per trial and per `evaluate` run (fractions allowed); with `train.threads: null`, "
+            "also the torch threads every run trains with."
         ),
     )
     gpu: Annotated[float, Field(ge=0)] = Field(
@@ -840,3 +849,8 @@ class StudyConfig(Section):
     @property
     def asha_max_t(self) -> int:
         return self.tune.asha.max_t or self.train.epochs
+
+    @property
+    def torch_threads(self) -> int:
+        """The CPU threads every run of this study trains with (``train.threads``)."""
+        return self.train.threads or max(1, math.floor(self.tune.resources_per_trial.cpu))

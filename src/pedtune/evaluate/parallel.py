@@ -3,19 +3,18 @@
 Ray only pays off when two runs fit at once: its start-up costs seconds and its workers
 hold a second copy of the data, so a machine with room for one run uses a plain loop.
 
-Side by side, each run trains on the CPUs (torch threads) and the GPU share Ray reserved for
-it. The runs left after the last full round reserve the slots between them (:func:`run_sizes`:
-with three runs on two slots the third reserves both, starting once the first two are done),
-so the last run does not train on one slot's threads beside the idle ones. A run that ran out of memory is trained once more, alone, after
-the others (with a whole GPU where it had a share); if that fails too, it is reported
-without a test score, like a run whose loss diverged.
+Side by side, each run trains on the GPU share Ray reserved for it and on ``train.threads``
+torch threads, like every trial: a run that finds slots idle (the last of an odd round) does
+not take them, since a different thread count would change its figures. A run that ran out
+of memory is trained once more, alone, after the others (with a whole GPU where it had a
+share); if that fails too, it is reported without a test score, like a run whose loss diverged.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -60,43 +59,12 @@ def describe_execution(tune: TuneConfig, num_runs: int) -> str:
 
 
 def alone(resources: ResourcesConfig) -> Grant:
-    """What a run has when it trains by itself: the process's cores and, if it asks for a GPU, a whole one."""
-    return Grant(cpu=None, gpu=1.0 if resources.gpu > 0 else 0.0)
+    """What a run has when it trains by itself: if it asks for a GPU, a whole one."""
+    return Grant(gpu=1.0 if resources.gpu > 0 else 0.0)
 
 
-def node_slots(nodes: Iterable[Mapping[str, float]], resources: ResourcesConfig) -> list[int]:
-    """How many runs of ``resources`` each node (its Ray resources: CPU, GPU) holds at once."""
-    slots = []
-    for node in nodes:
-        count = math.floor(node.get("CPU", 0) / resources.cpu)
-        if resources.gpu > 0:
-            count = min(count, math.floor(node.get("GPU", 0) / resources.gpu))
-        slots.append(count)
-    return slots
-
-
-def run_sizes(num_runs: int, slots: Sequence[int]) -> list[int]:
-    """How many runs' worth of resources each run reserves, in submission order.
-
-    1, except for the runs left after the last full round, fewer than the slots: those share the
-    slots between them (as many as lets them all train at once, each within one node), so the
-    last runs do not train on one run's CPUs beside the idle ones of the runs that finished.
-    """
-    tail = num_runs % sum(slots) if sum(slots) else 0
-    if not tail:
-        return [1] * num_runs
-    size = max(size for size in range(1, max(slots) + 1) if sum(count // size for count in slots) >= tail)
-    return [1] * (num_runs - tail) + [size] * tail
-
-
-def execute(
-    specs: Sequence[RunSpec], inputs: RunInputs, tune: TuneConfig, on_result: ResultHook, size_tail: bool = True
-) -> list[RunResult]:
-    """Every spec's :class:`RunResult`, in completion order; ``on_result`` sees each as it arrives.
-
-    ``size_tail``: the last runs on Ray reserve the slots between them (:func:`run_sizes`; the
-    benchmark turns it off to measure what it gains).
-    """
+def execute(specs: Sequence[RunSpec], inputs: RunInputs, tune: TuneConfig, on_result: ResultHook) -> list[RunResult]:
+    """Every spec's :class:`RunResult`, in completion order; ``on_result`` sees each as it arrives."""
     log.info(f"{len(specs)} runs: {describe_execution(tune, len(specs))}")
     if not uses_ray(tune, len(specs)):
         grant = alone(tune.resources_per_trial)
@@ -105,7 +73,7 @@ def execute(
             return train_and_test(spec, inputs, grant)
 
         return _retried_alone(specs, (run(spec) for spec in specs), run, on_result)
-    return _execute_on_ray(specs, inputs, tune, on_result, size_tail)
+    return _execute_on_ray(specs, inputs, tune, on_result)
 
 
 def _retried_alone(
@@ -130,7 +98,7 @@ def _retried_alone(
 
 
 def _execute_on_ray(
-    specs: Sequence[RunSpec], inputs: RunInputs, tune: TuneConfig, on_result: ResultHook, size_tail: bool
+    specs: Sequence[RunSpec], inputs: RunInputs, tune: TuneConfig, on_result: ResultHook
 ) -> list[RunResult]:
     import ray  # only this path needs it; importing Ray costs seconds
 
@@ -143,14 +111,9 @@ def _execute_on_ray(
         # No retries by Ray: a run that fails (a crash, not a divergence, which is a result) would fail again.
         task = ray.remote(max_retries=0)(_ray_run)
         shared = ray.put(inputs)  # stores and weights cross to the workers once, not per run
-        sizes = [1] * len(specs)
-        if size_tail:
-            sizes = run_sizes(len(specs), node_slots((n["Resources"] for n in ray.nodes() if n["Alive"]), resources))
 
-        def submitted(spec: RunSpec, size: int) -> Any:
-            # Ray takes a fraction of a GPU only below 1; fit uses one device.
-            gpu = min(1.0, resources.gpu * size) if resources.gpu < 1 else resources.gpu
-            return task.options(num_cpus=resources.cpu * size, num_gpus=gpu).remote(spec, shared)
+        def submitted(spec: RunSpec) -> Any:
+            return task.options(num_cpus=resources.cpu, num_gpus=resources.gpu).remote(spec, shared)
 
         def outcome(ref: Any, spec: RunSpec) -> RunResult:
             try:
@@ -161,7 +124,7 @@ def _execute_on_ray(
                 return unfinished_result(spec, [], 0.0, "unknown (the worker was killed)", out_of_memory=message)
 
         def as_they_finish() -> Iterator[RunResult]:
-            pending = {submitted(spec, size): spec for spec, size in zip(specs, sizes)}
+            pending = {submitted(spec): spec for spec in specs}
             while pending:
                 (done,), _ = ray.wait(list(pending), num_returns=1)
                 yield outcome(done, pending.pop(done))

@@ -14,6 +14,7 @@ from pedtune.config import StudyConfig, run_params
 from pedtune.device import resolve_device
 from pedtune.engine.train import EpochResult, fit
 from pedtune.io import atomic_path, write_json, write_text
+from pedtune.run_limits import use_threads
 from pedtune.stages.inputs import read_inputs
 from pedtune.tracking.store import log_metrics, log_params, open_store, source_tags, tracked_run
 from pedtune.units import duration
@@ -54,6 +55,7 @@ def run_train(config: StudyConfig) -> dict[str, float]:
     resolve_device(config.train.device)  # before the MLflow run and the data: no GPU fails at once
     store = open_store(config.mlflow)  # before any training: a bad URI must not cost an hour
     inputs = read_inputs(config)
+    use_threads(config)  # the trials' and evaluate runs' count: the same params train the same numbers
     train_samples, val_samples, pretrained = inputs.samples("train"), inputs.samples("val"), inputs.pretrained()
     tags = {"stage": "train", **source_tags(), "dataset_hash": inputs.dataset_hash}
     with tracked_run(store, "train", tags) as run_id:

@@ -38,7 +38,8 @@ def sweep_identity(config: StudyConfig, dataset_hash: str) -> dict[str, Any]:
         "metric": tune.metric,
         "mode": tune.mode,
         "search_space": [dist.model_dump() for dist in tune.search_space],
-        "train": config.train.model_dump(),
+        # The thread count changes what a trial computes on the CPU; null derives it from the resources.
+        "train": {**config.train.model_dump(), "threads": config.torch_threads},
         "model": config.model.model_dump(),
         # How many images the fetch demands checks the data; dataset_hash is what it is.
         "data": config.data.model_dump(exclude={"cache", "num_workers", "expected_images"}),

@@ -159,11 +159,11 @@ def train_trial(
 ) -> None:
     """The Tune function trainable; the keyword arguments arrive through ``tune.with_parameters``."""
     console.configure("tune")  # progress lines into the trial's log, prefixed as on the driver
-    # Ray sets OMP_NUM_THREADS for the worker, but torch may have read it before (more threads
-    # than reserved cores make two concurrent trials fight over the CPUs); a reused actor holds
-    # the previous trial's memory; a trial granted no GPU still sees the GPUs: place_run.
+    # torch's threads come from train.threads, not from Ray's OMP_NUM_THREADS (the count changes
+    # the figures); a reused actor holds the previous trial's memory; a trial granted no GPU
+    # still sees the GPUs: place_run.
     resources = base.tune.resources_per_trial
-    grant = ray_grant() or Grant(cpu=resources.cpu, gpu=resources.gpu)
+    grant = ray_grant() or Grant(gpu=resources.gpu)
     config = place_run(with_train_overrides(base, decode_sample(sample, base.tune.search_space)), grant)
     reporter = EpochReporter(checkpoint_staging, base.tune.checkpoint_every)
     try:
