@@ -27,7 +27,7 @@ TINY_ON_CPU = ("--synthetic --num-images 8 --image-size 48x64 --min-size 48 --ma
 FEWER_ON_CPU = {
     "GPU_CHECK_EXTRA_epoch_profile": "--epochs 2 --train-images 2 --hooks checkpoint",
     "GPU_CHECK_EXTRA_gpu_packing": "--shares 1 0.5 --train-images 2 --val-images 1",
-    "GPU_CHECK_EXTRA_epoch_profile_precisions": "--train-images 2 --hooks checkpoint",
+    "GPU_CHECK_EXTRA_epoch_profile_precisions": "--epochs 1 --train-images 2 --hooks checkpoint",
     "GPU_CHECK_EXTRA_mask_paste": "--images 2 --reps 1",
     "GPU_CHECK_EXTRA_evaluation": "--epochs 2 --train-images 2 --proposals 100",
     "GPU_CHECK_EXTRA_train_step": "--steps 1 --reps 1",
@@ -56,7 +56,7 @@ def test_every_step_runs_and_writes_what_the_table_reads(tmp_path: Path) -> None
     assert [e["epoch"] for e in run["epochs"]] == [1, 2] and run["profile"]["epoch"] == 2 and run["hooks"] == ["checkpoint"]
     assert run["profile"]["top_ops_by_self_cpu_time"] and run["epochs"][1]["first_shape_steps"] == 0
     (run,) = json.loads((out / "epoch_profile_cuda_fp32_bf16.json").read_text())["runs"]  # on the CPU: fp32 only
-    assert run["precision"] == "fp32" and run["profile"] is None and len(run["epochs"]) == 2
+    assert run["precision"] == "fp32" and run["profile"] is None and len(run["epochs"]) == 1
     # The per-step words reached their step only, after its own arguments.
     assert log.count("--steps 1 --reps 1 --json") == 2 and log.count("--shares 1 0.5") == 1
     assert log.count("--epochs 2 --train-images 2 --hooks checkpoint --json") == 1
