@@ -26,7 +26,9 @@ TINY_ON_CPU = ("--synthetic --num-images 8 --image-size 48x64 --min-size 48 --ma
 # (no MLflow there); tests/bench/test_epoch_profile.py runs the MLflow hook.
 FEWER_ON_CPU = {
     "GPU_CHECK_EXTRA_epoch_profile": "--epochs 2 --train-images 2 --hooks checkpoint",
-    "GPU_CHECK_EXTRA_gpu_packing": "--shares 1 0.5 --train-images 2 --val-images 1",
+    # Its trials' loaders without worker processes: the loader's workers cost 3x the rest on the CPU
+    # (the epoch profile's step keeps params.yaml's 2 workers).
+    "GPU_CHECK_EXTRA_gpu_packing": "--shares 1 0.5 --train-images 2 --val-images 1 --set data.num_workers=0",
     "GPU_CHECK_EXTRA_epoch_profile_precisions": "--epochs 1 --train-images 2 --hooks checkpoint",
     "GPU_CHECK_EXTRA_mask_paste": "--images 2 --reps 1",
     "GPU_CHECK_EXTRA_evaluation": "--epochs 2 --train-images 2 --proposals 100",
