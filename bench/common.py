@@ -291,8 +291,8 @@ def portable(value: Any) -> Any:
     return path.relative_to(REPO).as_posix() if path.is_relative_to(REPO) else path.name
 
 
-def emit(name: str, args: argparse.Namespace, result: dict[str, Any]) -> dict[str, Any]:
-    """Print the result and write it to ``--json`` (run_all passes bench/results/<name>.json).
+def emit(name: str, args: argparse.Namespace, result: dict[str, Any], echo: bool = True) -> dict[str, Any]:
+    """Print the result (unless not ``echo``) and write it to ``--json`` (run_all passes bench/results/<name>.json).
 
     ``measured_at`` (UTC seconds) is what the table's "latest result" goes by; paths are written
     by :func:`portable`, so a result file names no folder of the machine it ran on."""
@@ -301,7 +301,8 @@ def emit(name: str, args: argparse.Namespace, result: dict[str, Any]) -> dict[st
                         "args": {k: str(v) for k, v in vars(args).items()}, **result,
                         "loadavg_at_end": os.getloadavg()[0], "measured_at": round(time.time())})
     text = json.dumps(payload, indent=2)
-    print(text)
+    if echo:
+        print(text)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(text + "\n")

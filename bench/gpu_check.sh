@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The GPU measurements issues 5 and 23 still lack, run in one go on a CUDA machine, most decisive first.
+# The GPU measurements issue 37 needs (and those issues 5 and 23 left), run in one go on a CUDA
+# machine, most decisive first.
 #
-#   bench/gpu_check.sh DATA OUT [BUDGET_S]
+#   bash bench/gpu_check.sh DATA OUT [BUDGET_S]
 #
 # DATA: an extracted PennFudanPed; OUT: a folder for the results; BUDGET_S: the seconds the whole
 # run may take (default 540): each step gets its own limit, cut to what is left of the budget, and
@@ -78,25 +79,29 @@ bench() {  # bench NAME LIMIT_S RESULT MODULE ARGS...: one benchmark from params
 }
 
 step environment 60 "$python" -c "
-import torch, torchvision, pedtune.engine.train, bench.mask_paste
+import torch, torchvision, pedtune.engine.train, bench.mask_paste, bench.epoch_profile
 print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'cuda', torch.version.cuda)
 print('gpu', torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)"
 # The CUDA branches of the code, before anything is timed on them.
 step tests 150 "$python" -m pytest -q -p no:cacheprovider tests/cuda
+# Issue 37: where one epoch of the defaults goes (R50, AMP, batch 2, with a checkpoint per epoch):
+# steps, data wait, first-shape warm-up, val evaluation, hooks; epoch 3 under torch.profiler.
+bench epoch_profile 200 epoch_profile_cuda epoch_profile --amp on --epochs 3
+# Issues 23 and 37: trials per hour at 1, 0.5 and 0.25 GPU per trial (each capped at its share of
+# the memory), and how busy the GPU is.
+bench gpu_packing 240 gpu_packing_cuda gpu_packing
+# Issue 37: the same epochs in fp32 and with AMP in bfloat16 (the defaults' AMP is float16), unprofiled.
+bench epoch_profile_precisions 200 epoch_profile_cuda_fp32_bf16 epoch_profile --amp both --amp-dtype bfloat16 \
+    --epochs 2 --profile-epoch 0
 # Does the host-box paste save the per-mask syncs, and the column-major copy the RLE's copy?
 bench mask_paste 120 mask_paste_cuda mask_paste --arch r50 --images 25 --reps 3
 # The val evaluation's share of later epochs (target <= 5 %; 27.9 % of epoch 2 before both changes).
 bench evaluation 240 evaluation_cuda_epochs4 evaluation --arch r50 --amp on --epochs 4 --reps 1 \
     --proposal-reps 1 --proposals 1000
-# Issue 23: trials per hour at 1, 0.5 and 0.25 GPU per trial (each capped at its share of the memory).
-bench gpu_packing 240 gpu_packing_cuda gpu_packing
 # fit trains at 10.5 img/s against the step benchmark's 27-36: new batch shapes (60 steps meet
 # many), and fewer of them when padded to multiples of 128?
 bench train_step 120 train_step_cuda_steps60 train_step --arch r50 --amp on --steps 60 --reps 2
 bench train_step_div128 120 train_step_cuda_steps60_div128 train_step --arch r50 --amp on --steps 60 --reps 2 \
     --size-divisible 128
-# Where fit's host time goes while the GPU idles (the profiler inflates this run's times).
-bench profile 200 evaluation_cuda_profiled evaluation --arch r50 --amp on --epochs 2 --reps 1 \
-    --proposal-reps 1 --proposals 1000 --profile "$out/fit_profile.txt"
 note "== done: $([ "$failed" -eq 0 ] && echo 'every step passed' || echo 'a step failed or was skipped')"
 exit "$failed"

@@ -31,7 +31,7 @@ PERFORMANCE_PAGE = REPO / "docs" / "performance.md"
 TABLE_START, TABLE_END = "<!-- bench-table:start -->", "<!-- bench-table:end -->"
 
 BENCHMARKS = ("train_step", "data_pipeline", "evaluation", "mask_paste", "tune_overhead", "asha_savings", "asha_budget",
-              "memory", "checkpoint_storage", "cluster_sweep", "gpu_packing")
+              "memory", "checkpoint_storage", "cluster_sweep", "gpu_packing", "epoch_profile")
 GPU_ONLY = ("gpu_packing",)  # refuses to run without CUDA: run by default only with --device cuda
 # Shared arguments each benchmark understands; asha_savings picks its own (synthetic, tiny) data.
 SHARED = ("--data", "--device", "--amp", "--threads")
@@ -189,7 +189,41 @@ def rows(r: dict[str, dict[str, Any]], only: str | None = None) -> list[tuple[st
                               + (f" ({run['ratio_vs_whole_gpu']:.2f}×)" if run["ratio_vs_whole_gpu"] else "")
                               + f", GPU busy {run['gpu_busy_percent']} %, {run['out_of_memory']} out of memory"
                               for run in g["runs"]), "—", "—"))
+    for p in _variants(r, "epoch_profile", only):
+        for run in p["runs"]:
+            out.extend(_epoch_rows(p, run))
     return out
+
+
+def _epoch_rows(result: dict[str, Any], run: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """An epoch_profile run: the last epoch not profiled (else the last), with the first epoch's warm-up
+    beside it; and the profiled epoch's busiest ops."""
+    profiled = (run["profile"] or {}).get("epoch")
+    epochs = run["epochs"]
+    shown = next((e for e in reversed(epochs) if e["epoch"] != profiled), epochs[-1])
+    label = (f"{run['arch'].removeprefix('maskrcnn_')} at {run['image_size'][0]}/{run['image_size'][1]} px, "
+             f"{run['train_images']} train / {run['val_images']} val images, batch {run['batch_size']}, {run['precision']}, "
+             f"hooks: {', '.join(run['hooks']) or 'none'}{_on(result)}")
+    tag = f"epoch {shown['epoch']} of {len(epochs)}{', under torch.profiler' if shown['epoch'] == profiled else ''}"
+    first = epochs[0]
+    warm_up = "; " if shown is first else f"; epoch 1 {first['wall_s']:.1f} s, "
+    warm_up += (f"{first['first_shape_steps']} of its steps on new batch shapes {first['first_shape_steps_s']:.1f} s, "
+                f"setup before it {first['setup_s']:.1f} s")
+    met = shown["epoch_vs_step"] >= 0.8 and shown["eval_share"] <= 0.05
+    rows = [(f"9. one epoch of fit, the steps' share of its wall ({label})",
+             f"{shown['epoch_vs_step']:.2f}× ({tag}: {shown['wall_s']:.1f} s = steps {shown['steps_s']:.1f} + data wait "
+             f"{shown['data_wait_s']:.1f} + val {shown['eval_s']:.1f} ({100 * shown['eval_share']:.1f} %) + hooks "
+             f"{shown['checkpoint_start_s'] + shown['epoch_end_s']:.1f}; step {shown['step_images_per_s']:.2f} img/s, "
+             f"epoch {shown['epoch_images_per_s']:.2f} img/s){warm_up}", "≥ 0.8×, val ≤ 5 %", _ok(met))]
+    if profiled:
+        profile = run["profile"]
+        ranking = "top_ops_by_self_device_time" if "top_ops_by_self_device_time" in profile else "top_ops_by_self_cpu_time"
+        seconds = "self_device_s" if ranking.endswith("device_time") else "self_cpu_s"
+        busy = f"device busy {100 * profile['device_busy_share']:.0f} %; " if "device_busy_share" in profile else ""
+        tops = ", ".join(f"{op['name']} {op[seconds]:.2f} s" for op in profile[ranking][:3])
+        rows.append((f"9. profiled epoch {profiled} of {len(epochs)}, {ranking.removeprefix('top_ops_').replace('_', ' ')} "
+                     f"({label})", f"{busy}{tops} (of {profile['wall_s']:.1f} s)", "—", "—"))
+    return rows
 
 
 def _best_final(sweep: dict[str, Any], epochs: int) -> float | None:
