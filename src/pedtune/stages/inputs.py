@@ -15,7 +15,7 @@ import torch
 from pedtune import console, paths
 from pedtune.config import StudyConfig
 from pedtune.data.cache_memory import cache_footprint
-from pedtune.data.dataset import SampleSet
+from pedtune.data.dataset import SampleSet, reader_for
 from pedtune.data.split import Split, read_split
 from pedtune.model.weights import load_weights
 
@@ -46,8 +46,9 @@ class StageInputs:
         return samples.preload(f"{part} split", scored=part in ("val", "test"))
 
     def pretrained(self) -> dict[str, torch.Tensor]:
-        """The weights every run starts from (checked against model.arch and model.weights)."""
-        return load_weights(paths.PRETRAINED, self.config.model)
+        """The weights every run starts from (checked against model.arch and model.weights), with the
+        pretrained predictors' rows of the dataset's categories that the pretrained model knows by name."""
+        return load_weights(paths.PRETRAINED, self.config.model, reader_for(self.data_root).categories)
 
 
 def read_inputs(config: StudyConfig, absolute: bool = False) -> StageInputs:
