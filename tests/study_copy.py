@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import subprocess
@@ -47,7 +48,8 @@ def make_study(root: Path, changes: dict | None = None) -> Path:
     shutil.copytree(REPO / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     (root / ".dvc").mkdir()
     shutil.copy(REPO / ".dvc" / "config", root / ".dvc" / "config")
-    params = merge(yaml.safe_load((REPO / "params.yaml").read_text()), merge(dict(TINY), changes or {}))
+    # A deep copy: merging into TINY itself would carry one test's changes into the next.
+    params = merge(yaml.safe_load((REPO / "params.yaml").read_text()), merge(copy.deepcopy(TINY), changes or {}))
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["git", "init", "-q"], root)
     run(["git", "add", "-A"], root)

@@ -67,7 +67,7 @@ def _compare(config: StudyConfig) -> None:
 
 
 def _check(config: StudyConfig) -> None:
-    """``main`` has validated the file and timed the work on this machine: nothing left to do."""
+    """``main`` has validated the file, timed the work on this machine and states the cache's memory."""
 
 
 STAGES: dict[str, tuple[Callable[[StudyConfig], None], str]] = {
@@ -195,8 +195,10 @@ def main(argv: list[str] | None = None) -> int:
             found = guard(config, args.stage)  # before the store, the data and any training
         STAGES[args.stage][0](config)
         if args.stage == "check":
+            from pedtune.data.cache_memory import cache_statement  # noqa: PLC0415 - reads the fetched data
+
             estimate = f"\nestimated on this machine: {found.describe()}\n({found.basis(config)})" if found else ""
-            console.summary(log, f"{args.params} is valid{estimate}")
+            console.summary(log, f"{args.params} is valid{estimate}\n{cache_statement(config)}")
     except (ConfigError, UnauthenticatedClusterError) as error:
         log.error(str(error))
         return EXIT_BAD_INPUT

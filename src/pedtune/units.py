@@ -13,3 +13,13 @@ def duration(seconds: float) -> str:
         return f"{minutes} min {secs:02d} s"
     hours, minutes = divmod(minutes, 60)
     return f"{hours} h {minutes:02d} min"
+
+
+def memory(num_bytes: float) -> str:
+    """``812 MiB``, ``3.4 GiB``, ``96 KiB``: binary units, as the budget in params.yaml is written."""
+    value = max(0.0, float(num_bytes))
+    for unit in ("B", "KiB", "MiB"):
+        if value < 1024:
+            return f"{value:.0f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"

@@ -67,6 +67,12 @@ def test_data_pipeline(tmp_path: Path) -> None:
     assert set(result["ratio_loader_vs_step"]) == {f"cache={c},workers={w}" for c in ("on", "off") for w in (0, 1)}
 
 
+def test_data_wait(tmp_path: Path) -> None:
+    result = _run("data_wait", tmp_path, "--workers", "1", "0", "--steps", "1", "--reps", "1")
+    assert set(result["runs"]) == {"workers=1", "workers=0"} and result["cache"] is False
+    assert all(0 <= run["data_share"]["median"] <= 1 for run in result["runs"].values())
+
+
 def test_evaluation(tmp_path: Path) -> None:
     # From params.yaml (the GPU defaults, as a GPU run passes it), two epochs, one key changed.
     result = _run("evaluation", tmp_path, "--train-images", "2", "--reps", "1", "--epochs", "2",

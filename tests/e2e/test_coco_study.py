@@ -20,16 +20,22 @@ NAMES = ("square", "triangle", "disc")
 
 
 def test_the_study_runs_on_a_coco_dataset_and_reports_each_category(tmp_path: Path):
-    annotation = write_synthetic_coco(SyntheticConfig(num_images=20, height=64, width=80, max_instances=3,
+    # As small as the study runs: 12 images at 48x64 px (every category in each split part, a crowd region,
+    # negatives), 1-epoch trials, 2 of them, 1-epoch evaluation runs, one picture.
+    annotation = write_synthetic_coco(SyntheticConfig(num_images=12, height=48, width=64, max_instances=3,
                                                       categories=3), tmp_path / "mine")
-    study = make_study(tmp_path / "study", {"data": {
-        "format": "coco", "source": "dir", "local_path": str(annotation.parent / "images"),
-        "annotations": str(annotation), "expected_images": None}})
+    study = make_study(tmp_path / "study", {
+        "data": {"format": "coco", "source": "dir", "local_path": str(annotation.parent / "images"),
+                 "annotations": str(annotation), "expected_images": None},
+        "model": {"min_size": 48, "max_size": 64},
+        "train": {"epochs": 1},
+        "tune": {"num_samples": 2},
+        "evaluate": {"num_pictures": 1}})
     run(["dvc", "repro"], study, timeout=1500)
 
     assert (study / "data/dataset/annotations/all.json").read_bytes() == annotation.read_bytes()
     split = json.loads((study / "data/split.json").read_text())
-    assert sum(split["counts"].values()) == 20
+    assert sum(split["counts"].values()) == 12
     model = torch.load(study / "models/model.pt", weights_only=True)
     assert list(model["categories"].values()) == list(NAMES)
     report = (study / "results/evaluate/report.md").read_text()

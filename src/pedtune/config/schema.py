@@ -158,6 +158,15 @@ class DataConfig(Section):
     synthetic: SyntheticConfig = Field(SyntheticConfig(), description="The generated dataset (`source: synthetic`).")
     split: SplitConfig = Field(SplitConfig(), description="The seeded train/val/test split (`data/split.json`).")
     cache: bool = Field(True, description="Decode and resize every image once and keep it in memory.")
+    cache_budget_gib: Annotated[float, Field(gt=0.0)] | None = Field(
+        8.0,
+        description=(
+            "The most memory, in GiB, that `cache: true` may take in one process holding the decoded samples (the "
+            "stage's, and each running Tune trial's): the whole split's images and masks at the model's input size, "
+            "estimated from the image sizes before anything is decoded; a larger estimate stops the stage (and "
+            "`pedtune check`) before any training. `null`: no limit."
+        ),
+    )
     num_workers: NonNegativeInt = Field(2, description="DataLoader worker processes (0: load in the training process).")
 
     @model_validator(mode="after")

@@ -75,6 +75,11 @@ class CocoReader:
         objects = Decoded(image=decoded.image, masks=decoded.masks[~crowd], labels=decoded.labels[~crowd])
         return resized(stem, objects, min_size, max_size)
 
+    def shape(self, stem: str) -> tuple[int, int, int]:
+        index, image = self.entries[stem]
+        objects = sum(1 for a in index.annotations[image.id] if not a.get("iscrowd", 0))
+        return image.height, image.width, objects
+
     def truth(self, stem: str) -> tuple[tuple[int, int], list[dict[str, Any]]]:
         """The JSON's own annotations (crowd ones too), with labels for category ids."""
         index, image = self.entries[stem]

@@ -150,6 +150,11 @@ class Reader(Protocol):
 
     def sample(self, stem: str, min_size: int, max_size: int) -> Sample: ...
 
+    def shape(self, stem: str) -> tuple[int, int, int]:
+        """(height, width) of the image file and how many instances its training sample holds, read
+        without decoding the image (what :mod:`pedtune.data.cache_memory` estimates from)."""
+        ...
+
     def truth(self, stem: str) -> tuple[tuple[int, int], list[dict[str, Any]]]:
         """(height, width) of the image file and its ground truth there, as COCO annotations."""
         ...
@@ -166,6 +171,11 @@ class PennFudanReader:
 
     def sample(self, stem: str, min_size: int, max_size: int) -> Sample:
         return load_sample(self.root, stem, min_size, max_size)
+
+    def shape(self, stem: str) -> tuple[int, int, int]:
+        # The instance ids are only in the mask's pixels; the mask is small and has the image's size.
+        instance_map = _decode(mask_path(self.root, stem), ImageReadMode.UNCHANGED)[0]
+        return int(instance_map.shape[0]), int(instance_map.shape[1]), int((instance_map.unique() != 0).sum())
 
     def truth(self, stem: str) -> tuple[tuple[int, int], list[dict[str, Any]]]:
         decoded = decode_pennfudan(self.root, stem)

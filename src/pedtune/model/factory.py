@@ -22,8 +22,12 @@ from pedtune.config.schema import BACKBONE_STAGES, ModelConfig
 from pedtune.errors import WeightsError
 
 NUM_CLASSES = 2  # PennFudanPed's: background and pedestrian
-# Keys of the class-specific layers: always trained from scratch for the dataset's classes.
+# Keys of the class-specific layers: built fresh for the dataset's classes; rows of a pretrained
+# model's classes are copied in where the weights say which (PREDICTOR_ROWS).
 PREDICTOR_PREFIXES = ("roi_heads.box_predictor.", "roi_heads.mask_predictor.mask_fcn_logits.")
+# In a pretrained state: for each of the model's classes (0 the background) the pretrained
+# predictors' row it starts from, -1 for a fresh one (pedtune.model.weights.with_predictor_rows).
+PREDICTOR_ROWS = "roi_heads.predictor_rows"
 _RESNET_LAYERS = ("layer4", "layer3", "layer2", "layer1", "conv1")
 
 
@@ -125,9 +129,31 @@ def build_model(
 
 
 def load_pretrained(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
+    state = dict(state)
+    rows = state.pop(PREDICTOR_ROWS, None)
+    predictors = {k: state.pop(k) for k in list(state) if k.startswith(PREDICTOR_PREFIXES)} if rows is not None else {}
     try:
-        result = model.load_state_dict(dict(state), strict=False)
+        result = model.load_state_dict(state, strict=False)
     except RuntimeError as error:
         raise WeightsError(f"pretrained weights do not fit the model: {error}") from None
     if result.unexpected_keys:
         raise WeightsError(f"pretrained weights hold keys the model lacks: {result.unexpected_keys[:5]}")
+    if rows is not None:
+        copy_predictor_rows(model, predictors, rows)
+
+
+def copy_predictor_rows(model: nn.Module, predictors: Mapping[str, torch.Tensor], rows: torch.Tensor) -> None:
+    """Copy into each class's rows of the model's (freshly initialised) predictors the pretrained
+    predictors' row ``rows[class]`` names; classes with -1 keep their fresh rows."""
+    own = model.state_dict()  # tensors sharing storage with the parameters
+    classes = rows.tolist()
+    with torch.no_grad():
+        for key, source in predictors.items():
+            target = own.get(key)
+            if target is None or target.shape[0] % len(classes) or target.shape[1:] != source.shape[1:]:
+                raise WeightsError(f"pretrained predictor {key} {tuple(source.shape)} does not fit the model's "
+                                   f"{None if target is None else tuple(target.shape)} for {len(classes)} classes")
+            per_class = target.shape[0] // len(classes)  # 4 box coordinates per class in bbox_pred, else 1
+            for label, row in enumerate(classes):
+                if row >= 0:
+                    target[label * per_class:(label + 1) * per_class] = source[row * per_class:(row + 1) * per_class]

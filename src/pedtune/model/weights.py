@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from pedtune import console
 from pedtune.config.schema import ModelConfig
 from pedtune.errors import WeightsError
 from pedtune.io import atomic_path
-from pedtune.model.factory import PREDICTOR_PREFIXES, build_model
+from pedtune.model.factory import PREDICTOR_PREFIXES, PREDICTOR_ROWS, build_model
 
 log = console.get(__name__)
 
@@ -41,17 +42,42 @@ SOURCES: dict[str, dict[str, tuple[WeightsEnum, dict[str, str]]]] = {
 }
 
 
-def remap(state: dict[str, torch.Tensor], mapping: dict[str, str], model_keys: set[str]) -> dict[str, torch.Tensor]:
-    """Rename keys by prefix; keep only those the 2-class model has (drops heads, fc, classifier)."""
+def remap(state: dict[str, torch.Tensor], mapping: dict[str, str], model_keys: set[str],
+          predictors: bool = False) -> dict[str, torch.Tensor]:
+    """Rename keys by prefix; keep only those the model has (drops fc, classifier), and of the
+    class-specific predictors (sized for the source's classes) only the predictors, when asked."""
     result = {}
     for key, tensor in state.items():
         for old, new in mapping.items():
             if key.startswith(old):
                 renamed = new + key[len(old) :]
-                if renamed in model_keys and not renamed.startswith(PREDICTOR_PREFIXES):
+                if renamed in model_keys and renamed.startswith(PREDICTOR_PREFIXES) == predictors:
                     result[renamed] = tensor
                 break
     return result
+
+
+def with_predictor_rows(state: Mapping[str, torch.Tensor], predictors: Mapping[str, torch.Tensor],
+                        pretrained_categories: Sequence[str], categories: Mapping[int, str],
+                        source: str = "the pretrained weights") -> dict[str, torch.Tensor]:
+    """``state`` plus what the dataset's predictors start from: a category whose name is one of the
+    pretrained classes (``pretrained_categories``, row 0 the background) takes that class's rows of
+    ``predictors``, the background the background's; the others start fresh. Unchanged when no name
+    matches (then nothing of the pretrained predictors is used)."""
+    index = {name.strip().lower(): row for row, name in enumerate(pretrained_categories)
+             if row > 0 and name != "N/A"}
+    rows = [index.get(categories[label].strip().lower(), -1) for label in sorted(categories)]
+    matched = [categories[label] for label, row in zip(sorted(categories), rows) if row >= 0]
+    fresh = [categories[label] for label, row in zip(sorted(categories), rows) if row < 0]
+    if not predictors or not matched:
+        if predictors:
+            log.info(f"predictors start fresh: no category is one of the classes of {source}")
+        return dict(state)
+    log.info(f"predictors of {', '.join(matched)} and the background start from the rows of {source}"
+             + (f"; fresh: {', '.join(fresh)}" if fresh else ""))
+    if not any(key.startswith(PREDICTOR_PREFIXES[1]) for key in predictors):
+        log.info(f"the mask predictor starts fresh for every category: {source} has no mask head")
+    return {**state, **predictors, PREDICTOR_ROWS: torch.tensor([0, *rows], dtype=torch.int64)}
 
 
 def resolve_weights(cfg: ModelConfig) -> dict[str, Any]:
@@ -74,7 +100,12 @@ def resolve_weights(cfg: ModelConfig) -> dict[str, Any]:
     if not converted:
         raise WeightsError(f"{enum} shares no tensors with {cfg.arch}")
     build_model(cfg, converted)  # fails loudly now rather than at training time
-    return {"arch": cfg.arch, "weights": cfg.weights, "source": str(enum), "state_dict": converted}
+    # A detector's predictors, sized for its classes: the rows of the dataset's categories that
+    # are among them are picked when the dataset is known (load_weights).
+    predictors = remap(state, mapping, model_keys, predictors=True)
+    categories = list(enum.meta.get("categories", [])) if predictors else []
+    return {"arch": cfg.arch, "weights": cfg.weights, "source": str(enum), "state_dict": converted,
+            "predictors": predictors if categories else {}, "categories": categories}
 
 
 def save_weights(cfg: ModelConfig, path: Path) -> dict[str, Any]:
@@ -84,8 +115,9 @@ def save_weights(cfg: ModelConfig, path: Path) -> dict[str, Any]:
     return payload
 
 
-def load_weights(path: Path, cfg: ModelConfig) -> dict[str, torch.Tensor]:
-    """Tensors to start from; checks the file was made for this arch and weights choice."""
+def load_weights(path: Path, cfg: ModelConfig, categories: Mapping[int, str] | None = None) -> dict[str, torch.Tensor]:
+    """Tensors to start from; checks the file was made for this arch and weights choice. With the
+    dataset's ``categories``, the pretrained predictors' rows of those among its classes too."""
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
@@ -97,4 +129,7 @@ def load_weights(path: Path, cfg: ModelConfig) -> dict[str, torch.Tensor]:
             f"{path} holds {payload.get('arch')}/{payload.get('weights')} but params.yaml asks for "
             f"{cfg.arch}/{cfg.weights}: run the weights stage again"
         )
-    return payload["state_dict"]
+    if categories is None or not payload.get("predictors"):
+        return payload["state_dict"]
+    return with_predictor_rows(payload["state_dict"], payload["predictors"], payload["categories"], categories,
+                               payload.get("source") or cfg.weights)

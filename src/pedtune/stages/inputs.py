@@ -7,16 +7,19 @@ which weights a run starts from is written once.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from pedtune import paths
+from pedtune import console, paths
 from pedtune.config import StudyConfig
-from pedtune.data.dataset import SampleSet, open_samples
+from pedtune.data.cache_memory import cache_footprint
+from pedtune.data.dataset import SampleSet, reader_for
 from pedtune.data.split import Split, read_split
 from pedtune.model.weights import load_weights
+
+log = console.get(__name__)
 
 
 @dataclass(frozen=True)
@@ -27,17 +30,25 @@ class StageInputs:
     split: Split
     dataset_hash: str
     data_root: Path
+    _cache_checked: list[str] = field(default_factory=list, compare=False, repr=False)
 
     def samples(self, part: str) -> SampleSet:
         """The decoded samples of a split part (``train``, ``val``, ``test``, ``train+val``); the parts
-        that are scored (val, test) with their ground truth."""
-        size = (self.config.model.min_size, self.config.model.max_size)
-        return open_samples(self.data_root, self.split.part(part), *size, self.config.data.cache, f"{part} split",
-                            scored=part in ("val", "test"))
+        that are scored (val, test) with their ground truth. With ``data.cache`` on, the memory the
+        whole split takes is stated (and held to ``data.cache_budget_gib``) before the first is decoded."""
+        model, data = self.config.model, self.config.data
+        samples = SampleSet(self.data_root, self.split.part(part), model.min_size, model.max_size, data.cache)
+        if data.cache and not self._cache_checked:
+            everything = self.split.train + self.split.val + self.split.test
+            footprint = cache_footprint(samples.reader, everything, model.min_size, model.max_size)
+            self._cache_checked.append(footprint.check(data.cache_budget_gib))
+            log.info(self._cache_checked[0])
+        return samples.preload(f"{part} split", scored=part in ("val", "test"))
 
     def pretrained(self) -> dict[str, torch.Tensor]:
-        """The weights every run starts from (checked against model.arch and model.weights)."""
-        return load_weights(paths.PRETRAINED, self.config.model)
+        """The weights every run starts from (checked against model.arch and model.weights), with the
+        pretrained predictors' rows of the dataset's categories that the pretrained model knows by name."""
+        return load_weights(paths.PRETRAINED, self.config.model, reader_for(self.data_root).categories)
 
 
 def read_inputs(config: StudyConfig, absolute: bool = False) -> StageInputs:

@@ -42,7 +42,7 @@ def sweep_identity(config: StudyConfig, dataset_hash: str) -> dict[str, Any]:
         "train": {**config.train.model_dump(), "threads": config.torch_threads},
         "model": config.model.model_dump(),
         # How many images the fetch demands checks the data; dataset_hash is what it is.
-        "data": config.data.model_dump(exclude={"cache", "num_workers", "expected_images"}),
+        "data": config.data.model_dump(exclude={"cache", "cache_budget_gib", "num_workers", "expected_images"}),
         "dataset_hash": dataset_hash,
         "code": code_fingerprint(),
     }
