@@ -96,14 +96,16 @@ def test_a_glob_with_annotations_is_scored_and_other_categories_are_refused(
 
 @pytest.mark.parametrize("model", ["models:/pedtune-maskrcnn@champion", "missing.pt"])
 def test_a_model_that_is_not_there_is_a_clear_error_and_writes_nothing(
-    tmp_path: Path, synthetic_root: Path, params_file: Path, model: str, capsys
+    tmp_path: Path, synthetic_root: Path, params_file: Path, model: str, capsys, monkeypatch
 ):
+    monkeypatch.chdir(tmp_path)
     output = tmp_path / "out"
     code = predict(params_file, str(synthetic_root / "PNGImages"), "--model", model, "--output", str(output))
     assert code == 1 and not output.exists()
     message = capsys.readouterr().err
     assert model.removeprefix("models:/").split("@")[0] in message
     assert "cannot load this MLflow model" in message or "model file not found" in message
+    assert not (tmp_path / "mlflow.db").exists()  # only params.yaml's store was asked, not MLflow's default
 
 
 def test_inputs_that_name_nothing_are_refused(tmp_path: Path, params_file: Path, model_file: Path, capsys):

@@ -80,7 +80,7 @@ def test_the_champion_loads_and_predicts_where_pedtune_cannot_be_imported_and_in
         "print(type(model).__module__, sorted(out[0]), len(out[1]['scores']) > 0, tuple(out[1]['masks'].shape[-2:]))\n"
     )
     env = {**os.environ, "MLFLOW_TRACKING_URI": store.tracking_uri}
-    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split("\n")[0] == "torchvision.models.detection.mask_rcnn ['boxes', 'labels', 'masks', 'scores'] True (48, 64)"
 

@@ -20,7 +20,7 @@ import torch
 from torchvision.io import write_png
 
 from pedtune import console
-from pedtune.engine.coco_eval import to_coco_results
+from pedtune.engine.coco_eval import MASK_THRESHOLD, to_coco_results
 from pedtune.errors import DataError
 from pedtune.evaluate.pictures import draw_instances
 from pedtune.io import atomic_path, write_json
@@ -82,7 +82,7 @@ def predict_images(
                     for item, prediction in zip(decoded, model(inputs)):
                         image_id = ids[item.index]
                         prediction = {key: value.cpu() for key, value in prediction.items()}
-                        prediction["masks"] = prediction["masks"] > 0.5
+                        prediction["masks"] = prediction["masks"] > MASK_THRESHOLD
                         results.extend(to_dataset_ids(to_coco_results(image_id, prediction), predictor.category_ids))
                         height, width = item.image.shape[-2:]
                         entries.append({"id": image_id, "file_name": str(item.path), "height": int(height),

@@ -40,16 +40,35 @@ def load_predictor(reference: str, tracking_uri: str | None = None) -> Predictor
     return Predictor(checkpoint.model(), checkpoint.categories, checkpoint.category_ids, None, reference)
 
 
+def _download(uri: str, tracking_uri: str | None, folder: str) -> str:
+    """The MLflow model at ``uri`` copied into ``folder``, looked up in ``tracking_uri``'s store only
+    (MLflow's own resolution of ``models:/`` would consult the process's default store)."""
+    from mlflow import MlflowClient
+    from mlflow.artifacts import download_artifacts
+
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    if uri.startswith("runs:/"):
+        run_id, _, path = uri[len("runs:/"):].partition("/")
+        return download_artifacts(run_id=run_id, artifact_path=path, dst_path=folder, tracking_uri=tracking_uri)
+    reference = uri[len("models:/"):]
+    if "@" in reference:
+        name, alias = reference.split("@", 1)
+        version = client.get_model_version_by_alias(name, alias)
+    else:
+        name, _, number = reference.rpartition("/")
+        version = client.get_model_version(name, number)
+    source = client.get_model_version_download_uri(version.name, str(version.version))
+    return download_artifacts(artifact_uri=source, dst_path=folder, tracking_uri=tracking_uri)
+
+
 def _from_mlflow(uri: str, tracking_uri: str | None) -> Predictor:
     import mlflow.pytorch  # only this path needs MLflow
-    from mlflow.artifacts import download_artifacts
     from mlflow.exceptions import MlflowException
     from mlflow.models import Model
 
     with tempfile.TemporaryDirectory(prefix="pedtune-model-") as folder:
         try:
-            local = download_artifacts(artifact_uri=uri, dst_path=folder, tracking_uri=tracking_uri,
-                                       registry_uri=tracking_uri)
+            local = _download(uri, tracking_uri, folder)
             metadata = Model.load(local).metadata or {}
             model = mlflow.pytorch.load_model(local, map_location="cpu")
         except (MlflowException, OSError) as error:
