@@ -88,7 +88,7 @@ def plain_torchvision(model: MaskRCNN) -> MaskRCNN:
 def champion_decision(candidate: Candidate, champion_tags: Mapping[str, str] | None) -> tuple[bool, str]:
     """Whether the alias moves to ``candidate``, and why (or why not)."""
     if champion_tags is None:
-        return True, "the first version of this model: it is the champion"
+        return True, "no champion yet (the first version of this name)"
     if (champion_tags.get(TAG_DATASET), champion_tags.get(TAG_SPLIT)) != (candidate.dataset_hash,
                                                                            candidate.split_hash):
         return False, ("the champion was scored on another dataset or split (dataset/split hash differ): "
