@@ -140,6 +140,22 @@ def build_parser() -> argparse.ArgumentParser:
     deps_help = "write the src/pedtune deps of dvc.yaml's stages from each stage module's imports"
     deps = sub.add_parser("dvc-deps", help=deps_help, description=deps_help)
     deps.add_argument("--check", action="store_true", help="only report stale pipeline files (exit 1 if any)")
+    predict_help = "predict images (files, folders, globs) with a kept or registered model: COCO results and overlays"
+    predict = sub.add_parser("predict", help=predict_help, description=predict_help,
+                             epilog="exit status 1 when an image could not be decoded (the others are predicted)",
+                             parents=[after_stage])
+    predict.add_argument("images", nargs="+", help="image files, folders of images, or glob patterns ('photos/*.jpg')")
+    predict.add_argument("--model", default=str(paths.TUNED_MODEL),
+                         help="a model file pedtune wrote, or an MLflow model URI such as models:/NAME@champion "
+                              "(from mlflow.tracking_uri's store) (default: %(default)s, the evaluate stage's)")
+    predict.add_argument("--output", default="predictions",
+                         help="the folder to write, replaced whole (default: %(default)s)")
+    predict.add_argument("--annotations", default=None,
+                         help="a COCO JSON listing the images: also score the predictions against it")
+    predict.add_argument("--batch-size", type=int, default=None, help="images per batch (default: train.eval_batch_size)")
+    predict.add_argument("--score-threshold", type=float, default=None,
+                         help="the lowest score drawn on the overlays (default: the registered model's, "
+                              "else evaluate.score_threshold); detections.json keeps every detection")
     layout_help = "rewrite docs/development.md's layout section from the tree and the modules' docstrings"
     layout = sub.add_parser("docs-layout", help=layout_help, description=layout_help)
     layout.add_argument("--page", default="docs/development.md", help="the page to rewrite (default: %(default)s)")
@@ -186,6 +202,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.stage == "dvc-deps":
             return _dvc_deps(args.check, log)
         config = load_config(args.params)
+        if args.stage == "predict":
+            from pedtune.predict.command import run_predict
+
+            outcome = run_predict(config, args.images, args.model, Path(args.output),
+                                  Path(args.annotations) if args.annotations else None, args.batch_size,
+                                  args.score_threshold)
+            return 1 if outcome.skipped else 0
         if args.stage in LOGGING_STAGES:
             check_reachable(config.mlflow)
         found = None

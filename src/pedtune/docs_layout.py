@@ -23,6 +23,7 @@ TEST_FOLDERS = {
     "data": "fetching, validation, synthetic data",
     "tune": "the tune stage and its machinery (real Ray, MLflow)",
     "evaluate": "the evaluate stage, its statistics and report",
+    "predict": "pedtune predict and the registered model (loaded without pedtune)",
     "replay": "record and compare",
     "cluster": "a loopback Ray cluster",
     "faults": "failures a user meets: an unreachable server, a store opened twice",

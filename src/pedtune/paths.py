@@ -8,6 +8,7 @@ DATA_DOWNLOADS = Path("data/downloads")  # kept between runs so a re-fetch needs
 SPLIT_FILE = Path("data/split.json")
 PRETRAINED = Path("models/pretrained.pt")
 TRAINED_MODEL = Path("models/model.pt")
+TUNED_MODEL = Path("models/tuned.pt")  # the evaluate stage's: the tuned configuration, first evaluate seed
 TRAIN_METRICS = Path("metrics/train.json")
 TRAIN_HISTORY = Path("plots/train/history.csv")
 TUNE_DIR = Path("results/tune")

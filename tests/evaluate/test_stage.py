@@ -22,6 +22,7 @@ from pedtune.engine.train import EpochResult
 from pedtune.errors import NonFiniteLossError
 from pedtune.evaluate import files, parallel, runs
 from pedtune.evaluate.stats import IMPROVEMENT, NO_DIFFERENCE, WORSE
+from pedtune.model.checkpoint import read_checkpoint
 from pedtune.model.weights import save_weights
 from pedtune.stages import evaluate as stage
 from pedtune.stages.evaluate import run_evaluate
@@ -104,6 +105,13 @@ def test_stage_compares_both_configs_without_training_on_the_test_split(study: S
     assert summary["verdict"] == summary["delta_verdicts"]["bbox_mAP"] and summary["verdict_metric"] == "bbox_mAP"
     assert summary["verdict"] in (IMPROVEMENT, WORSE, NO_DIFFERENCE) and summary["tuned_is_initial"] is False
     assert summary["seeds"] == [1, 2] and summary["epochs"] == {"initial": 1, "tuned": 1}
+
+    # models/tuned.pt: the tuned configuration's model from the first seed, named in the summary
+    kept = read_checkpoint(paths.TUNED_MODEL)
+    assert kept.kept == summary["kept_model"] and (kept.kept["config"], kept.kept["seed"]) == ("tuned", 1)
+    assert (kept.train_config.lr, kept.train_config.seed) == (TUNED["lr"], 1)
+    assert kept.categories == {1: "person"} and kept.category_ids == {1: 1}
+    assert len(kept.model()([torch.rand(3, 64, 80)])[0]["scores"]) <= study.model.detections_per_img
     assert (summary["confidence"], summary["train_on"]) == (0.95, "train") and metrics["wall_time_s"] > 0
 
     # the report
@@ -158,6 +166,13 @@ def test_stage_compares_both_configs_without_training_on_the_test_split(study: S
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"report.md", "per_seed.png", "pictures", "evaluate.json", "per_seed.csv"} <= artifacts
     assert f"| MLflow run | {parent.info.run_id} " in report
+
+    # The kept model, registered: the first version of the name is the champion
+    version = client.get_model_version_by_alias(study.mlflow.registered_model, "champion")
+    assert str(version.version) == "1" and version.run_id == parent.info.run_id
+    assert version.tags["dataset_hash"] == provenance["dataset_hash"] and version.tags["config"] == "tuned"
+    assert float(version.tags["test_bbox_mAP"]) == pytest.approx(summary["tuned"]["bbox_mAP"]["mean"], abs=1e-6)
+    assert {"registry_time_s", "model_size_bytes"} <= set(client.get_run(parent.info.run_id).data.metrics)
     assert f"| dataset hash | {provenance['dataset_hash']} (of {paths.DATA_ROOT}) |" in report
 
 
@@ -189,6 +204,9 @@ def test_stage_trains_each_seed_once_when_the_search_kept_the_initial_config(stu
     assert "**The sweep's best configuration is the initial one; there is no tuned model to compare.**" in report
     assert "Verdict" not in report and "Δ" not in report
     assert "| evaluation: training runs | 2 (1 config (tuned = initial)" in report
+    kept = read_checkpoint(paths.TUNED_MODEL).kept
+    assert kept == summary["kept_model"] and (kept["config"], kept["seed"]) == ("initial", 1)
+    assert "the sweep kept the initial configuration" in kept["note"]
     with files.PER_SEED_CSV.open(encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     assert [(row["config"], row["seed"]) for row in rows] == [("initial", "1"), ("initial", "2"), ("tuned", "1"), ("tuned", "2")]

@@ -346,6 +346,13 @@ class MlflowConfig(Section):
         10.0,
         description="How long the stages wait for a tracking server to answer before they stop.",
     )
+    registered_model: Annotated[str, Field(min_length=1)] = Field(
+        "pedtune-maskrcnn",
+        description=(
+            "The registered model the evaluate stage adds its kept model to, as a new version "
+            "(`models:/<name>@champion` loads the best on the same dataset and split; docs/model.md)."
+        ),
+    )
 
     @field_validator("tracking_uri")
     @classmethod

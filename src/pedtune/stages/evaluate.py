@@ -14,10 +14,13 @@ from typing import Any
 
 from pedtune import console, paths
 from pedtune.config import StudyConfig, flatten, run_params
+from pedtune.data.categories import category_ids
+from pedtune.data.checksum import md5sum
 from pedtune.data.dataset import SampleSet
 from pedtune.device import resolve_device
 from pedtune.evaluate import files
 from pedtune.evaluate.configs import read_best_params, read_search_cost, tuned_config, unsearched_differences
+from pedtune.evaluate.kept import KeptModel, kept_model
 from pedtune.evaluate.parallel import describe_execution, execute
 from pedtune.evaluate.pictures import save_per_seed_plot, write_comparison_pictures
 from pedtune.evaluate.report import (
@@ -32,8 +35,11 @@ from pedtune.evaluate.report import (
     summary_json,
 )
 from pedtune.evaluate.runs import INITIAL, TUNED, RunInputs, RunResult, RunSpec, plan_runs, shared_result
+from pedtune.evaluate.stats import mean_interval
 from pedtune.io import atomic_path, write_json, write_text
+from pedtune.model.checkpoint import read_checkpoint, save_model
 from pedtune.stages.inputs import StageInputs, read_inputs
+from pedtune.tracking.registry import Candidate, Registration, model_metadata, register_model
 from pedtune.tracking.store import (
     Store,
     log_metrics,
@@ -78,18 +84,21 @@ def log_run(
         store.client.set_terminated(run_id, status="FAILED")
 
 
-def write_outputs(study: Study, test_samples: SampleSet) -> dict[str, Any]:
-    """The report folder (report, per-seed plot, pictures) as one atomic rename, then metrics and CSV."""
+def write_outputs(study: Study, test_samples: SampleSet, kept: KeptModel, ids: Mapping[int, int]) -> dict[str, Any]:
+    """The kept model, the report folder (report, per-seed plot, pictures) as one atomic rename, then metrics and CSV."""
     config = study.configs[INITIAL]
     models = {
         f"{result.name}, seed {result.seed}": result.state_dict
         for result in sorted(study.results, key=lambda r: CONFIGS.index(r.name))
         if result.state_dict is not None
     }
+    trained_as = study.configs[kept.config]
+    save_model(kept.state_dict, trained_as.model, trained_as.train, test_samples.categories, ids, paths.TUNED_MODEL,
+               kept.describe())
     with atomic_path(paths.EVALUATE_DIR) as folder:
         folder.mkdir()
         (folder / files.REPORT.name).write_text(report_markdown(study), encoding="utf-8")
-        write_json(folder / files.SUMMARY.name, summary_json(study))
+        write_json(folder / files.SUMMARY.name, {**summary_json(study), "kept_model": kept.describe()})
         save_per_seed_plot(folder / files.PER_SEED_PLOT.name, study.comparison.scores, DELTA_METRICS)
         write_comparison_pictures(
             folder / files.PICTURES.name,
@@ -109,6 +118,30 @@ def log_outputs(store: Store, run_id: str) -> None:
     store.client.log_artifacts(run_id, str(paths.EVALUATE_DIR))
     for path in (paths.EVALUATE_METRICS, files.PER_SEED_CSV):
         store.client.log_artifact(run_id, str(path))
+
+
+def register_kept(
+    store: Store, run_id: str, study: Study, kept: KeptModel, ids: Mapping[int, int], data_hash: str,
+    tags: Mapping[str, str],
+) -> Registration:
+    """The kept model as a new version of ``mlflow.registered_model``, scored by its configuration's
+    test bbox mAP over the seeds (:mod:`pedtune.tracking.registry` moves ``champion`` or says why not)."""
+    started = time.perf_counter()
+    config = study.configs[kept.config]
+    scores = [result.test["bbox_mAP"] for result in study.results if result.name == kept.config and result.test]
+    mean, low, high = mean_interval(scores)
+    candidate = Candidate(dataset_hash=data_hash, split_hash=md5sum(paths.SPLIT_FILE), test_bbox_map=mean,
+                          half_width=(high - low) / 2 if len(scores) > 1 else None)
+    checkpoint = read_checkpoint(paths.TUNED_MODEL)
+    metadata = model_metadata(checkpoint.categories, ids, config.model.min_size, config.model.max_size,
+                              config.evaluate.score_threshold)
+    version_tags = {**tags, "config": kept.config, "seed": str(kept.seed), "kept": kept.note[:5000],
+                    **{f"param.{key}": str(value) for key, value in run_params(config).items()}}
+    registration = register_model(store, run_id, config.mlflow.registered_model, checkpoint.model(), candidate,
+                                  metadata, version_tags)
+    log_metrics(store, run_id, {"registry_time_s": time.perf_counter() - started,
+                                "model_size_bytes": registration.size_bytes}, step=0)
+    return registration
 
 
 def parent_params(config: StudyConfig) -> dict[str, Any]:
@@ -187,9 +220,12 @@ def run_evaluate(config: StudyConfig) -> dict[str, Any]:
             wall_time_s=time.perf_counter() - started,
             categories=tuple(inputs.test.categories.values()),
         )
-        metrics = write_outputs(study, inputs.test)
+        kept = kept_model(results, config.evaluate.seeds, study.tuned_is_initial)
+        ids = category_ids(stage_inputs.data_root)
+        metrics = write_outputs(study, inputs.test, kept, ids)
         log_outputs(store, parent_id)
-    _print_summary(metrics, summary_json(study), store, parent_id)
+        registration = register_kept(store, parent_id, study, kept, ids, data_hash, {**inherited, **source})
+    _print_summary(metrics, summary_json(study), kept, registration, store, parent_id)
     return metrics
 
 
@@ -211,7 +247,10 @@ def run_done_line(done: int, total: int, result: RunResult, elapsed_s: float) ->
     return line
 
 
-def _print_summary(metrics: Mapping[str, Any], summary: Mapping[str, Any], store: Store, run_id: str) -> None:
+def _print_summary(
+    metrics: Mapping[str, Any], summary: Mapping[str, Any], kept: KeptModel, registration: Registration,
+    store: Store, run_id: str,
+) -> None:
     def number(value: float | None, signed: bool = False) -> str:
         return "n/a" if value is None else f"{value:+.4f}" if signed else f"{value:.4f}"
 
@@ -230,6 +269,10 @@ def _print_summary(metrics: Mapping[str, Any], summary: Mapping[str, Any], store
     if metrics["runs_out_of_memory"]:
         lines.append(f"{metrics['runs_out_of_memory']} run(s) ran out of memory, also when trained again alone: "
                      f"see {files.REPORT}")
+    lines.append(f"kept {paths.TUNED_MODEL}: {kept.note}")
+    alias = "now the champion" if registration.champion else "champion unchanged"
+    lines.append(f"registered {registration.uri} ({alias}: {registration.reason})")
     console.summary(log, "\n".join(lines),
-                    wrote=[files.REPORT, paths.EVALUATE_DIR, paths.EVALUATE_METRICS, files.PER_SEED_CSV],
+                    wrote=[paths.TUNED_MODEL, files.REPORT, paths.EVALUATE_DIR, paths.EVALUATE_METRICS,
+                           files.PER_SEED_CSV],
                     look=console.views(store.tracking_uri, run_id))

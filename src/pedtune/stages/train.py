@@ -5,15 +5,14 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Callable
-from pathlib import Path
-
-import torch
 
 from pedtune import console, paths
 from pedtune.config import StudyConfig, run_params
+from pedtune.data.categories import category_ids
 from pedtune.device import resolve_device
 from pedtune.engine.train import EpochResult, fit
-from pedtune.io import atomic_path, write_json, write_text
+from pedtune.io import write_json, write_text
+from pedtune.model.checkpoint import save_model
 from pedtune.run_limits import use_threads
 from pedtune.stages.inputs import read_inputs
 from pedtune.tracking.store import log_metrics, log_params, open_store, source_tags, tracked_run
@@ -31,17 +30,6 @@ def history_csv(history: list[dict[str, float]]) -> str:
     for epoch, metrics in enumerate(history, start=1):
         writer.writerow({"epoch": epoch, **{k: f"{v:.6g}" for k, v in metrics.items()}})
     return out.getvalue()
-
-
-def save_model(model: torch.nn.Module, config: StudyConfig, path: Path, categories: dict[int, str]) -> None:
-    payload = {
-        "model_config": config.model.model_dump(),
-        "categories": categories,  # label -> name: what each of the heads' classes (1..K) detects
-        "train_config": config.train.model_dump(),
-        "state_dict": model.state_dict(),
-    }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
 
 
 def mlflow_epoch_hook(store, run_id: str) -> Callable[[EpochResult, Callable], None]:
@@ -67,7 +55,8 @@ def run_train(config: StudyConfig) -> dict[str, float]:
             "epochs": config.train.epochs,
             "wall_time_s": round(result.wall_time_s, 1),
         }
-        save_model(result.model, config, paths.TRAINED_MODEL, train_samples.categories)
+        save_model(result.model.state_dict(), config.model, config.train, train_samples.categories,
+                   category_ids(inputs.data_root), paths.TRAINED_MODEL)
         write_json(paths.TRAIN_METRICS, metrics)
         write_text(paths.TRAIN_HISTORY, history_csv(result.history))
         for artifact in (paths.TRAIN_METRICS, paths.TRAIN_HISTORY, paths.TRAINED_MODEL):

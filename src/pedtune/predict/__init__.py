@@ -1,0 +1,1 @@
+"""``pedtune predict``: a kept or registered model on new images, to COCO results and overlay pictures."""
