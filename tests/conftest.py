@@ -3,15 +3,24 @@ in seconds, and, where present, the real dataset copy."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
-import pytest
-import yaml
+# The test command runs two xdist workers on a 2-core machine: each worker's torch on 2 intra-op
+# threads would contend with the other's (tests/unit/test_model_and_engine.py on -n 2 took 67 s
+# that way against 41 s on one thread each). One thread per worker, and per process the tests
+# start (pedtune, Ray workers) unless their params set train.threads. Set before torch is
+# imported, so its thread pool starts that size.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from pedtune.config import StudyConfig, validate
-from pedtune.config.schema import SyntheticConfig
-from pedtune.data.dataset import SampleSet, list_stems
-from pedtune.data.synthetic import write_synthetic_dataset
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import yaml  # noqa: E402
+
+from pedtune.config import StudyConfig, validate  # noqa: E402
+from pedtune.config.schema import SyntheticConfig  # noqa: E402
+from pedtune.data.dataset import SampleSet, list_stems  # noqa: E402
+from pedtune.data.synthetic import write_synthetic_dataset  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REAL_PENNFUDAN = REPO_ROOT.parent / "shared" / "data" / "PennFudanPed"
