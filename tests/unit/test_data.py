@@ -10,7 +10,8 @@ from PIL import Image
 from torchvision.ops import masks_to_boxes
 
 from pedtune.config.schema import SplitConfig
-from pedtune.data.dataset import DetectionDataset, SampleSet, list_stems, load_sample, open_samples, scale_for
+from pedtune.data.dataset import DetectionDataset, SampleSet, list_stems, load_sample, open_samples
+from pedtune.data.sample import scale_for
 from pedtune.data.split import make_split, read_split, write_split
 from pedtune.errors import DataError
 

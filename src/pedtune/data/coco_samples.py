@@ -28,7 +28,7 @@ from torchvision.io import ImageReadMode, decode_image, read_file
 
 from pedtune.data.coco import CocoImage, CocoIndex
 from pedtune.data.coco_fetch import read_dataset
-from pedtune.data.dataset import Decoded, Sample, resized
+from pedtune.data.sample import Decoded, Sample, resized
 from pedtune.errors import DataError
 
 

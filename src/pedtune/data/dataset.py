@@ -11,7 +11,6 @@ Scores are computed against each image's original annotations (:meth:`SampleSet.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -24,27 +23,12 @@ from torchvision.ops import masks_to_boxes
 from torchvision.transforms import v2
 
 from pedtune import console
+from pedtune.data.coco_fetch import is_coco_layout
+from pedtune.data.coco_samples import CocoReader
+from pedtune.data.sample import Decoded, Sample, resized
 from pedtune.errors import DataError
 
 log = console.get(__name__)
-
-
-@dataclass(frozen=True)
-class Sample:
-    """One decoded image with its instances, already at the model's input scale."""
-
-    stem: str
-    image: torch.Tensor  # uint8 [3, H, W]
-    masks: torch.Tensor  # bool [N, H, W]
-    labels: torch.Tensor  # int64 [N], 1..K (0 is the background)
-    original_size: tuple[int, int]  # (height, width) of the image file, where it is scored
-
-    @property
-    def boxes(self) -> torch.Tensor:
-        # Pixel-edge convention (x_max + 1): a one-pixel-wide instance still has a
-        # positive width, which Mask R-CNN requires of every training box.
-        boxes = masks_to_boxes(self.masks) if len(self.masks) else torch.zeros((0, 4))
-        return boxes + torch.tensor([0.0, 0.0, 1.0, 1.0])
 
 
 def image_path(root: Path, stem: str) -> Path:
@@ -67,38 +51,6 @@ def _decode(path: Path, mode: ImageReadMode) -> torch.Tensor:
         return decode_png(read_file(str(path)), mode=mode)
     except (RuntimeError, OSError) as error:
         raise DataError(f"cannot decode {path}: {error}") from None
-
-
-def scale_for(height: int, width: int, min_size: int, max_size: int) -> float:
-    """The factor GeneralizedRCNNTransform would resize by (so it leaves our samples as they are)."""
-    return min(min_size / min(height, width), max_size / max(height, width))
-
-
-@dataclass(frozen=True)
-class Decoded:
-    """An image and its instances at the image file's size."""
-
-    image: torch.Tensor  # uint8 [3, H, W]
-    masks: torch.Tensor  # bool [N, H, W]
-    labels: torch.Tensor  # int64 [N]
-
-
-def resized(stem: str, decoded: Decoded, min_size: int, max_size: int) -> Sample:
-    """``decoded`` at the scale the model sees it (the model's own transform then leaves it as it is)."""
-    image, masks = decoded.image, decoded.masks
-    height, width = image.shape[1:]
-    scale = scale_for(height, width, min_size, max_size)
-    size = [max(1, round(height * scale)), max(1, round(width * scale))]
-    image = v2.functional.resize(image, size, antialias=True)
-    # NEAREST_EXACT samples each output pixel's centre, as the antialiased image resize does;
-    # torchvision's default (legacy) NEAREST takes the top-left source pixel, half a pixel off.
-    masks = v2.functional.resize(
-        tv_tensors.Mask(masks), size, interpolation=v2.InterpolationMode.NEAREST_EXACT
-    ).as_subclass(torch.Tensor)
-    # An instance only a pixel or two wide can vanish when shrunk; it has no box then.
-    kept = masks.flatten(1).any(dim=1)
-    return Sample(stem=stem, image=image.contiguous(), masks=masks[kept].contiguous(),
-                  labels=decoded.labels[kept].contiguous(), original_size=(int(height), int(width)))
 
 
 def decode_pennfudan(root: Path, stem: str) -> Decoded:
@@ -185,11 +137,7 @@ class PennFudanReader:
 
 def reader_for(root: Path) -> Reader:
     """The reader of what the fetch stage laid out at ``root``."""
-    from pedtune.data.coco_fetch import is_coco_layout  # noqa: PLC0415 - it imports the fetch module
-
     if is_coco_layout(root):
-        from pedtune.data.coco_samples import CocoReader  # noqa: PLC0415 - it imports this module
-
         return CocoReader(root)
     return PennFudanReader(root)
 

@@ -24,7 +24,8 @@ import torch
 from pedtune import paths
 from pedtune.config.load import ConfigError
 from pedtune.config.schema import ModelConfig, StudyConfig
-from pedtune.data.dataset import image_path, list_stems, scale_for
+from pedtune.data.dataset import image_path, list_stems
+from pedtune.data.sample import scale_for
 from pedtune.device import resolve_device
 
 PROBE_SHORT_SIDE = 128  # px: the timed image's short side, or min_size when smaller

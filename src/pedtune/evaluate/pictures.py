@@ -17,7 +17,8 @@ from torch.utils.data import Subset
 from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
 from pedtune.config import StudyConfig
-from pedtune.data.dataset import DetectionDataset, Sample, SampleSet
+from pedtune.data.dataset import DetectionDataset, SampleSet
+from pedtune.data.sample import Sample
 from pedtune.engine.train import predict
 from pedtune.evaluate.runs import inference_loader
 from pedtune.model.factory import build_model
