@@ -213,7 +213,9 @@ def _autoscales_for(bundle: dict[str, float]) -> bool:
 def _describe(want: ResourcesConfig, offers: list[NodeOffer], what: str, address: str) -> str:
     asked = f"tune.resources_per_trial asks for {want.cpu:g} CPU and {want.gpu:g} GPU per {what}"
     if address:
-        nodes = "; ".join(str(offer) for offer in offers) or "no live node"
+        # The head first, then by address: Ray lists nodes in no fixed order.
+        ordered = sorted(offers, key=lambda offer: (not offer.head, offer.address))
+        nodes = "; ".join(str(offer) for offer in ordered) or "no live node"
         where = f"no node of the Ray cluster at {address} can hold one (nodes: {nodes})"
     else:
         offer = offers[0] if offers else NodeOffer("", 0, 0, True)

@@ -107,6 +107,21 @@ def test_a_cluster_that_cannot_grow_fails_at_once(monkeypatch):
         cluster.check_capacity(ResourcesConfig(cpu=1, gpu=0), "run", "10.0.0.1:6379")
 
 
+def test_the_refusal_lists_the_head_first_then_the_nodes_by_address(monkeypatch):
+    # Ray lists its nodes in no fixed order; the message (and a test reading it) should not vary with it.
+    from pedtune import ray_cluster as cluster
+    from pedtune.config.schema import ResourcesConfig
+    from pedtune.errors import ClusterError
+
+    offers = [cluster.NodeOffer("10.0.0.3", 1, 0, False), cluster.NodeOffer("10.0.0.1", 0, 0, True),
+              cluster.NodeOffer("10.0.0.2", 1, 0, False)]
+    monkeypatch.setattr(cluster, "node_offers", lambda: offers)
+    monkeypatch.setattr(cluster, "_autoscales_for", lambda bundle: False)
+    nodes = "10.0.0.1 (head) 0 CPU, 0 GPU; 10.0.0.2 1 CPU, 0 GPU; 10.0.0.3 1 CPU, 0 GPU"
+    with pytest.raises(ClusterError, match=rf"\(nodes: {nodes.replace('(', '[(]').replace(')', '[)]')}\)"):
+        cluster.check_capacity(ResourcesConfig(cpu=2, gpu=0), "run", "10.0.0.1:6379")
+
+
 @pytest.mark.parametrize("uri", ["http://alice:s3cret@10.0.0.1:5000", "https://alice@mlflow.internal"])
 def test_a_tracking_uri_with_credentials_is_refused_naming_the_environment_variables(raw_params: dict, uri: str):
     raw_params["mlflow"]["tracking_uri"] = uri
