@@ -156,6 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--score-threshold", type=float, default=None,
                          help="the lowest score drawn on the overlays (default: the registered model's, "
                               "else evaluate.score_threshold); detections.json keeps every detection")
+    costs_help = "rewrite src/pedtune/engine/model_costs.json, each arch's FLOPs per image (what `check` scales)"
+    sub.add_parser("model-costs", help=costs_help, description=costs_help)
     layout_help = "rewrite docs/development.md's layout section from the tree and the modules' docstrings"
     layout = sub.add_parser("docs-layout", help=layout_help, description=layout_help)
     layout.add_argument("--page", default="docs/development.md", help="the page to rewrite (default: %(default)s)")
@@ -201,6 +203,12 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.stage == "dvc-deps":
             return _dvc_deps(args.check, log)
+        if args.stage == "model-costs":
+            from pedtune.engine.model_cost import COSTS_FILE, write_costs
+
+            changed = write_costs()
+            console.summary(log, "model costs " + ("rewritten" if changed else "already current"), wrote=[COSTS_FILE])
+            return 0
         config = load_config(args.params)
         if args.stage == "predict":
             from pedtune.predict.command import run_predict

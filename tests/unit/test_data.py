@@ -11,7 +11,7 @@ from torchvision.ops import masks_to_boxes
 
 from pedtune.config.schema import SplitConfig
 from pedtune.data.dataset import DetectionDataset, SampleSet, list_stems, load_sample, open_samples
-from pedtune.data.sample import scale_for
+from pedtune.data.scale import scale_for
 from pedtune.data.split import make_split, read_split, write_split
 from pedtune.errors import DataError
 

@@ -1,7 +1,7 @@
 """What ``data.cache`` will hold in memory, stated before it is filled and held to ``data.cache_budget_gib``.
 
 A cached sample is its image (3 bytes a pixel) and one byte a pixel per instance mask, at the
-size the model sees it (:func:`pedtune.data.sample.scale_for`), so the estimate needs only each
+size the model sees it (:func:`pedtune.data.scale.scale_for`), so the estimate needs only each
 image's size and instance count: a COCO dataset's JSON holds both, PennFudanPed's mask files
 give the count. The ground truth kept for scoring (polygons and RLE strings) is left out: it is
 small beside the pixels. The budget is checked against the whole split, which bounds what any
@@ -17,7 +17,7 @@ from pathlib import Path
 from pedtune import paths
 from pedtune.config.schema import DataConfig, ModelConfig, StudyConfig
 from pedtune.data.dataset import Reader, reader_for
-from pedtune.data.sample import scale_for
+from pedtune.data.scale import scale_for
 from pedtune.data.split import read_split
 from pedtune.errors import DataError
 from pedtune.units import memory

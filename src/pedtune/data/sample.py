@@ -9,6 +9,8 @@ from torchvision import tv_tensors
 from torchvision.ops import masks_to_boxes
 from torchvision.transforms import v2
 
+from pedtune.data.scale import scale_for
+
 
 @dataclass(frozen=True)
 class Sample:
@@ -26,11 +28,6 @@ class Sample:
         # positive width, which Mask R-CNN requires of every training box.
         boxes = masks_to_boxes(self.masks) if len(self.masks) else torch.zeros((0, 4))
         return boxes + torch.tensor([0.0, 0.0, 1.0, 1.0])
-
-
-def scale_for(height: int, width: int, min_size: int, max_size: int) -> float:
-    """The factor GeneralizedRCNNTransform would resize by (so it leaves our samples as they are)."""
-    return min(min_size / min(height, width), max_size / max(height, width))
 
 
 @dataclass(frozen=True)

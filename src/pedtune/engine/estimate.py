@@ -1,15 +1,14 @@
 """How long a configuration takes on this machine, and the guard that stops GPU-sized work on a CPU.
 
-The estimate is measured, not looked up, on a small probe of the configured architecture
-(random weights, one image with a short side of ``PROBE_SHORT_SIDE`` px, and 1/``PROBE_ROI_DIVISOR``
-of the configured regions per image): one training step and one inference are timed, and their
-part that grows with pixels (backbone, FPN and RPN) timed again on its own. That part is scaled
-by pixels to the configured image size, the rest (the box and mask heads, which see a fixed
-number of regions per image) by regions, then everything by images, epochs, trial-epochs and
-runs. The probe costs a fraction of a full-size step, so ``pedtune check`` answers in seconds.
-It is rough (one sample of each, random weights, data loading and COCO scoring left out;
-tests/unit/test_estimate.py holds it to within ``HONEST_WITHIN``x of a step timed at full size),
-but it tells minutes from hours, which the guard needs.
+The estimate is the configured model's cost per image in floating-point operations, counted
+ahead of time (:mod:`pedtune.engine.model_cost`: the backbone's part scaled to the image size,
+the heads' to the configured regions), divided by this machine's speed, measured on a small
+plain-torch probe of convolutions (its training step and inference, each timed after a
+warm-up), then multiplied by images, epochs, trial-epochs and runs. Nothing imports torchvision
+or builds the model, so ``pedtune check`` answers in a few seconds. It is rough (the probe's
+speed stands for the whole model's, data loading and COCO scoring left out, the regions at
+their upper bounds; tests/unit/test_estimate.py holds it to within ``HONEST_WITHIN``x of a step
+timed at full size), but it tells minutes from hours, which the guard needs.
 """
 
 from __future__ import annotations
@@ -23,14 +22,13 @@ import torch
 
 from pedtune import paths
 from pedtune.config.load import ConfigError
-from pedtune.config.schema import ModelConfig, StudyConfig
-from pedtune.data.dataset import image_path, list_stems
-from pedtune.data.sample import scale_for
+from pedtune.config.schema import StudyConfig
+from pedtune.data.scale import scale_for
 from pedtune.device import resolve_device
+from pedtune.engine.model_cost import PROBE_SHAPE, TRAIN_FACTOR, probe_net, read_costs
 
-PROBE_SHORT_SIDE = 128  # px: the timed image's short side, or min_size when smaller
-PROBE_ROI_DIVISOR = 8  # the probe's regions per image: the configured counts divided by this
-HONEST_WITHIN = 4.0  # the factor tests/unit/test_estimate.py holds the estimate to (it errs long)
+PROBE_REPEATS = 2  # timed calls of each probe step after its warm-up; the fastest counts
+HONEST_WITHIN = 4.0  # the factor tests/unit/test_estimate.py holds the estimate to
 DEFAULT_ASPECT = 4 / 3  # width / height assumed while the dataset is not fetched yet
 GPU_SIZED_MIN_SIZE = 800  # ResNet-50 at this short side or more is a GPU configuration
 CPU_PATH = ("run the CPU quick study instead: dvc exp run -n cpu-quick $(pedtune profile cpu-quick) "
@@ -42,32 +40,12 @@ class TooSlowHere(ConfigError):
 
 
 @dataclass(frozen=True)
-class StepTimes:
-    """One image's training step and inference, timed on ``device`` at ``height`` × ``width``
-    with the probe's regions per image; the part of each that grows with pixels (backbone, FPN,
-    RPN); and how many times more regions the configuration's heads see in training and inference."""
+class MachineSpeed:
+    """FLOPs a second of the probe's training step and inference on ``device``."""
 
     device: str
-    height: int
-    width: int
-    train_s: float
-    eval_s: float
-    train_pixels_s: float
-    eval_pixels_s: float
-    train_regions: float = 1.0
-    eval_regions: float = 1.0
-
-    def scaled(self, height: float, width: float) -> tuple[float, float]:
-        """(training step, inference) of one image of ``height`` × ``width`` at the configured
-        regions: the pixel part in proportion to pixels, the heads' part to regions."""
-        ratio = height * width / (self.height * self.width)
-
-        def at_size(total: float, pixels: float, regions: float) -> float:
-            pixels = min(pixels, total)
-            return (total - pixels) * regions + pixels * ratio
-
-        return (at_size(self.train_s, self.train_pixels_s, self.train_regions),
-                at_size(self.eval_s, self.eval_pixels_s, self.eval_regions))
+    train: float
+    inference: float
 
 
 @dataclass(frozen=True)
@@ -80,8 +58,9 @@ class Workload:
 
 @dataclass(frozen=True)
 class Estimate:
-    times: StepTimes
+    speed: MachineSpeed
     workload: Workload
+    image_flops: tuple[float, float]  # one image's training step and inference
     epoch_s: float  # one epoch of the train stage: training on train, scoring val
     train_s: float
     trial_epochs: float
@@ -99,95 +78,57 @@ class Estimate:
                 f"evaluate {duration(self.evaluate_s)}; the study about {duration(self.total_s)}")
 
     def basis(self, config: StudyConfig) -> str:
-        t, w = self.times, self.workload
+        speed, w = self.speed, self.workload
+        train, inference = self.image_flops
         return (
-            f"a rough estimate: one training step and one inference of {config.model.arch} (random weights) "
-            f"timed here on {t.device} at {t.height}x{t.width} px with 1/{PROBE_ROI_DIVISOR} of the regions "
-            f"({t.train_s:.2f} s and {t.eval_s:.2f} s), the backbone's share scaled to {w.height:.0f}x{w.width:.0f} px "
-            f"and the heads' to the configured regions, "
+            f"a rough estimate: {config.model.arch} at {w.height:.0f}x{w.width:.0f} px with the configured regions "
+            f"counts {train / 1e9:.0f} GFLOP a training step and {inference / 1e9:.0f} an inference "
+            f"(pedtune/engine/model_costs.json), at the speed a small convolution probe ran here on {speed.device} "
+            f"({speed.train / 1e9:.1f} GFLOP/s training, {speed.inference / 1e9:.1f} inference); "
             f"{w.images['train']} train + {w.images['val']} val images "
             f"({w.basis}) x {config.train.epochs} epochs; the sweep as {self.trial_epochs:.0f} trial-epochs "
             f"({sweep_basis(config)}), one trial at a time; data loading and COCO scoring not included"
         )
 
 
-def probe_model(model: ModelConfig, height: int, width: int) -> tuple[ModelConfig, float, float]:
-    """The probe: ``model`` at ``height`` × ``width`` with 1/``PROBE_ROI_DIVISOR`` of its regions per
-    image, and how many times more regions the configuration's heads see (training, inference)."""
-    train = max(1, model.box_batch_size_per_image // PROBE_ROI_DIVISOR)
-    proposals = max(1, model.rpn_test_proposals // PROBE_ROI_DIVISOR)
-    detections = max(1, model.detections_per_img // PROBE_ROI_DIVISOR)
-    small = model.model_copy(update={"weights": "none", "min_size": height, "max_size": max(height, width),
-                                     "box_batch_size_per_image": train, "rpn_test_proposals": proposals,
-                                     "detections_per_img": detections})
-    # Inference runs the box head on every proposal and the mask head on every detection: the
-    # larger of the two ratios, so the estimate errs long.
-    inference = max(model.rpn_test_proposals / proposals, model.detections_per_img / detections)
-    return small, model.box_batch_size_per_image / train, inference
-
-
-def measure(model: ModelConfig, device: torch.device, aspect: float = DEFAULT_ASPECT) -> StepTimes:
-    """Time one training step and one inference of the probe of ``model`` on a random image (seconds)."""
-    from pedtune.model.factory import build_model
-
-    height = min(PROBE_SHORT_SIDE, model.min_size)
-    width = round(height * aspect)
-    small, train_regions, eval_regions = probe_model(model, height, width)
+def measure(device: torch.device) -> MachineSpeed:
+    """The probe's speed on ``device``: its training step and inference, each timed after a warm-up."""
     with torch.random.fork_rng(devices=[]):  # the same random weights every time: a repeatable estimate
         torch.manual_seed(0)
-        net = build_model(small).to(device)
-    generator = torch.Generator().manual_seed(0)
-    image = torch.rand(3, height, width, generator=generator).to(device)
-    mask = torch.zeros(1, height, width, dtype=torch.uint8)
-    mask[0, height // 8 : height * 7 // 8, width // 3 : width * 2 // 3] = 1
-    target = {"boxes": torch.tensor([[width / 3, height / 8, width * 2 / 3, height * 7 / 8]]),
-              "labels": torch.ones(1, dtype=torch.int64), "masks": mask}
-    target = {k: v.to(device) for k, v in target.items()}
+        net = probe_net().to(device)
+        inputs = torch.rand(PROBE_SHAPE).to(device)
 
-    def timed(step) -> float:
+    def once(step) -> float:
         start = time.perf_counter()
         step()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         return time.perf_counter() - start
 
+    def timed(step) -> float:
+        once(step)  # the first call allocates and picks kernels
+        return min(once(step) for _ in range(PROBE_REPEATS))  # the least disturbed by other work
+
     def train_step() -> None:
         net.train()
-        sum(net([image], [target]).values()).backward()
+        net(inputs).sum().backward()
 
     def inference() -> None:
         net.eval()
         with torch.inference_mode():
-            net([image])
+            net(inputs)
 
-    def pixels(training: bool) -> None:
-        """What grows with pixels: resizing, the backbone with its FPN, and the RPN."""
-        images, targets = net.transform([image], [target] if training else None)
-        features = net.backbone(images.tensors)
-        _, losses = net.rpn(images, features, targets)
-        if training:
-            (sum(losses.values()) + sum(feature.mean() for feature in features.values())).backward()
-
-    def pixels_step() -> None:
-        net.train()
-        pixels(True)
-
-    def pixels_inference() -> None:
-        net.eval()
-        with torch.inference_mode():
-            pixels(False)
-
-    train_s, eval_s = timed(train_step), timed(inference)
-    train_pixels_s, eval_pixels_s = timed(pixels_step), timed(pixels_inference)
+    probe = read_costs().probe
     label = f"{device.type} ({torch.get_num_threads()} threads)" if device.type == "cpu" else str(device)
-    return StepTimes(label, height, width, train_s, eval_s, train_pixels_s, eval_pixels_s, train_regions, eval_regions)
+    return MachineSpeed(label, TRAIN_FACTOR * probe / timed(train_step), probe / timed(inference))
 
 
 def workload(config: StudyConfig, split_file: Path = paths.SPLIT_FILE, data_root: Path = paths.DATA_ROOT) -> Workload:
     """Images per part and their mean size as the model sees them: from the fetched dataset and
     split where present, else from params.yaml."""
     model = config.model
-    root = data_root if (data_root / "PNGImages").is_dir() else None
+    images_folder = data_root / "PNGImages"
+    root = data_root if images_folder.is_dir() else None
     if split_file.is_file():
         from pedtune.data.split import read_split
 
@@ -203,8 +144,8 @@ def workload(config: StudyConfig, split_file: Path = paths.SPLIT_FILE, data_root
         from PIL import Image
 
         sizes = []
-        for stem in list_stems(root):
-            with Image.open(image_path(root, stem)) as image:  # reads the header only
+        for path in sorted(images_folder.glob("*.png")):
+            with Image.open(path) as image:  # reads the header only
                 width, height = image.size
             scale = scale_for(height, width, model.min_size, model.max_size)
             sizes.append((height * scale, width * scale))
@@ -257,8 +198,9 @@ def sweep_basis(config: StudyConfig) -> str:
             f"from epoch {tune.asha.grace_period}")
 
 
-def estimate(config: StudyConfig, times: StepTimes, work: Workload) -> Estimate:
-    train_img, eval_img = times.scaled(work.height, work.width)
+def estimate(config: StudyConfig, speed: MachineSpeed, work: Workload) -> Estimate:
+    flops = read_costs().archs[config.model.arch].image_flops(config.model, work.height, work.width)
+    train_img, eval_img = flops[0] / speed.train, flops[1] / speed.inference
     images = work.images
     epoch_s = images["train"] * train_img + images["val"] * eval_img
     trial_epochs = sweep_trial_epochs(config)
@@ -267,13 +209,12 @@ def estimate(config: StudyConfig, times: StepTimes, work: Workload) -> Estimate:
     runs = 2 * len(evaluate.seeds)  # the initial and the tuned configuration
     run_epochs = evaluate.epochs or config.train.epochs
     evaluate_s = runs * (run_epochs * (train_on * train_img + images["val"] * eval_img) + images["test"] * eval_img)
-    return Estimate(times, work, epoch_s, epoch_s * config.train.epochs, trial_epochs, trial_epochs * epoch_s,
-                    evaluate_s)
+    return Estimate(speed, work, flops, epoch_s, epoch_s * config.train.epochs, trial_epochs,
+                    trial_epochs * epoch_s, evaluate_s)
 
 
 def measure_estimate(config: StudyConfig, device: torch.device) -> Estimate:
-    work = workload(config)
-    return estimate(config, measure(config.model, device, work.width / work.height), work)
+    return estimate(config, measure(device), workload(config))
 
 
 def gpu_sized(config: StudyConfig, stage: str) -> list[str]:
