@@ -29,6 +29,7 @@ from pedtune.engine.train import fit
 from pedtune.errors import PedtuneError
 from pedtune.ray_cluster import check_authenticated, check_capacity, check_shared_folder, ray_session
 from pedtune.stages.inputs import StageInputs, read_inputs
+from pedtune.tracking.record import write_run_record
 from pedtune.tracking.store import Store, log_metrics, open_store, source_tags
 from pedtune.tune.identity import sweep_id
 from pedtune.tune.importance import Importance, importance_mlflow, importance_summary, param_importance
@@ -346,6 +347,7 @@ def run_tune(config: StudyConfig, fit_fn: FitFn = fit) -> dict[str, Any]:
         else:
             parent_id, records, best, metrics = _tracked_sweep(config, store, storage, sid, trainable,
                                                                stage_inputs.dataset_hash, wall_time_s)
+        write_run_record(paths.STAGE_RUNS["tune"], "tune", parent_id, store.experiment_name)
     console.summary(
         log,
         f"best val {config.tune.metric} {best.final:.4f} (trial {best.trial_id}) of {len(records)} trials in "
