@@ -40,7 +40,7 @@ from pedtune.result_code import STUDY_STAGES, code_hashes, output_code, source_p
 from pedtune.tracking.export import export_runs
 from pedtune.tracking.import_study import RUNS_EXPORT
 from pedtune.tracking.record import read_run_record
-from pedtune.tracking.store import open_store
+from pedtune.tracking.store import Store, open_store
 from pedtune.tune.outputs import IMPORTANCE_CSV
 
 log = console.get(__name__)
@@ -201,7 +201,7 @@ def provenance(repo: Path, commit: str, code: Mapping[str, str], records: Mappin
     }
 
 
-def _commit(repo: Path, records: Mapping[str, Mapping[str, Any]]) -> str:
+def study_commit(repo: Path, records: Mapping[str, Mapping[str, Any]]) -> str:
     """The commit the study ran from: its evaluate stage's (each stage's code is checked against it)."""
     commit = records["evaluate"].get("git_commit", "")
     if not re.fullmatch(r"[0-9a-f]{40}", commit):
@@ -225,7 +225,7 @@ def publish(name: str, config: StudyConfig, repo: Path = Path("."), studies: Pat
         raise PublishError(f"stages changed since they ran: {', '.join(sorted(changed))} (`dvc status` lists what); "
                            "run `dvc repro` and publish then")
     lock = _lock(repo)
-    commit = _commit(repo, records)
+    commit = study_commit(repo, records)
     with tempfile.TemporaryDirectory(prefix="pedtune-publish-") as scratch:
         commit_root = _commit_tree(repo, commit, Path(scratch))
         problems = check_code_as_committed(lock, commit_root)
@@ -250,7 +250,7 @@ def publish(name: str, config: StudyConfig, repo: Path = Path("."), studies: Pat
     return target
 
 
-def _export(store: Any, records: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+def _export(store: Store, records: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     from mlflow.exceptions import MlflowException  # noqa: PLC0415
 
     try:

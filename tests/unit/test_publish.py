@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
 from pedtune.config.schema import MlflowConfig
-from pedtune.publish import check_code_as_committed
+from pedtune.publish import PublishError, check_code_as_committed, study_commit
 from pedtune.result_code import STUDY_STAGES, output_code, package_root, source_paths
 from pedtune.tracking.export import TAG_SOURCE, RunsExportError, export_runs, import_runs, read_export
 from pedtune.tracking.store import TAG_PARENT, log_metrics, log_params, open_store, tracked_run
@@ -104,3 +105,16 @@ def test_an_export_that_is_not_one_is_refused(tmp_path: Path):
     (tmp_path / "runs.json").write_text('{"runs": []}')
     with pytest.raises(RunsExportError, match="not an MLflow export of format 1"):
         read_export(tmp_path / "runs.json")
+
+
+def test_a_study_from_a_commit_this_checkout_lacks_is_refused(tmp_path: Path):
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    subprocess.run(["git", "-C", str(tmp_path), "-c", "user.email=ci@pedtune", "-c", "user.name=ci", "commit", "-q",
+                    "--allow-empty", "-m", "first"], check=True)
+    head = subprocess.run(["git", "-C", str(tmp_path), "rev-parse", "HEAD"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    assert study_commit(tmp_path, {"evaluate": {"git_commit": head}}) == head
+    with pytest.raises(PublishError, match="not in this checkout's history"):
+        study_commit(tmp_path, {"evaluate": {"git_commit": "1" * 40}})
+    with pytest.raises(PublishError, match="ran outside a git checkout"):
+        study_commit(tmp_path, {"evaluate": {"git_commit": "unknown"}})
