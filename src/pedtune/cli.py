@@ -158,6 +158,21 @@ def build_parser() -> argparse.ArgumentParser:
                               "else evaluate.score_threshold); detections.json keeps every detection")
     costs_help = "rewrite src/pedtune/engine/model_costs.json, each arch's FLOPs per image (what `check` scales)"
     sub.add_parser("model-costs", help=costs_help, description=costs_help)
+    publish_help = "write a study that `dvc repro` ran to studies/NAME, to be committed: report, metrics, tables, " \
+                   "pictures, its MLflow runs and provenance"
+    publish = sub.add_parser("publish", help=publish_help, description=publish_help,
+                             epilog="refused, writing nothing, if a stage changed since it ran or ran code other than "
+                                    "its commit's")
+    publish.add_argument("name", help="the study's name, e.g. cpu-quick (README's Results read studies/cpu-quick)")
+    publish.add_argument("--studies", default=str(paths.STUDIES), help="the folder of studies (default: %(default)s)")
+    import_help = "import a published study's MLflow runs (studies/NAME/mlflow/runs.json) into an MLflow store"
+    import_runs = sub.add_parser("import-runs", help=import_help, description=import_help,
+                                 epilog="then: mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db")
+    import_runs.add_argument("study", help="the published study's folder, e.g. studies/cpu-quick")
+    import_runs.add_argument("--tracking-uri", default=None,
+                             help="the store to import into (default: params.yaml's mlflow.tracking_uri)")
+    import_runs.add_argument("--experiment", default=None,
+                             help="the experiment to import into (default: published-NAME, created if absent)")
     layout_help = "rewrite docs/development.md's layout section from the tree and the modules' docstrings"
     layout = sub.add_parser("docs-layout", help=layout_help, description=layout_help)
     layout.add_argument("--page", default="docs/development.md", help="the page to rewrite (default: %(default)s)")
@@ -210,6 +225,16 @@ def main(argv: list[str] | None = None) -> int:
             console.summary(log, "model costs " + ("rewritten" if changed else "already current"), wrote=[COSTS_FILE])
             return 0
         config = load_config(args.params)
+        if args.stage == "publish":
+            from pedtune.publish import publish
+
+            publish(args.name, config, studies=Path(args.studies))
+            return 0
+        if args.stage == "import-runs":
+            from pedtune.tracking.import_study import import_study
+
+            import_study(Path(args.study), config.mlflow, args.tracking_uri, args.experiment)
+            return 0
         if args.stage == "predict":
             from pedtune.predict.command import run_predict
 

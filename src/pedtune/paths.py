@@ -16,6 +16,9 @@ BEST_PARAMS = TUNE_DIR / "best_params.yaml"  # the tuned train section, read by 
 TUNE_METRICS = Path("metrics/tune.json")
 EVALUATE_DIR = Path("results/evaluate")
 EVALUATE_METRICS = Path("metrics/evaluate.json")
+# Each stage's run record (pedtune.tracking.record): its MLflow run, commit and environment.
+STAGE_RUNS = {"train": Path("results/train/mlflow_run.json"), "tune": TUNE_DIR / "mlflow_run.json",
+              "evaluate": EVALUATE_DIR / "mlflow_run.json"}
 STUDIES = Path("studies")  # published studies, git-tracked: one folder each (pedtune.published)
 README_STUDY = STUDIES / "cpu-quick"  # the one README's Results are generated from
 

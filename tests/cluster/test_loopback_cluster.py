@@ -8,6 +8,7 @@ Drivers run as separate processes, as ``dvc repro`` would start them, so that on
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import os
 import re
@@ -26,7 +27,7 @@ from loopback import (BUCKET, S3, LoopbackCluster, NetNamespace, TrackingServer,
                       start_cluster, wait_until)
 from mlflow.tracking import MlflowClient
 from tune_fakes import hold, release
-from tune_study import build_study, read_csv
+from tune_study import build_study, read_csv, run_states
 
 from pedtune import paths
 from pedtune.stages.tune import WALL_TIME_EVERY_S, WALL_TIME_FILE
@@ -276,6 +277,42 @@ def test_a_sweep_on_the_cluster_stores_in_s3_tracks_on_a_server_and_resumes_afte
     assert len(token) >= 32
     assert_no_secret({"the Ray token": token, "the MLflow password": admin_password},
                      [study, cluster.root, tracking_server.folder.parent], {"the driver's output": output})
+
+
+def test_a_refused_attempt_and_a_rerun_leave_a_finished_sweep_s_runs_as_they_were(
+    study: Path, cluster: LoopbackCluster, tracking_server: TrackingServer, driver_env, admin_password: str,
+    monkeypatch: pytest.MonkeyPatch
+):
+    credentials = {"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": admin_password}
+    driver_env = {**driver_env, **credentials}
+    for key, value in credentials.items():  # this test's own MLflow client, too
+        monkeypatch.setenv(key, value)
+    tune = {"storage_path": f"s3://{BUCKET}/rerun", "num_samples": 2, "max_concurrent": 1, "scheduler": "fifo"}
+    cluster_study(study, cluster, tune, tracking_uri=tracking_server.url, train={"epochs": 1})
+    client = MlflowClient(tracking_uri=tracking_server.url)
+    earlier = set(run_states(client))  # the runs other tests left on the server
+    finish(start_driver(study, driver_env))
+    before = run_states(client)
+    mine = [state for run_id, state in before.items() if run_id not in earlier]
+    assert sorted((state[3].get("stage", "trial"), state[0]) for state in mine) == [
+        ("trial", "FINISHED"), ("trial", "FINISHED"), ("tune", "FINISHED")]
+    params = yaml.safe_load((study / "params.yaml").read_text())
+
+    # Resources are not part of the sweep's identity: this is the same sweep, refused by the capacity check.
+    refused = copy.deepcopy(params)
+    refused["tune"]["resources_per_trial"]["cpu"] = 2
+    (study / "params.yaml").write_text(yaml.safe_dump(refused, sort_keys=False))
+    attempt = start_driver(study, driver_env)
+    output, _ = attempt.communicate(timeout=300)
+    assert attempt.returncode != 0 and "asks for 2 CPU and 0 GPU per trial" in output, output[-5000:]
+    assert run_states(client) == before
+
+    # Run again as it was: the finished sweep is re-read, its runs stay as they were.
+    (study / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    output = finish(start_driver(study, driver_env))
+    assert "finished: writing its outputs again from its saved state" in output
+    assert run_states(client) == before
+    assert len(read_csv(study / paths.TUNE_DIR / "trials.csv")) == 2
 
 
 def test_the_evaluate_stage_runs_its_seeds_on_the_cluster(study: Path, cluster: LoopbackCluster, driver_env):

@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +18,8 @@ from dvc_metrics import columns, numbers_only
 from study_copy import REPO, run
 
 from pedtune.config import load_config, validate
+from pedtune.published import read_published
+from pedtune.result_code import code_hashes
 
 pytestmark = pytest.mark.slow
 
@@ -59,7 +64,55 @@ def test_the_smoke_run_as_readme_gives_it_reproduces_the_whole_study_as_a_dvc_ex
     assert run(["git", "log", "--format=%s", "--", "params.yaml"], study).stdout.split("\n")[0] == "shipped params"
     assert run(["git", "show", "HEAD:params.yaml"], study).stdout == committed
 
-    check_the_whole_study(study)
+    published = check_publishing(study)
+    check_the_whole_study(study)  # ends with a tune param changed since the study ran
+    before = {path: path.read_bytes() for path in published.rglob("*") if path.is_file()}
+    refused = subprocess.run([sys.executable, "-m", "pedtune", "publish", "smoke"], cwd=study, capture_output=True,
+                             text=True, timeout=300)
+    assert refused.returncode == 1 and "stages changed since they ran: tune" in refused.stderr, refused.stderr
+    assert {path: path.read_bytes() for path in published.rglob("*") if path.is_file()} == before
+    assert [path.name for path in (study / "studies").iterdir()] == ["smoke"]  # no half-written folder beside it
+
+
+def check_publishing(study: Path) -> Path:
+    """`pedtune publish` of the study as it ran, and the import of its MLflow runs into another store."""
+    run([sys.executable, "-m", "pedtune", "publish", "smoke"], study)
+    folder = study / "studies" / "smoke"
+    size = sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
+    assert size < 1_000_000, size
+    assert {"params.yaml", "report.md", "provenance.json", "metrics/train.json", "metrics/tune.json",
+            "metrics/evaluate.json", "tune/trials.csv", "tune/importance.csv", "evaluate/summary.json",
+            "mlflow/runs.json"} <= {path.relative_to(folder).as_posix() for path in folder.rglob("*")}
+    assert list((folder / "evaluate" / "pictures").glob("*.jpg")) and list((folder / "tune").glob("*.png"))
+    assert (folder / "report.md").read_text() == (study / "results/evaluate/report.md").read_text()
+    assert (folder / "params.yaml").read_text() == (study / "params.yaml").read_text()
+
+    provenance = json.loads((folder / "provenance.json").read_text())
+    head = run(["git", "rev-parse", "HEAD"], study).stdout.strip()
+    assert provenance["commit"] == head
+    assert read_published(folder).code == code_hashes(study / "src" / "pedtune")
+    split = json.loads((study / "data/split.json").read_text())
+    assert provenance["data"]["dataset_hash"] == split["dataset_hash"]
+    assert provenance["data"]["split_sha256"] == hashlib.sha256((study / "data/split.json").read_bytes()).hexdigest()
+    assert set(provenance["wall_time_s"]) == {"train", "tune", "evaluate"}
+    assert all(seconds > 0 for seconds in provenance["wall_time_s"].values())
+    environment = provenance["environment"]
+    assert set(environment["packages"]["versions"]) == {"torch", "torchvision", "ray", "optuna", "hyperopt", "mlflow",
+                                                        "dvc", "pycocotools"}
+    assert environment["hardware"]["cores"] >= 1 and environment["hardware"]["gpu"]
+
+    # README's one import command, into a store of its own: what `mlflow ui` then lists.
+    imported = f"sqlite:///{study}/imported/mlflow.db"
+    run([sys.executable, "-m", "pedtune", "import-runs", "studies/smoke", "--tracking-uri", imported], study)
+    client = MlflowClient(tracking_uri=imported)
+    runs = client.search_runs([client.get_experiment_by_name("published-smoke").experiment_id], max_results=100)
+    assert len(runs) == 3 + 3 + 4  # train, the sweep and its 3 trials, the evaluation and its 4 runs
+    ids = {r.info.run_id for r in runs}
+    assert all(r.data.tags["mlflow.parentRunId"] in ids for r in runs if "mlflow.parentRunId" in r.data.tags)
+    (train,) = [r for r in runs if r.data.tags.get("stage") == "train"]
+    assert [m.step for m in client.get_metric_history(train.info.run_id, "bbox_mAP")] == [1, 2]
+    assert train.info.run_id != provenance["mlflow"]["runs"]["train"] == train.data.tags["pedtune.published_run_id"]
+    return folder
 
 
 def check_the_whole_study(study: Path) -> None:

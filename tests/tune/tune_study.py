@@ -11,7 +11,7 @@ from typing import Any
 import ray.cloudpickle
 import tune_fakes
 import yaml
-from mlflow.entities import Run
+from mlflow.entities import Run, ViewType
 from mlflow.tracking import MlflowClient
 from study_copy import merge
 
@@ -84,3 +84,25 @@ def sweep_runs(root: Path) -> SweepRuns:
 def read_csv(path: Path) -> list[dict[str, str]]:
     with path.open(newline="") as handle:
         return list(csv.DictReader(handle))
+
+
+def run_states(client: MlflowClient) -> dict[str, tuple]:
+    """Every run of the "pedtune" experiment as it stands: status, end time, tags, params and each metric's
+    history; equal before and after a command that must leave the runs as they were."""
+    experiment = client.get_experiment_by_name("pedtune")
+    if experiment is None:
+        return {}
+    runs = client.search_runs([experiment.experiment_id], max_results=1000, run_view_type=ViewType.ALL)
+    return {
+        run.info.run_id: (
+            run.info.status, run.info.end_time, run.info.lifecycle_stage, run.data.tags, run.data.params,
+            {key: sorted((m.step, m.timestamp, m.value) for m in client.get_metric_history(run.info.run_id, key))
+             for key in run.data.metrics},
+        )
+        for run in runs
+    }
+
+
+def tracked_state(root: Path) -> dict[str, tuple]:
+    """:func:`run_states` of the study in ``root``."""
+    return run_states(sweep_runs(root).client)

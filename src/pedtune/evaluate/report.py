@@ -29,6 +29,7 @@ from pedtune.evaluate.stats import (
     spread,
     verdict,
 )
+from pedtune.tracking.record import cpu_model
 from pedtune.units import duration
 
 CONFIGS = (INITIAL, TUNED)
@@ -216,7 +217,7 @@ def per_seed_csv(results: Iterable[RunResult]) -> str:
 def machine_info(config: StudyConfig, devices: Iterable[str], execution: str) -> dict[str, str]:
     model = config.model
     return {
-        "processor / machine": f"{_processor()} / {platform.machine()}",
+        "processor / machine": f"{cpu_model()} / {platform.machine()}",
         "CPUs": str(os.cpu_count()),
         "torch": torch.__version__,
         "device": ", ".join(sorted(set(devices))),
@@ -226,20 +227,6 @@ def machine_info(config: StudyConfig, devices: Iterable[str], execution: str) ->
             f"{model.min_size}-{model.max_size} px"
         ),
     }
-
-
-def _processor() -> str:
-    """platform.processor(), which is empty on most Linux systems: then the CPU model name."""
-    if platform.processor():
-        return platform.processor()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.partition(":")[2].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 def report_markdown(study: Study) -> str:

@@ -39,6 +39,7 @@ from pedtune.evaluate.stats import mean_interval
 from pedtune.io import atomic_path, write_json, write_text
 from pedtune.model.checkpoint import read_checkpoint, save_model
 from pedtune.stages.inputs import StageInputs, read_inputs
+from pedtune.tracking.record import write_run_record
 from pedtune.tracking.registry import Candidate, Registration, model_metadata, register_model
 from pedtune.tracking.store import (
     Store,
@@ -223,6 +224,7 @@ def run_evaluate(config: StudyConfig) -> dict[str, Any]:
         kept = kept_model(results, config.evaluate.seeds, study.tuned_is_initial)
         ids = category_ids(stage_inputs.data_root)
         metrics = write_outputs(study, inputs.test, kept, ids)
+        write_run_record(paths.STAGE_RUNS["evaluate"], "evaluate", parent_id, store.experiment_name)
         log_outputs(store, parent_id)
         registration = register_kept(store, parent_id, study, kept, ids, data_hash, {**inherited, **source})
     _print_summary(metrics, summary_json(study), kept, registration, store, parent_id)

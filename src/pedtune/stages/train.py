@@ -15,6 +15,7 @@ from pedtune.io import write_json, write_text
 from pedtune.model.checkpoint import save_model
 from pedtune.run_limits import use_threads
 from pedtune.stages.inputs import read_inputs
+from pedtune.tracking.record import write_run_record
 from pedtune.tracking.store import log_metrics, log_params, open_store, source_tags, tracked_run
 from pedtune.units import duration
 
@@ -61,11 +62,12 @@ def run_train(config: StudyConfig) -> dict[str, float]:
         write_text(paths.TRAIN_HISTORY, history_csv(result.history))
         for artifact in (paths.TRAIN_METRICS, paths.TRAIN_HISTORY, paths.TRAINED_MODEL):
             store.client.log_artifact(run_id, str(artifact))
+        write_run_record(paths.STAGE_RUNS["train"], "train", run_id, store.experiment_name)
     console.summary(
         log,
         f"val bbox_mAP {metrics['bbox_mAP']:.4f}, segm_mAP {metrics['segm_mAP']:.4f} after {config.train.epochs} "
         f"epochs in {duration(result.wall_time_s)}",
-        wrote=[paths.TRAINED_MODEL, paths.TRAIN_METRICS, paths.TRAIN_HISTORY],
+        wrote=[paths.TRAINED_MODEL, paths.TRAIN_METRICS, paths.TRAIN_HISTORY, paths.STAGE_RUNS["train"]],
         look=console.views(store.tracking_uri, run_id),
     )
     return metrics

@@ -29,6 +29,7 @@ from pedtune.engine.train import fit
 from pedtune.errors import PedtuneError
 from pedtune.ray_cluster import check_authenticated, check_capacity, check_shared_folder, ray_session
 from pedtune.stages.inputs import StageInputs, read_inputs
+from pedtune.tracking.record import write_run_record
 from pedtune.tracking.store import Store, log_metrics, open_store, source_tags
 from pedtune.tune.identity import sweep_id
 from pedtune.tune.importance import Importance, importance_mlflow, importance_summary, param_importance
@@ -43,7 +44,13 @@ from pedtune.tune.results import (
     trial_dirname,
     trial_retries,
 )
-from pedtune.tracking.sweep import SweepLoggerCallback, mark_stale_trial_runs, reconcile_trial_runs, sweep_run
+from pedtune.tracking.sweep import (
+    SweepLoggerCallback,
+    finished_parent_run,
+    mark_stale_trial_runs,
+    reconcile_trial_runs,
+    sweep_run,
+)
 from pedtune.tune.searchers import build_scheduler, build_search_alg, n_initial_points
 from pedtune.tune.space import param_space
 from pedtune.tune.storage import STAGING_FOLDER, SweepStorage, checkpoint_staging, open_storage
@@ -206,35 +213,38 @@ def _check_cluster(config: StudyConfig, storage: SweepStorage) -> None:
         check_shared_folder(storage.root, "tune.storage_path")
 
 
+def _restore(storage: SweepStorage, experiment: str, trainable: Any) -> tune.Tuner:
+    # Errored trials stay errored: a diverging config would only diverge again.
+    return tune.Tuner.restore(storage.path(experiment), trainable=trainable, resume_unfinished=True,
+                              resume_errored=False, storage_filesystem=storage.filesystem)
+
+
 def _run_sweep(
     config: StudyConfig,
     storage: SweepStorage,
     experiment: str,
-    inputs: TrialInputs,
+    trainable: Any,
     callback: SweepLoggerCallback,
     wall_time_s: Callable[[], float],
 ) -> ResultGrid:
-    # Each epoch's checkpoint forces an experiment snapshot (so a resume never points at a
-    # deleted checkpoint); with short epochs Ray warns about that on every epoch.
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    # Trials' own output (per-step losses) stays in their logs under the experiment folder;
-    # Tune's progress table and its reports of failed trials still reach the console.
-    with ray_session(config.tune.ray_address, log_to_driver=False):
-        _check_cluster(config, storage)
-        trainable = _trainable(config, inputs, storage, experiment)
-        if restorable(storage, experiment):
-            log.info(f"resuming the sweep in {storage.describe(experiment)}")
-            # Errored trials stay errored: a diverging config would only diverge again.
-            tuner = tune.Tuner.restore(storage.path(experiment), trainable=trainable, resume_unfinished=True,
-                                       resume_errored=False, storage_filesystem=storage.filesystem)
-        else:
-            log.info(f"starting a sweep of {config.tune.num_samples} trials in {storage.describe(experiment)}")
-            storage.delete_dir(storage.path(experiment))
-            tuner = _new_tuner(config, trainable, storage, experiment, callback)
-        # Tune prints its experiment's set-up and end to stdout whatever its verbosity.
-        quiet = contextlib.redirect_stdout(io.StringIO()) if console.quiet() else contextlib.nullcontext()
-        with recording_wall_time(storage, experiment, wall_time_s), quiet:
-            return tuner.fit()
+    if restorable(storage, experiment):
+        log.info(f"resuming the sweep in {storage.describe(experiment)}")
+        tuner = _restore(storage, experiment, trainable)
+    else:
+        log.info(f"starting a sweep of {config.tune.num_samples} trials in {storage.describe(experiment)}")
+        storage.delete_dir(storage.path(experiment))
+        tuner = _new_tuner(config, trainable, storage, experiment, callback)
+    # Tune prints its experiment's set-up and end to stdout whatever its verbosity.
+    quiet = contextlib.redirect_stdout(io.StringIO()) if console.quiet() else contextlib.nullcontext()
+    with recording_wall_time(storage, experiment, wall_time_s), quiet:
+        return tuner.fit()
+
+
+def _concluded_run(store: Store, sid: str, storage: SweepStorage, experiment: str, num_samples: int) -> str | None:
+    """The parent run of a sweep that finished and was tracked to its end (None otherwise): re-read, not resumed."""
+    if not restorable(storage, experiment) or not sweep_finished(saved_trials(storage, experiment), num_samples):
+        return None
+    return finished_parent_run(store, sid)
 
 
 def _log_outcome(store: Store, run_id: str, metrics: dict[str, Any], importance: Importance) -> None:
@@ -261,35 +271,28 @@ def _conclude(
     return best, tune_metrics(records, best, wall_time_s, importance), importance
 
 
-def run_tune(config: StudyConfig, fit_fn: FitFn = fit) -> dict[str, Any]:
-    """Run (or resume) the sweep, write ``results/tune``, ``plots/tune``, ``metrics/tune.json``.
+def _reread(config: StudyConfig, storage: SweepStorage, experiment: str, trainable: Any,
+            wall_time_s: Callable[[], float]) -> tuple[list[TrialRecord], TrialRecord, dict[str, Any]]:
+    """A finished sweep's outputs written again from its saved state; nothing trains, nothing reaches MLflow."""
+    records = collect_trials(_restore(storage, experiment, trainable).get_results(), config,
+                             trial_retries(saved_trials(storage, experiment)))
+    best, metrics, _ = _conclude(config, records, wall_time_s())
+    record_sweep_seconds(storage, experiment, wall_time_s())
+    return records, best, metrics
 
-    ``fit_fn`` is the training function each trial calls; tests swap in a cheap one.
-    Returns the content of ``metrics/tune.json``.
-    """
-    check_authenticated(config.tune)  # before any MLflow run is opened or reopened
-    store = open_store(config.mlflow)  # before Ray and the data: a bad URI fails in seconds
-    storage = open_storage(config.tune.storage_path)
-    # Absolute: trials run in their own working folder, and an uncached sample set reads lazily.
-    stage_inputs = read_inputs(config, absolute=True)
-    dataset_hash = stage_inputs.dataset_hash
-    inputs = _trial_inputs(stage_inputs, fit_fn)
-    sid = sweep_id(config, dataset_hash)
+
+def _tracked_sweep(
+    config: StudyConfig, store: Store, storage: SweepStorage, sid: str, trainable: Any, dataset_hash: str,
+    wall_time_s: Callable[[], float],
+) -> tuple[str, list[TrialRecord], TrialRecord, dict[str, Any]]:
+    """Run or resume the sweep under its MLflow parent run (created, or reopened), and conclude it."""
     experiment = f"sweep-{sid}"
-    # The sweep's wall time adds up every run of the stage on it: an interrupted and resumed
-    # sweep, or a finished one re-read after a change to this driver, reports the whole cost.
-    earlier_s = sweep_seconds(storage, experiment) if restorable(storage, experiment) else 0.0
-    started = time.perf_counter()
-
-    def wall_time_s() -> float:
-        return earlier_s + time.perf_counter() - started
-
     tags, params = parent_tags(config, dataset_hash), parent_params(config)
     with sweep_run(store, sid, f"tune sweep-{sid}", tags, params) as (parent_id, resumed):
         if resumed:
             mark_stale_trial_runs(store, parent_id)
         callback = SweepLoggerCallback(store, sid, config.tune.search_space, config.tune.metric)
-        grid = _run_sweep(config, storage, experiment, inputs, callback, wall_time_s)
+        grid = _run_sweep(config, storage, experiment, trainable, callback, wall_time_s)
         trials = saved_trials(storage, experiment)
         if not sweep_finished(trials, config.tune.num_samples):
             # Tune caught the Ctrl-C and returned; its unfinished trials' runs end KILLED.
@@ -302,6 +305,49 @@ def run_tune(config: StudyConfig, fit_fn: FitFn = fit) -> dict[str, Any]:
         best, metrics, importance = _conclude(config, records, wall_time_s())
         record_sweep_seconds(storage, experiment, wall_time_s())
         _log_outcome(store, parent_id, metrics, importance)
+    return parent_id, records, best, metrics
+
+
+def run_tune(config: StudyConfig, fit_fn: FitFn = fit) -> dict[str, Any]:
+    """Run (or resume) the sweep, write ``results/tune``, ``plots/tune``, ``metrics/tune.json``.
+
+    ``fit_fn`` is the training function each trial calls; tests swap in a cheap one.
+    Returns the content of ``metrics/tune.json``.
+    """
+    check_authenticated(config.tune)
+    store = open_store(config.mlflow)  # before Ray and the data: a bad URI fails in seconds
+    storage = open_storage(config.tune.storage_path)
+    # Each epoch's checkpoint forces an experiment snapshot (so a resume never points at a
+    # deleted checkpoint); with short epochs Ray warns about that on every epoch.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    started = time.perf_counter()
+    # Trials' own output (per-step losses) stays in their logs under the experiment folder;
+    # Tune's progress table and its reports of failed trials still reach the console.
+    with ray_session(config.tune.ray_address, log_to_driver=False):
+        # Every check that can refuse the stage runs before any MLflow run is opened or reopened:
+        # a refused attempt leaves an earlier sweep's runs as they were.
+        _check_cluster(config, storage)
+        # Absolute: trials run in their own working folder, and an uncached sample set reads lazily.
+        stage_inputs = read_inputs(config, absolute=True)
+        sid = sweep_id(config, stage_inputs.dataset_hash)
+        experiment = f"sweep-{sid}"
+        trainable = _trainable(config, _trial_inputs(stage_inputs, fit_fn), storage, experiment)
+        # The sweep's wall time adds up every run of the stage on it: an interrupted and resumed
+        # sweep, or a finished one re-read after a change to this driver, reports the whole cost.
+        earlier_s = sweep_seconds(storage, experiment) if restorable(storage, experiment) else 0.0
+
+        def wall_time_s() -> float:
+            return earlier_s + time.perf_counter() - started
+
+        parent_id = _concluded_run(store, sid, storage, experiment, config.tune.num_samples)
+        if parent_id is not None:
+            log.info(f"the sweep in {storage.describe(experiment)} finished: writing its outputs again from its "
+                     f"saved state; its MLflow runs stay as they are")
+            records, best, metrics = _reread(config, storage, experiment, trainable, wall_time_s)
+        else:
+            parent_id, records, best, metrics = _tracked_sweep(config, store, storage, sid, trainable,
+                                                               stage_inputs.dataset_hash, wall_time_s)
+        write_run_record(paths.STAGE_RUNS["tune"], "tune", parent_id, store.experiment_name)
     console.summary(
         log,
         f"best val {config.tune.metric} {best.final:.4f} (trial {best.trial_id}) of {len(records)} trials in "

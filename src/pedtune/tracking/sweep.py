@@ -71,6 +71,14 @@ def find_parent_run(store: Store, sweep_id: str) -> str | None:
     return runs[0].info.run_id if runs else None
 
 
+def finished_parent_run(store: Store, sweep_id: str) -> str | None:
+    """The sweep's parent run if it ended FINISHED: a sweep the stage tracked to its end."""
+    run_id = find_parent_run(store, sweep_id)
+    if run_id is None or store.client.get_run(run_id).info.status != FINISHED:
+        return None
+    return run_id
+
+
 def trial_runs(store: Store, parent_run_id: str) -> list[Run]:
     return _search(store, f"tags.`{TAG_PARENT}` = '{parent_run_id}'")
 
