@@ -57,10 +57,11 @@ def test_a_folder_gives_coco_results_pycocotools_loads_overlays_and_a_listed_cor
         height, width = sizes[result["image_id"]]
         assert 0 <= x and 0 <= y and x + w <= width + 0.5 and y + h <= height + 0.5 and 0 <= result["score"] <= 1
         assert result["segmentation"]["size"] == [height, width]  # RLE at the image file's size
-    overlays = sorted((output / "overlays").glob("*.png"))
-    assert [p.name for p in overlays] == expected
+    overlays = sorted((output / "overlays").glob("*"))
+    assert [p.name for p in overlays] == [f"{Path(name).stem}.jpg" for name in expected]
     for overlay in overlays:
-        with Image.open(overlay) as picture, Image.open(images / overlay.name) as original:
+        with Image.open(overlay) as picture, Image.open(images / f"{overlay.stem}.png") as original:
+            assert picture.format == "JPEG"
             assert picture.size == original.size
     assert not list(tmp_path.glob(".out.*"))  # no temporary folder left
 
