@@ -110,7 +110,7 @@ def check_the_whole_study(study: Path) -> None:
     # docs/model.md's tags, and the champion alias (the first version of its name).
     name = load_config(study / "params.yaml").mlflow.registered_model
     (version,) = client.search_model_versions(f"name='{name}'")
-    (evaluation,) = by_stage["evaluate"]
+    (evaluation,) = [r for r in by_stage["evaluate"] if r.info.run_id in parents]
     assert str(version.version) == "1" and version.run_id == evaluation.info.run_id
     assert {"dataset_hash", "split_hash", "test_bbox_mAP", "git_commit", "config", "seed", "artifact_size_bytes",
             "champion_decision"} <= set(version.tags), version.tags
