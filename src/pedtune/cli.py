@@ -145,9 +145,11 @@ def build_parser() -> argparse.ArgumentParser:
                              epilog="exit status 1 when an image could not be decoded (the others are predicted)",
                              parents=[after_stage])
     predict.add_argument("images", nargs="+", help="image files, folders of images, or glob patterns ('photos/*.jpg')")
-    predict.add_argument("--model", default=str(paths.TUNED_MODEL),
-                         help="a model file pedtune wrote, or an MLflow model URI such as models:/NAME@champion "
-                              "(from mlflow.tracking_uri's store) (default: %(default)s, the evaluate stage's)")
+    predict.add_argument("--model", default=None,
+                         help="a model file pedtune wrote (such as the evaluate stage's "
+                              f"{paths.TUNED_MODEL.as_posix()}), or an MLflow model URI such as models:/NAME/3 "
+                              "(from mlflow.tracking_uri's store) (default: models:/NAME@champion, NAME being "
+                              "mlflow.registered_model)")
     predict.add_argument("--output", default="predictions",
                          help="the folder to write, replaced whole (default: %(default)s)")
     predict.add_argument("--annotations", default=None,
@@ -237,8 +239,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.stage == "predict":
             from pedtune.predict.command import run_predict
+            from pedtune.tracking.registry import champion_uri
 
-            outcome = run_predict(config, args.images, args.model, Path(args.output),
+            outcome = run_predict(config, args.images, args.model or champion_uri(config.mlflow.registered_model),
+                                  Path(args.output),
                                   Path(args.annotations) if args.annotations else None, args.batch_size,
                                   args.score_threshold)
             return 1 if outcome.skipped else 0

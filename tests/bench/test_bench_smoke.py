@@ -276,3 +276,17 @@ def test_table_reads_asha_savings_against_the_simulation_at_its_settings(tmp_pat
     seeded["args"]["overrides"] = "['tune.seed=1']"
     (tmp_path / "asha_savings_seed1.json").write_text(json.dumps(seeded))
     assert "(hyperopt, 20 trials × 10 epochs, grace 2, rf 3, tune.seed=1, synthetic)" in run_all.table(tmp_path)
+
+
+def test_predict(tmp_path: Path) -> None:
+    result = _run("predict", tmp_path, "--images", "1", "--reps", "1")  # the 8 images' test split holds 1
+    run = result["runs"][0]
+    assert run["images"] == 1 and run["ratio_project_vs_bare"]["n"] == run["ratio_project_vs_bare_cpu"]["n"] == 1
+    assert run["detections"]["bare"] == run["detections"]["project"]  # the same model on the same images
+
+
+def test_registry(tmp_path: Path) -> None:
+    result = _run("registry", tmp_path, "--steps", "1", "--reps", "1")
+    run = result["runs"][0]
+    assert run["registry_again_s"]["n"] == 1 and run["logged_model_bytes"] > 0
+    assert 0 < run["registry_share_of_evaluate_upper_bound"] < 1

@@ -159,6 +159,15 @@ def check_the_whole_study(study: Path) -> None:
     assert len(parents) == 3  # train, the sweep, the evaluation
     assert len(children) == 3 + 4  # one per trial, one per (config, seed)
     assert {r.data.tags["mlflow.parentRunId"] for r in children} <= parents
+    # The kept model, registered (what `mlflow ui` shows under Models): one version of the evaluation's run, with
+    # docs/model.md's tags, and the champion alias (the first version of its name).
+    name = load_config(study / "params.yaml").mlflow.registered_model
+    (version,) = client.search_model_versions(f"name='{name}'")
+    (evaluation,) = [r for r in by_stage["evaluate"] if r.info.run_id in parents]
+    assert str(version.version) == "1" and version.run_id == evaluation.info.run_id
+    assert {"dataset_hash", "split_hash", "test_bbox_mAP", "git_commit", "config", "seed", "artifact_size_bytes",
+            "champion_decision"} <= set(version.tags), version.tags
+    assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
 
     assert "up to date" in run(["dvc", "status"], study).stdout
     assert "Running stage" not in run(["dvc", "repro"], study).stdout

@@ -57,10 +57,11 @@ def test_a_folder_gives_coco_results_pycocotools_loads_overlays_and_a_listed_cor
         height, width = sizes[result["image_id"]]
         assert 0 <= x and 0 <= y and x + w <= width + 0.5 and y + h <= height + 0.5 and 0 <= result["score"] <= 1
         assert result["segmentation"]["size"] == [height, width]  # RLE at the image file's size
-    overlays = sorted((output / "overlays").glob("*.png"))
-    assert [p.name for p in overlays] == expected
+    overlays = sorted((output / "overlays").glob("*"))
+    assert [p.name for p in overlays] == [f"{Path(name).stem}.jpg" for name in expected]
     for overlay in overlays:
-        with Image.open(overlay) as picture, Image.open(images / overlay.name) as original:
+        with Image.open(overlay) as picture, Image.open(images / f"{overlay.stem}.png") as original:
+            assert picture.format == "JPEG"
             assert picture.size == original.size
     assert not list(tmp_path.glob(".out.*"))  # no temporary folder left
 
@@ -94,16 +95,17 @@ def test_a_glob_with_annotations_is_scored_and_other_categories_are_refused(
     assert code == 1 and "differ from the model's" in capsys.readouterr().err and not refused.exists()
 
 
-@pytest.mark.parametrize("model", ["models:/pedtune-maskrcnn@champion", "missing.pt"])
+@pytest.mark.parametrize("model", ["models:/pedtune-maskrcnn/2", "missing.pt", None])  # None: the default, the champion
 def test_a_model_that_is_not_there_is_a_clear_error_and_writes_nothing(
-    tmp_path: Path, synthetic_root: Path, params_file: Path, model: str, capsys, monkeypatch
+    tmp_path: Path, synthetic_root: Path, params_file: Path, model: str | None, capsys, monkeypatch
 ):
     monkeypatch.chdir(tmp_path)
     output = tmp_path / "out"
-    code = predict(params_file, str(synthetic_root / "PNGImages"), "--model", model, "--output", str(output))
+    chosen = ["--model", model] if model else []
+    code = predict(params_file, str(synthetic_root / "PNGImages"), *chosen, "--output", str(output))
     assert code == 1 and not output.exists()
     message = capsys.readouterr().err
-    assert model.removeprefix("models:/").split("@")[0] in message
+    assert (model or "models:/pedtune-maskrcnn@champion") in message
     assert "cannot load this MLflow model" in message or "model file not found" in message
     assert not (tmp_path / "mlflow.db").exists()  # only params.yaml's store was asked, not MLflow's default
 

@@ -68,7 +68,7 @@ def test_a_worse_version_or_one_on_another_split_leaves_the_champion(tmp_path: P
 
 
 def test_the_champion_loads_and_predicts_where_pedtune_cannot_be_imported_and_in_pedtune_predict(
-    tmp_path: Path, tiny_config, model_file, params_file, synthetic_root, dataset_id
+    tmp_path: Path, tiny_config, model_file, params_file, synthetic_root, dataset_id, capsys
 ):
     store = store_for(tmp_path, tiny_config)
     register(store, model_file, Candidate("d", "s", 0.5, 0.05))
@@ -86,10 +86,11 @@ def test_the_champion_loads_and_predicts_where_pedtune_cannot_be_imported_and_in
 
     output = tmp_path / "out"
     try:
-        code = main(["--params", str(params_file), "predict", str(synthetic_root / "PNGImages" / "*.png"), "--model",
-                     f"models:/{NAME}@{CHAMPION}", "--output", str(output)])
+        # No --model: the default is params.yaml's registered model's champion.
+        code = main(["--params", str(params_file), "predict", str(synthetic_root / "PNGImages" / "*.png"),
+                     "--output", str(output)])
     finally:
         console.configure(None)
-    assert code == 0
+    assert code == 0 and f"model models:/{NAME}@{CHAMPION} (models:/{NAME}/1)" in capsys.readouterr().err
     listing = json.loads((output / "images.json").read_text())
     assert listing["categories"] == [{"id": dataset_id, "name": "person"}] and len(listing["images"]) == 6

@@ -40,16 +40,17 @@ def load_predictor(reference: str, tracking_uri: str | None = None) -> Predictor
     return Predictor(checkpoint.model(), checkpoint.categories, checkpoint.category_ids, None, reference)
 
 
-def _download(uri: str, tracking_uri: str | None, folder: str) -> str:
+def _download(uri: str, tracking_uri: str | None, folder: str) -> tuple[str, str]:
     """The MLflow model at ``uri`` copied into ``folder``, looked up in ``tracking_uri``'s store only
-    (MLflow's own resolution of ``models:/`` would consult the process's default store)."""
+    (MLflow's own resolution of ``models:/`` would consult the process's default store), and what ``uri``
+    resolved to (an alias's version: ``models:/NAME@champion`` is ``models:/NAME/3``)."""
     from mlflow import MlflowClient
     from mlflow.artifacts import download_artifacts
 
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     if uri.startswith("runs:/"):
         run_id, _, path = uri[len("runs:/"):].partition("/")
-        return download_artifacts(run_id=run_id, artifact_path=path, dst_path=folder, tracking_uri=tracking_uri)
+        return download_artifacts(run_id=run_id, artifact_path=path, dst_path=folder, tracking_uri=tracking_uri), uri
     reference = uri[len("models:/"):]
     if "@" in reference:
         name, alias = reference.split("@", 1)
@@ -58,7 +59,8 @@ def _download(uri: str, tracking_uri: str | None, folder: str) -> str:
         name, _, number = reference.rpartition("/")
         version = client.get_model_version(name, number)
     source = client.get_model_version_download_uri(version.name, str(version.version))
-    return download_artifacts(artifact_uri=source, dst_path=folder, tracking_uri=tracking_uri)
+    local = download_artifacts(artifact_uri=source, dst_path=folder, tracking_uri=tracking_uri)
+    return local, f"models:/{version.name}/{version.version}"
 
 
 def _from_mlflow(uri: str, tracking_uri: str | None) -> Predictor:
@@ -68,7 +70,7 @@ def _from_mlflow(uri: str, tracking_uri: str | None) -> Predictor:
 
     with tempfile.TemporaryDirectory(prefix="pedtune-model-") as folder:
         try:
-            local = _download(uri, tracking_uri, folder)
+            local, resolved = _download(uri, tracking_uri, folder)
             metadata = Model.load(local).metadata or {}
             model = mlflow.pytorch.load_model(local, map_location="cpu")
         except (MlflowException, OSError) as error:
@@ -78,4 +80,5 @@ def _from_mlflow(uri: str, tracking_uri: str | None) -> Predictor:
         raise WeightsError(f"{uri}: not a model pedtune registered (its metadata lacks the categories)")
     entries = metadata["categories"]
     return Predictor(model.eval(), {int(c["label"]): str(c["name"]) for c in entries},
-                     {int(c["label"]): int(c["id"]) for c in entries}, metadata.get("score_threshold"), uri)
+                     {int(c["label"]): int(c["id"]) for c in entries}, metadata.get("score_threshold"),
+                     uri if resolved == uri else f"{uri} ({resolved})")

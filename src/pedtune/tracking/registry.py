@@ -58,6 +58,11 @@ class Registration:
         return f"models:/{self.name}/{self.version}"
 
 
+def champion_uri(name: str) -> str:
+    """The MLflow URI of ``name``'s champion: what ``pedtune predict`` uses unless told otherwise."""
+    return f"models:/{name}@{CHAMPION}"
+
+
 def model_metadata(categories: Mapping[int, str], category_ids: Mapping[int, int], min_size: int, max_size: int,
                    score_threshold: float) -> dict[str, Any]:
     """What a registered model carries besides its weights: each label's category (its id in the
