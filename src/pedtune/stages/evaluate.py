@@ -14,7 +14,6 @@ from typing import Any
 
 from pedtune import console, paths
 from pedtune.config import StudyConfig, flatten, run_params
-from pedtune.data.categories import category_ids
 from pedtune.data.checksum import md5sum
 from pedtune.data.dataset import SampleSet
 from pedtune.device import resolve_device
@@ -221,7 +220,7 @@ def run_evaluate(config: StudyConfig) -> dict[str, Any]:
             categories=tuple(inputs.test.categories.values()),
         )
         kept = kept_model(results, config.evaluate.seeds, study.tuned_is_initial)
-        ids = category_ids(stage_inputs.data_root)
+        ids = stage_inputs.index.category_ids
         metrics = write_outputs(study, inputs.test, kept, ids)
         log_outputs(store, parent_id)
         registration = register_kept(store, parent_id, study, kept, ids, data_hash, {**inherited, **source})
