@@ -217,7 +217,8 @@ def rows(r: dict[str, dict[str, Any]], only: str | None = None) -> list[tuple[st
         for run in m["runs"]:
             out.append((f"11. data.cache per image, stated ÷ held ({_data(m)}, {run['images']} images at "
                         f"{run['min_size']}/{run['max_size']} px)",
-                        f"{run['held_vs_estimate']:.4f}× (stated {run['estimate_mib_per_image']:.3f} MiB, tensors held "
+                        f"{run['held_vs_estimate']:.4f}× (stated {run['estimate_mib_per_image']:.3f} MiB, "
+                        f"tensors held "
                         f"{run['held_mib_per_image']:.3f} MiB; resident set grew {run['rss_growth_mib_per_image']:.3f} "
                         f"MiB, {run['rss_growth_vs_estimate']:.2f}×)", "—", "—"))
     for o in _variants(r, "original_size_scoring", only):

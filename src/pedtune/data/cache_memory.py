@@ -2,8 +2,9 @@
 
 A cached sample is its image (3 bytes a pixel) and one byte a pixel per instance mask, at the
 size the model sees it (:func:`pedtune.data.sample.scale_for`), so the estimate needs only each
-image's size and instance count, which the dataset's index holds (:mod:`pedtune.data.index`). The ground truth kept for scoring (polygons and RLE strings) is left out: it is
-small beside the pixels. The budget is checked against the whole split, which bounds what any
+image's size and instance count, which the dataset's index holds (:mod:`pedtune.data.index`).
+The ground truth kept for scoring (polygons and RLE strings) is left out: it is small beside
+the pixels. The budget is checked against the whole split, which bounds what any
 one process holds (a stage, or each running Tune trial, which gets its own copy).
 """
 
