@@ -207,12 +207,16 @@ def rows(r: dict[str, dict[str, Any]], only: str | None = None) -> list[tuple[st
                               for run in g["runs"]), "—", "—"))
     for c in _variants(r, "coco_indexing", only):
         check = c["image_check"]
-        out.append((f"10. COCO JSON checked and indexed, no image opened ({c['images']:,} images, {c['instances']:,} "
+        # Files from before the fetch stage wrote the index time the checks alone.
+        timed = c.get("index_written_s", c["index_coco_s"])
+        ratio = c.get("index_written_ratio_to_pycocotools", c["ratio_to_pycocotools"])
+        what = "checked, indexed and data/index.json written" if "index_written_s" in c else "checked and indexed"
+        out.append((f"10. COCO JSON {what}, no image opened ({c['images']:,} images, {c['instances']:,} "
                     f"instances, {c['json_bytes'] / 2**20:.0f} MiB)",
-                    f"{c['index_coco_s']['median']:.2f} s (n={len(c['index_coco_s']['all'])}); pycocotools COCO() "
-                    f"{c['pycocotools_COCO_s']['median']:.2f} s, ratio {c['ratio_to_pycocotools']:.2f}×; image-file "
-                    f"check {check['workers_1_ms_per_image']:.2f} ms per image on 1 thread", "≤ 10 s",
-                    _ok(c["index_coco_s"]["median"] <= 10)))
+                    f"{timed['median']:.2f} s (n={len(timed['all'])}; the checks alone "
+                    f"{c['index_coco_s']['median']:.2f} s); pycocotools COCO() {c['pycocotools_COCO_s']['median']:.2f} s, "
+                    f"ratio {ratio:.2f}×; image-file check {check['workers_1_ms_per_image']:.2f} ms per image on 1 "
+                    "thread", "≤ 10 s", _ok(timed["median"] <= 10)))
     for m in _variants(r, "cache_memory", only):
         for run in m["runs"]:
             out.append((f"11. data.cache per image, stated ÷ held ({_data(m)}, {run['images']} images at "
