@@ -33,10 +33,10 @@ TABLE_START, TABLE_END = "<!-- bench-table:start -->", "<!-- bench-table:end -->
 
 BENCHMARKS = ("train_step", "data_pipeline", "data_wait", "evaluation", "mask_paste", "tune_overhead", "asha_savings",
               "asha_budget", "memory", "checkpoint_storage", "cluster_sweep", "gpu_packing", "epoch_profile",
-              "coco_indexing", "cache_memory", "original_size_scoring")
+              "coco_indexing", "cache_memory", "original_size_scoring", "coco_smoke")
 GPU_ONLY = ("gpu_packing",)  # refuses to run without CUDA: run by default only with --device cuda
 ON_REQUEST = ("original_size_scoring",)  # trains a model for half an hour on 2 cores: run only with --only
-OWN_DATA = ("coco_indexing",)  # generates its own file and takes none of the shared arguments
+OWN_DATA = ("coco_indexing", "coco_smoke")  # generate their own data and take none of the shared arguments
 # The rows docs/methodology.md shows (between its scoring-table markers), generated with the table.
 METHODOLOGY_PAGE = REPO / "docs" / "methodology.md"
 SCORING_START, SCORING_END = "<!-- scoring-table:start -->", "<!-- scoring-table:end -->"
@@ -237,6 +237,13 @@ def rows(r: dict[str, dict[str, Any]], only: str | None = None) -> list[tuple[st
                         f"({what}; {_data(o)}, {o['val_images']} val images at {o['min_size']}/{o['max_size']} px)",
                         "; ".join(f"{metric} {old[metric]:.4f} → {new[metric]:.4f} ({new[metric] - old[metric]:+.4f})"
                                   for metric in ("bbox_mAP", "bbox_AP50", "segm_mAP", "segm_AP50")), "—", "—"))
+    for c in _variants(r, "coco_smoke", only):
+        stages = ", ".join(f"{stage} stage {seconds:.0f} s" for stage, seconds in c["stage_wall_s"].items() if seconds)
+        out.append((f"13. the whole study on a generated COCO dataset, dvc exp run on the {c['profile']} profile "
+                    f"({c['images']} images at {c['image_size'][0]}×{c['image_size'][1]} px, {len(c['categories'])} "
+                    "categories, fetch to evaluate)",
+                    f"{c['wall_s']:.0f} s ({stages}); the report's per-category AP: "
+                    f"{len(c['categories_in_report'])} of {len(c['categories'])} categories", "—", "—"))
     for p in _variants(r, "epoch_profile", only):
         for run in p["runs"]:
             out.extend(_epoch_rows(p, run))
