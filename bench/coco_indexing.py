@@ -2,8 +2,10 @@
 
 A generated instance file (``--images`` images of 640 x 480, ``--per-image`` objects each, every
 object a 12-point polygon with its box and area) is read by ``pedtune.data.coco.index_coco``
-(parse, check every entry, index by image) and by ``pycocotools.coco.COCO`` (parse, index),
-interleaved ``--repeats`` times; the medians and their ratio are reported. The image-file check
+(parse, check every entry, index by image), by the fetch stage's whole pass over it (the same,
+then the dataset's index built and written as ``data/index.json``: ``pedtune.data.index``) and by
+``pycocotools.coco.COCO`` (parse, index), interleaved ``--repeats`` times; the medians and the
+ratios to pycocotools are reported. The image-file check
 (decode every image, compare its size with the JSON) is a separate pass, timed on
 ``--files`` small generated PNGs with 1 and ``--workers`` threads.
 
@@ -28,6 +30,8 @@ from pycocotools.coco import COCO
 
 from bench.common import RESULTS, machine
 from pedtune.data.coco import check_image_files, index_coco
+from pedtune.data.coco_fetch import open_dataset
+from pedtune.data.index import coco_index, write_index
 
 
 def generate(path: Path, images: int, per_image: int, seed: int = 0) -> int:
@@ -70,10 +74,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="pedtune-bench-") as folder:
         path = Path(folder) / "instances.json"
         size = generate(path, args.images, args.per_image)
-        ours, theirs = [], []
+        ours, fetch, theirs = [], [], []
+        index_file = Path(folder) / "index.json"
         for _ in range(args.repeats):
             ours.append(timed(lambda: index_coco(path)))
+            # The content hash covers the image files, which this file has none of: not timed here.
+            fetch.append(timed(lambda: write_index(coco_index(open_dataset(Path(folder), {"all": path}), ""),
+                                                   index_file)))
             theirs.append(timed(lambda: COCO(str(path))))
+        index_file_bytes = index_file.stat().st_size
         images_dir = Path(folder) / "images"
         images_dir.mkdir()
         listed = index_coco(path).images
@@ -89,6 +98,9 @@ def main() -> None:
         "index_coco_s": {"median": round(statistics.median(ours), 3), "all": [round(t, 3) for t in ours]},
         "pycocotools_COCO_s": {"median": round(statistics.median(theirs), 3), "all": [round(t, 3) for t in theirs]},
         "ratio_to_pycocotools": round(statistics.median(ours) / statistics.median(theirs), 3),
+        "index_written_s": {"median": round(statistics.median(fetch), 3), "all": [round(t, 3) for t in fetch]},
+        "index_written_ratio_to_pycocotools": round(statistics.median(fetch) / statistics.median(theirs), 3),
+        "index_bytes": index_file_bytes,
         "image_check": {"files": args.files, "size": "640x480 JPEG",
                         **{f"workers_{w}_s": round(t, 3) for w, t in check.items()},
                         **{f"workers_{w}_ms_per_image": round(1000 * t / args.files, 2) for w, t in check.items()}},

@@ -38,7 +38,7 @@ def loader_rates(store_args: tuple, batch_size: int, hflip: float, variants: lis
     for rep in range(reps):
         shift = rep % len(variants)
         for cache, workers in variants[shift:] + variants[:shift]:
-            store = cached if cache else SampleSet(root, stems, min_size, max_size, cache=False)
+            store = cached if cache else SampleSet(root, stems, min_size, max_size, cache=False, reader=cached.reader)
             loader = _loader(store, batch_size, workers, hflip, shuffle_seed=0)
             entry = rates.setdefault(f"cache={'on' if cache else 'off'},workers={workers}", {"first": [], "steady": []})
             for kind in ("first", "steady"):

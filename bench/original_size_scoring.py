@@ -23,7 +23,7 @@ import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from bench.common import dataset, emit, log, parser, setup, stores, study_config, timer
+from bench.common import dataset, emit, log, parser, sample_sets, setup, study_config, timer
 from pedtune.data.dataset import SampleSet, truth_from_masks
 from pedtune.engine.coco_eval import coco_index, coco_metrics, ground_truth, to_coco_results
 from pedtune.engine.train import _loader, fit, predict
@@ -63,17 +63,17 @@ def scored(metrics: dict[str, float]) -> dict[str, float]:
     return {name: round(value, 4) for name, value in metrics.items()}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--epochs", type=int, default=4, help="epochs to train the model whose predictions are scored")
     p.add_argument("--skip-model", action="store_true", help="only the oracle (no training)")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     setup(args)
     config = study_config(args, {"model": {"weights": "none"}, "data": {"num_workers": 0},
                                  "train": {"epochs": args.epochs}})
     result: dict[str, Any] = {"min_size": config.model.min_size, "max_size": config.model.max_size}
     with dataset(args) as root:
-        train, val = stores(root, config)
+        train, val = sample_sets(root, config)
         old_truth, new_truth = resized_ground_truth(val), ground_truth(val)
         result["val_images"] = len(val)
         result["oracle"] = {"old": scored(coco_metrics(old_truth, oracle(val, original=False))),
@@ -97,7 +97,7 @@ def main() -> None:
         if part in result:
             result[part]["new_minus_old"] = {k: round(result[part]["new"][k] - result[part]["old"][k], 4)
                                              for k in result[part]["new"]}
-    emit("original_size_scoring", args, result)
+    return emit("original_size_scoring", args, result)
 
 
 if __name__ == "__main__":

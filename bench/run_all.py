@@ -1,5 +1,6 @@
 """Run every benchmark (each in its own process), write ``bench/results/<name>.json`` and the
-table of docs/performance.md (between its ``bench-table`` markers).
+table of docs/performance.md (between its ``bench-table`` markers; its rows 12 in docs/methodology.md too,
+between its ``scoring-table`` markers).
 
     python -m bench.run_all                         # all but gpu_packing, CPU defaults
     python -m bench.run_all --only train_step evaluation --wait-quiet 1.3
@@ -32,8 +33,14 @@ TABLE_START, TABLE_END = "<!-- bench-table:start -->", "<!-- bench-table:end -->
 
 BENCHMARKS = ("train_step", "data_pipeline", "data_wait", "evaluation", "mask_paste", "tune_overhead", "asha_savings",
               "asha_budget", "memory", "checkpoint_storage", "cluster_sweep", "gpu_packing", "epoch_profile", "predict",
-              "registry")
+              "registry", "coco_indexing", "cache_memory", "original_size_scoring", "coco_smoke")
 GPU_ONLY = ("gpu_packing",)  # refuses to run without CUDA: run by default only with --device cuda
+ON_REQUEST = ("original_size_scoring",)  # trains a model for half an hour on 2 cores: run only with --only
+OWN_DATA = ("coco_indexing", "coco_smoke")  # generate their own data and take none of the shared arguments
+# The rows docs/methodology.md shows (between its scoring-table markers), generated with the table.
+METHODOLOGY_PAGE = REPO / "docs" / "methodology.md"
+SCORING_START, SCORING_END = "<!-- scoring-table:start -->", "<!-- scoring-table:end -->"
+SCORING_ROWS = "12. "
 # Shared arguments each benchmark understands; asha_savings picks its own (synthetic, tiny) data.
 SHARED = ("--data", "--device", "--amp", "--threads")
 
@@ -198,13 +205,52 @@ def rows(r: dict[str, dict[str, Any]], only: str | None = None) -> list[tuple[st
                               + (f" ({run['ratio_vs_whole_gpu']:.2f}×)" if run["ratio_vs_whole_gpu"] else "")
                               + f", GPU busy {run['gpu_busy_percent']} %, {run['out_of_memory']} out of memory"
                               for run in g["runs"]), "—", "—"))
+    for c in _variants(r, "coco_indexing", only):
+        check = c["image_check"]
+        # Files from before the fetch stage wrote the index time the checks alone.
+        timed = c.get("index_written_s", c["index_coco_s"])
+        ratio = c.get("index_written_ratio_to_pycocotools", c["ratio_to_pycocotools"])
+        what = "checked, indexed and data/index.json written" if "index_written_s" in c else "checked and indexed"
+        out.append((f"10. COCO JSON {what}, no image opened ({c['images']:,} images, {c['instances']:,} "
+                    f"instances, {c['json_bytes'] / 2**20:.0f} MiB)",
+                    f"{timed['median']:.2f} s (n={len(timed['all'])}; the checks alone "
+                    f"{c['index_coco_s']['median']:.2f} s); pycocotools COCO() {c['pycocotools_COCO_s']['median']:.2f} s, "
+                    f"ratio {ratio:.2f}×; image-file check {check['workers_1_ms_per_image']:.2f} ms per image on 1 "
+                    "thread", "≤ 10 s", _ok(timed["median"] <= 10)))
+    for m in _variants(r, "cache_memory", only):
+        for run in m["runs"]:
+            out.append((f"11. data.cache per image, stated ÷ held ({_data(m)}, {run['images']} images at "
+                        f"{run['min_size']}/{run['max_size']} px)",
+                        f"{run['held_vs_estimate']:.4f}× (stated {run['estimate_mib_per_image']:.3f} MiB, "
+                        f"tensors held "
+                        f"{run['held_mib_per_image']:.3f} MiB; resident set grew {run['rss_growth_mib_per_image']:.3f} "
+                        f"MiB, {run['rss_growth_vs_estimate']:.2f}×)", "—", "—"))
+    for o in _variants(r, "original_size_scoring", only):
+        for part in ("oracle", "model"):
+            if part not in o:
+                continue
+            what = ("the resized ground truth as detections, perfect at the model's scale" if part == "oracle" else
+                    f"a light model trained {o['model']['epochs']} epochs from random weights"
+                    f"{_overridden(o, 'train.lr')}{_overridden(o, 'train.batch_size')}")
+            old, new = o[part]["old"], o[part]["new"]
+            out.append((f"{SCORING_ROWS}COCO AP at the original size vs at the model's input, same predictions "
+                        f"({what}; {_data(o)}, {o['val_images']} val images at {o['min_size']}/{o['max_size']} px)",
+                        "; ".join(f"{metric} {old[metric]:.4f} → {new[metric]:.4f} ({new[metric] - old[metric]:+.4f})"
+                                  for metric in ("bbox_mAP", "bbox_AP50", "segm_mAP", "segm_AP50")), "—", "—"))
+    for c in _variants(r, "coco_smoke", only):
+        stages = ", ".join(f"{stage} stage {seconds:.0f} s" for stage, seconds in c["stage_wall_s"].items() if seconds)
+        out.append((f"13. the whole study on a generated COCO dataset, dvc exp run on the {c['profile']} profile "
+                    f"({c['images']} images at {c['image_size'][0]}×{c['image_size'][1]} px, {len(c['categories'])} "
+                    "categories, fetch to evaluate)",
+                    f"{c['wall_s']:.0f} s ({stages}); the report's per-category AP: "
+                    f"{len(c['categories_in_report'])} of {len(c['categories'])} categories", "—", "—"))
     for p in _variants(r, "epoch_profile", only):
         for run in p["runs"]:
             out.extend(_epoch_rows(p, run))
     for p in _variants(r, "predict", only):
         for run in p["runs"]:
             ratio, rate, cpu = run["ratio_project_vs_bare"], run["images_per_s"], run.get("ratio_project_vs_bare_cpu")
-            out.append((f"10. pedtune predict ÷ bare torchvision loop ({run['arch'].removeprefix('maskrcnn_')}, "
+            out.append((f"14. pedtune predict ÷ bare torchvision loop ({run['arch'].removeprefix('maskrcnn_')}, "
                         f"{run['min_size']}/{run['max_size']} px, {run['images']} images, batch {run['batch_size']}, "
                         f"box score threshold {run['box_score_thresh']:g}{_on(p)})",
                         f"{_range(ratio)}" + (f"; CPU time {_range(cpu)}" if cpu else "")
@@ -217,7 +263,7 @@ def rows(r: dict[str, dict[str, Any]], only: str | None = None) -> list[tuple[st
         for run in g["runs"]:
             bound = run["evaluate_training_bound"]
             share = run["registry_share_of_evaluate_upper_bound"]
-            out.append((f"11. registry step ÷ evaluate stage, upper bound ({run['arch'].removeprefix('maskrcnn_')}, "
+            out.append((f"15. registry step ÷ evaluate stage, upper bound ({run['arch'].removeprefix('maskrcnn_')}, "
                         f"{run['min_size']}/{run['max_size']} px, the stage's {bound['runs']} runs × {bound['epochs']} "
                         f"epochs × {bound['train_images']} images{_on(g)})",
                         f"≤ {100 * share:.2f} % (registry {run['registry_first_s']:.1f} s, again "
@@ -285,6 +331,10 @@ def _simulated(r: dict[str, dict[str, Any]], savings: dict[str, Any]) -> str | N
     return None
 
 
+def _data(result: dict[str, Any]) -> str:
+    return "synthetic" if result.get("data") == "synthetic" else "PennFudanPed"
+
+
 def _on(result: dict[str, Any]) -> str:
     """``, on <GPU>`` for a result measured on CUDA (the header names each machine)."""
     return f", on {result['machine'].get('gpu', 'CUDA')}" if result["machine"]["device"] == "cuda" else ""
@@ -325,7 +375,8 @@ def latest_rows(r: dict[str, dict[str, Any]], order: dict[str, tuple[float, str]
     return list({row[0]: kept[row[0]] for row in rows(r)}.values())
 
 
-def table(results: Path) -> str:
+def table(results: Path, prefix: str = "") -> str:
+    """The markdown table of the result files in ``results`` (only the rows starting with ``prefix``)."""
     paths = {p.stem: p for p in sorted(results.glob("*.json")) if any(_is_result_of(p.stem, n) for n in BENCHMARKS)}
     r = {stem: json.loads(path.read_text()) for stem, path in paths.items()}
     if not r:
@@ -338,15 +389,18 @@ def table(results: Path) -> str:
     head = "".join(f"- {cpu}, {cores} cores, torch {version}, device {device}{f' ({gpu})' if gpu else ''}: "
                    f"{', '.join(names)}\n" for (cpu, cores, version, device, gpu), names in machines.items())
     lines = ["| measurement | result | target | met |", "| --- | --- | --- | --- |"]
-    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in latest_rows(r, order)]
+    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in latest_rows(r, order) if a.startswith(prefix)]
+    if prefix:
+        return "\n".join(lines) + "\n"
     return "Machines (result files):\n\n" + head + "\n" + "\n".join(lines) + "\n"
 
 
-def replace_table(page: str, text: str) -> str:
-    """``page`` with the text between its bench-table markers replaced by ``text``."""
-    if page.count(TABLE_START) != 1 or page.count(TABLE_END) != 1 or page.index(TABLE_END) < page.index(TABLE_START):
-        raise SystemExit(f"{PERFORMANCE_PAGE.name} must hold {TABLE_START} and then {TABLE_END}, once each")
-    start, end = page.index(TABLE_START) + len(TABLE_START), page.index(TABLE_END)
+def replace_table(page: str, text: str, markers: tuple[str, str] = (TABLE_START, TABLE_END)) -> str:
+    """``page`` with the text between its ``markers`` (the bench-table's by default) replaced by ``text``."""
+    first, last = markers
+    if page.count(first) != 1 or page.count(last) != 1 or page.index(last) < page.index(first):
+        raise SystemExit(f"the page must hold {first} and then {last}, once each")
+    start, end = page.index(first) + len(first), page.index(last)
     return f"{page[:start]}\n{text.strip()}\n{page[end:]}"
 
 
@@ -366,7 +420,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", default=None)
     args = p.parse_args(argv)
     if args.only is None:
-        args.only = [name for name in BENCHMARKS if args.device == "cuda" or name not in GPU_ONLY]
+        args.only = [name for name in BENCHMARKS
+                     if (args.device == "cuda" or name not in GPU_ONLY) and name not in ON_REQUEST]
     args.results.mkdir(parents=True, exist_ok=True)
     if not args.table_only:
         shared = [x for flag in SHARED if (v := getattr(args, flag[2:])) is not None for x in (flag, str(v))]
@@ -376,9 +431,13 @@ def main(argv: list[str] | None = None) -> None:
             extra = shared + (["--synthetic"] if args.synthetic and name != "asha_savings" else [])
             if name == "asha_savings":
                 extra = [x for i, x in enumerate(extra) if x != "--data" and (i == 0 or extra[i - 1] != "--data")]
-            run(name, extra, args.results)
+            run(name, [] if name in OWN_DATA else extra, args.results)
     text = table(args.results)
     args.page.write_text(replace_table(args.page.read_text(encoding="utf-8"), text), encoding="utf-8")
+    if args.page == PERFORMANCE_PAGE:
+        methodology = METHODOLOGY_PAGE.read_text(encoding="utf-8")
+        scoring = table(args.results, SCORING_ROWS)
+        METHODOLOGY_PAGE.write_text(replace_table(methodology, scoring, (SCORING_START, SCORING_END)), encoding="utf-8")
     print(text)
 
 

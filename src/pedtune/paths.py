@@ -4,6 +4,7 @@ import os
 from pathlib import Path
 
 DATA_ROOT = Path("data/dataset")  # PennFudanPed's folders, or a COCO dataset's images/ and annotations/
+DATA_INDEX = Path("data/index.json")  # what the fetch stage's checks found: images, sizes, categories (data.index)
 DATA_DOWNLOADS = Path("data/downloads")  # kept between runs so a re-fetch needs no re-download
 SPLIT_FILE = Path("data/split.json")
 PRETRAINED = Path("models/pretrained.pt")

@@ -73,6 +73,16 @@ def test_data_wait(tmp_path: Path) -> None:
     assert all(0 <= run["data_share"]["median"] <= 1 for run in result["runs"].values())
 
 
+def test_cache_memory(tmp_path: Path) -> None:
+    (run,) = _run("cache_memory", tmp_path, "--sizes", "48x64")["runs"]
+    assert run["images"] == 8 and 1 <= run["held_vs_estimate"] < 1.05  # boxes and labels: not in the estimate
+
+
+def test_original_size_scoring_of_the_perfect_detector(tmp_path: Path) -> None:
+    oracle = _run("original_size_scoring", tmp_path, "--skip-model")["oracle"]
+    assert set(oracle["old"].values()) == {1.0} and oracle["new"]["bbox_AP50"] == 1.0
+
+
 def test_evaluation(tmp_path: Path) -> None:
     # From params.yaml (the GPU defaults, as a GPU run passes it), two epochs, one key changed.
     result = _run("evaluation", tmp_path, "--train-images", "2", "--reps", "1", "--epochs", "2",
@@ -235,6 +245,11 @@ def test_performance_page_holds_the_current_table() -> None:
     page = run_all.PERFORMANCE_PAGE.read_text(encoding="utf-8")
     assert run_all.replace_table(page, run_all.table(run_all.RESULTS)) == page, \
         "docs/performance.md's table is stale: run python -m bench.run_all --table-only"
+    page = run_all.METHODOLOGY_PAGE.read_text(encoding="utf-8")
+    scoring = run_all.table(run_all.RESULTS, run_all.SCORING_ROWS)
+    assert scoring.count("| 12. ") >= 2
+    assert run_all.replace_table(page, scoring, (run_all.SCORING_START, run_all.SCORING_END)) == page, \
+        "docs/methodology.md's scoring rows are stale: run python -m bench.run_all --table-only"
 
 
 def test_table_reads_asha_savings_against_the_simulation_at_its_settings(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from pedtune.config.schema import SyntheticConfig
 from pedtune.data.cache_memory import cache_footprint, cache_statement, synthetic_footprint
 from pedtune.data.dataset import SampleSet, list_stems, reader_for
 from pedtune.data.fetch import fetch_dataset
+from pedtune.data.index import index_folder
 from pedtune.data.split import make_split, write_split
 from pedtune.errors import DataError
 from pedtune.stages.inputs import read_inputs
@@ -27,24 +28,23 @@ def _cached_bytes(store: SampleSet) -> int:
 def test_the_estimate_is_what_the_pennfudan_cache_holds(synthetic_root, size):
     stems = list_stems(synthetic_root)
     store = SampleSet(synthetic_root, stems, *size, cache=True)
-    assert cache_footprint(store.reader, stems, *size).num_bytes == _cached_bytes(store)
+    assert cache_footprint(index_folder(synthetic_root), stems, *size).num_bytes == _cached_bytes(store)
 
 
 def test_the_estimate_is_what_the_coco_cache_holds(tmp_path: Path):
     images, annotation = write_coco(tmp_path / "source")
-    fetch_dataset(dir_config(images, str(annotation)), tmp_path / "dataset")
-    reader = reader_for(tmp_path / "dataset")
-    stems = sorted(reader.entries)
-    store = SampleSet(tmp_path / "dataset", stems, 64, 80, cache=True, reader=reader)
+    index = fetch_dataset(dir_config(images, str(annotation)), tmp_path / "dataset")
+    stems = sorted(index.images)
+    store = SampleSet(tmp_path / "dataset", stems, 64, 80, cache=True, reader=reader_for(tmp_path / "dataset", index))
     # crowd regions are not among the training masks, negatives hold only their image
-    assert cache_footprint(reader, stems, 64, 80).num_bytes == _cached_bytes(store)
+    assert cache_footprint(index, stems, 64, 80).num_bytes == _cached_bytes(store)
 
 
 def test_the_synthetic_bound_holds_before_the_fetch(tiny_config, synthetic_root, synthetic_cfg):
     config = tiny_config.model_copy(update={"data": tiny_config.data.model_copy(update={"synthetic": synthetic_cfg})})
     bound = synthetic_footprint(config.data, config.model)
     stems = list_stems(synthetic_root)
-    actual = cache_footprint(reader_for(synthetic_root), stems, config.model.min_size, config.model.max_size)
+    actual = cache_footprint(index_folder(synthetic_root), stems, config.model.min_size, config.model.max_size)
     assert bound.at_most and actual.num_bytes <= bound.num_bytes
 
 
@@ -53,7 +53,7 @@ def _study(tmp_path: Path, monkeypatch, config) -> None:
     monkeypatch.chdir(tmp_path)
     six = SyntheticConfig(num_images=6, height=48, width=64, max_instances=3, seed=0)
     fetch_dataset(config.data.model_copy(update={"source": "synthetic", "synthetic": six}),
-                  tmp_path / "data" / "dataset")
+                  tmp_path / "data" / "dataset", index_file=tmp_path / "data" / "index.json")
     stems = list_stems(tmp_path / "data" / "dataset")
     write_split(make_split(stems, config.data.split), tmp_path / "data" / "split.json", config.data.split, "x")
 

@@ -39,8 +39,8 @@ def test_fetch_lays_out_images_and_the_json_byte_for_byte(tmp_path: Path, coco: 
     assert summary.num_images == len(raw["images"])
     assert summary.num_instances == sum(1 for a in raw["annotations"] if not a["iscrowd"])
     dataset = read_dataset(dest)
-    assert dataset.categories == {11: "square", 21: "triangle", 31: "disc"}
-    assert dataset.shipped_split is None
+    assert dataset.categories == summary.categories == {11: "square", 21: "triangle", 31: "disc"}
+    assert summary.shipped_split is None
 
 
 def test_zip_source_names_paths_inside_the_archive(tmp_path: Path, coco: tuple[Path, Path]):
@@ -104,8 +104,7 @@ def test_a_shipped_split_is_read_as_three_parts(tmp_path: Path, coco: tuple[Path
         files[name] = tmp_path / f"{name}.json"
         save(files[name], part)
     dest = tmp_path / "dataset"
-    fetch_dataset(dir_config(images, {k: str(v) for k, v in files.items()}), dest)
-    split = read_dataset(dest).shipped_split
+    split = fetch_dataset(dir_config(images, {k: str(v) for k, v in files.items()}), dest).shipped_split
     assert split is not None
     assert split.val == tuple(sorted(Path(i["file_name"]).stem for i in parts["val"]))
 
@@ -192,6 +191,7 @@ def test_each_bad_image_file_is_refused(tmp_path: Path, coco: tuple[Path, Path],
 def test_split_stage_on_a_coco_dataset(tmp_path: Path, monkeypatch, raw_params: dict, drop_negatives: bool):
     from pedtune import paths
     from pedtune.config import validate
+    from pedtune.data.index import read_index
     from pedtune.data.split import read_split
     from pedtune.stages.fetch import run_fetch
     from pedtune.stages.split import run_split
@@ -205,5 +205,6 @@ def test_split_stage_on_a_coco_dataset(tmp_path: Path, monkeypatch, raw_params: 
     split, _ = read_split(paths.SPLIT_FILE)
     dataset = read_dataset(paths.DATA_ROOT)
     negatives = {key for key, (index, image) in dataset.entries().items() if not index.image_categories(image.id)}
+    assert negatives == {key for key, image in read_index(paths.DATA_INDEX).images.items() if not image.categories}
     listed = set(split.train + split.val + split.test)
     assert negatives and (listed.isdisjoint(negatives) if drop_negatives else negatives <= listed)

@@ -7,7 +7,6 @@ from pathlib import Path
 import torch
 
 from pedtune.config.schema import DataConfig, SplitConfig, SyntheticConfig
-from pedtune.data.coco_fetch import read_dataset
 from pedtune.data.dataset import SampleSet, list_stems
 from pedtune.data.export import export_coco
 from pedtune.data.fetch import fetch_dataset
@@ -24,12 +23,11 @@ def test_the_export_gives_the_same_split_samples_truth_and_metrics(tmp_path: Pat
     write_synthetic_dataset(SyntheticConfig(num_images=12, height=60, width=80, max_instances=2), native)
     annotation = export_coco(native, tmp_path / "export")
     coco = tmp_path / "dataset"
-    fetch_dataset(DataConfig(format="coco", source="dir", local_path=str(tmp_path / "export" / "images"),
-                             annotations=str(annotation), expected_images=12), coco)
+    index = fetch_dataset(DataConfig(format="coco", source="dir", local_path=str(tmp_path / "export" / "images"),
+                                     annotations=str(annotation), expected_images=12), coco)
 
     split_cfg = SplitConfig()
-    dataset = read_dataset(coco)
-    categories = {key: index.image_categories(image.id) for key, (index, image) in dataset.entries().items()}
+    categories = {key: set(image.categories) for key, image in index.images.items()}
     split = make_split(list_stems(native), split_cfg)
     assert make_split(sorted(categories), split_cfg, categories) == split
 

@@ -428,6 +428,6 @@ def test_dir_source_on_real_copy(real_pennfudan: Path, out_dir: Path) -> None:
     dest = out_dir / "PennFudanPed"
     summary = fetch_dataset(DataConfig(source="dir", local_path=str(real_pennfudan)), dest)
     assert (summary.num_images, summary.num_instances) == (170, 423)
-    assert sum(s.startswith("PennPed") for s in summary.stems) == 96
-    assert dataset_hash(dest) == dataset_hash(real_pennfudan)
+    assert sum(s.startswith("PennPed") for s in summary.images) == 96
+    assert dataset_hash(dest) == dataset_hash(real_pennfudan) == summary.dataset_hash
     assert hidden_leftovers(out_dir) == []

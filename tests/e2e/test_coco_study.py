@@ -50,10 +50,11 @@ def test_the_study_runs_on_a_coco_dataset_and_reports_each_category(tmp_path: Pa
     assert any(key.startswith("test_bbox_AP/") for key in logged) and any(
         key.startswith("test_segm_AP/") for key in logged)
 
-    # An edit to the JSON, fetched again, is an edit to the fetch stage's output: the split is out of date.
+    # An edit to the JSON, fetched again, is an edit to the fetch stage's outputs: the split, which reads the
+    # dataset's index, is out of date.
     raw = json.loads(annotation.read_text())
     raw["annotations"] = raw["annotations"][:-1]
     annotation.write_text(json.dumps(raw))
     run(["dvc", "repro", "-f", "fetch"], study)
     status = run(["dvc", "status", "split"], study).stdout
-    assert "data/dataset" in status and "modified" in status, status
+    assert "data/index.json" in status and "modified" in status, status

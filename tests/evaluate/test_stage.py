@@ -14,9 +14,9 @@ from PIL import Image
 
 from pedtune import paths
 from pedtune.config import StudyConfig, validate
-from pedtune.config.schema import SyntheticConfig
+from pedtune.config.schema import DataConfig, SyntheticConfig
+from pedtune.data.fetch import fetch_dataset
 from pedtune.data.split import read_split
-from pedtune.data.synthetic import write_synthetic_dataset
 from pedtune.engine.coco_eval import METRIC_NAMES
 from pedtune.engine.train import EpochResult
 from pedtune.errors import NonFiniteLossError
@@ -48,7 +48,9 @@ def study(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> StudyConfig:
     raw["tune"]["resources_per_trial"].update(cpu=1)
     raw["tune"]["asha"].update(grace_period=1)  # a trial may not be shorter than ASHA's grace period
     config = validate(raw)
-    write_synthetic_dataset(SyntheticConfig(num_images=12, height=64, width=80, max_instances=2), paths.DATA_ROOT)
+    fetch_dataset(DataConfig(source="synthetic", synthetic=SyntheticConfig(num_images=12, height=64, width=80,
+                                                                          max_instances=2)),
+                  paths.DATA_ROOT, index_file=paths.DATA_INDEX)
     run_split(config)
     save_weights(config.model, paths.PRETRAINED)
     # What the tune stage leaves: the whole tuned train section, and a cost record that

@@ -14,7 +14,7 @@ from table_fakes import small_config
 
 from pedtune import paths
 from pedtune.config import validate
-from pedtune.data.synthetic import write_synthetic_dataset
+from pedtune.data.fetch import fetch_dataset
 from pedtune.model.weights import save_weights
 from pedtune.replay.grid import Grid
 from pedtune.replay.table import TABLE_FILE, TableError, load_table, read_provenance
@@ -44,7 +44,7 @@ def _study(root: Path) -> dict:
     raw["record"]["levels"] = {"train.lr": 2}
     config = validate(raw)
     (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    write_synthetic_dataset(config.data.synthetic, root / paths.DATA_ROOT)
+    fetch_dataset(config.data, root / paths.DATA_ROOT, index_file=root / paths.DATA_INDEX)
     run_split(config)
     save_weights(config.model, root / paths.PRETRAINED)
     return raw

@@ -17,7 +17,7 @@ from study_copy import merge
 
 from pedtune import paths
 from pedtune.config import StudyConfig, validate
-from pedtune.data.synthetic import write_synthetic_dataset
+from pedtune.data.fetch import fetch_dataset
 from pedtune.model.weights import save_weights
 from pedtune.stages.split import run_split
 
@@ -54,7 +54,7 @@ def build_study(root: Path, changes: dict[str, Any] | None = None) -> StudyConfi
     raw = study_params(root, changes)
     config = validate(raw)
     (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    write_synthetic_dataset(config.data.synthetic, root / paths.DATA_ROOT)
+    fetch_dataset(config.data, root / paths.DATA_ROOT, index_file=root / paths.DATA_INDEX)
     run_split(config)
     save_weights(config.model, root / paths.PRETRAINED)
     return config

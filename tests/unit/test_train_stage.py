@@ -9,9 +9,9 @@ import yaml
 
 from pedtune import paths
 from pedtune.config import validate
-from pedtune.config.schema import SyntheticConfig
+from pedtune.config.schema import DataConfig, SyntheticConfig
+from pedtune.data.fetch import fetch_dataset
 from pedtune.data.split import read_split
-from pedtune.data.synthetic import write_synthetic_dataset
 from pedtune.model.weights import save_weights
 from pedtune.stages import train
 from pedtune.stages.split import run_split
@@ -31,7 +31,9 @@ def test_the_train_stage_trains_on_train_and_scores_on_val(tmp_path: Path, monke
     raw["mlflow"].update(tracking_uri=f"sqlite:///{tmp_path}/mlruns/mlflow.db")
     raw["tune"]["asha"].update(grace_period=1)  # may not exceed train.epochs
     config = validate(raw)
-    write_synthetic_dataset(SyntheticConfig(num_images=12, height=64, width=80, max_instances=2), paths.DATA_ROOT)
+    fetch_dataset(DataConfig(source="synthetic", synthetic=SyntheticConfig(num_images=12, height=64, width=80,
+                                                                          max_instances=2)),
+                  paths.DATA_ROOT, index_file=paths.DATA_INDEX)
     run_split(config)
     save_weights(config.model, paths.PRETRAINED)
     seen: list[tuple[list[str], list[str]]] = []

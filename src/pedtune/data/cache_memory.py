@@ -2,9 +2,9 @@
 
 A cached sample is its image (3 bytes a pixel) and one byte a pixel per instance mask, at the
 size the model sees it (:func:`pedtune.data.scale.scale_for`), so the estimate needs only each
-image's size and instance count: a COCO dataset's JSON holds both, PennFudanPed's mask files
-give the count. The ground truth kept for scoring (polygons and RLE strings) is left out: it is
-small beside the pixels. The budget is checked against the whole split, which bounds what any
+image's size and instance count, which the dataset's index holds (:mod:`pedtune.data.index`).
+The ground truth kept for scoring (polygons and RLE strings) is left out: it is small beside
+the pixels. The budget is checked against the whole split, which bounds what any
 one process holds (a stage, or each running Tune trial, which gets its own copy).
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pedtune import paths
 from pedtune.config.schema import DataConfig, ModelConfig, StudyConfig
-from pedtune.data.dataset import Reader, reader_for
+from pedtune.data.index import DatasetIndex, read_index
 from pedtune.data.scale import scale_for
 from pedtune.data.split import read_split
 from pedtune.errors import DataError
@@ -60,9 +60,14 @@ class CacheFootprint:
         return f"{self.describe()}, within {budget}"
 
 
-def cache_footprint(reader: Reader, stems: Sequence[str], min_size: int, max_size: int) -> CacheFootprint:
+def cache_footprint(index: DatasetIndex, stems: Sequence[str], min_size: int, max_size: int) -> CacheFootprint:
     """The memory caching ``stems`` will take, from their sizes and instance counts (no image decoded)."""
-    total = sum(sample_bytes(*reader.shape(stem), min_size, max_size) for stem in stems)
+    missing = [stem for stem in stems if stem not in index.images]
+    if missing:
+        raise DataError(f"the split names {len(missing)} images the dataset's index lacks, {missing[0]} first "
+                        "(a split drawn from another dataset? run the split stage again: dvc repro split)")
+    images = [index.images[stem] for stem in stems]
+    total = sum(sample_bytes(image.height, image.width, image.objects, min_size, max_size) for image in images)
     return CacheFootprint(len(stems), total, min_size, max_size)
 
 
@@ -74,25 +79,25 @@ def synthetic_footprint(data: DataConfig, model: ModelConfig) -> CacheFootprint:
 
 
 def planned_footprint(config: StudyConfig, split_file: Path = paths.SPLIT_FILE,
-                      data_root: Path = paths.DATA_ROOT) -> CacheFootprint | None:
+                      index_file: Path = paths.DATA_INDEX) -> CacheFootprint | None:
     """What the training stages will cache: the fetched dataset's split where it is there, a generated
     dataset's upper bound before its fetch; None when nothing tells yet (another dataset, not fetched)."""
     model = config.model
-    if split_file.is_file() and data_root.is_dir():
+    if split_file.is_file() and index_file.is_file():
         split, _ = read_split(split_file)
         stems = split.train + split.val + split.test
-        return cache_footprint(reader_for(data_root), stems, model.min_size, model.max_size)
+        return cache_footprint(read_index(index_file), stems, model.min_size, model.max_size)
     if config.data.source == "synthetic":
         return synthetic_footprint(config.data, model)
     return None
 
 
 def cache_statement(config: StudyConfig, split_file: Path = paths.SPLIT_FILE,
-                    data_root: Path = paths.DATA_ROOT) -> str:
+                    index_file: Path = paths.DATA_INDEX) -> str:
     """``pedtune check``'s line on ``data.cache``; raises :class:`DataError` over the budget."""
     if not config.data.cache:
         return "data.cache: off (each image decoded in the DataLoader workers, every epoch)"
-    footprint = planned_footprint(config, split_file, data_root)
+    footprint = planned_footprint(config, split_file, index_file)
     if footprint is None:
         return (f"data.cache: the memory it takes is known once the dataset is fetched and split "
                 f"(dvc repro split, then pedtune check again); budget data.cache_budget_gib: "

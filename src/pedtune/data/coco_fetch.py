@@ -17,8 +17,7 @@ from pedtune import console
 from pedtune.config.schema import AnnotationFiles, DataConfig
 from pedtune.data.archive import archive_from_url, local_archive, safe_extract
 from pedtune.data.coco import CocoImage, CocoIndex, check_has_masks, check_image_files, check_same_categories, index_coco
-from pedtune.data.split import PARTS, Split
-from pedtune.data.validation import DatasetSummary
+from pedtune.data.split import PARTS
 from pedtune.errors import DataError
 
 IMAGES = "images"
@@ -53,18 +52,6 @@ class CocoDataset:
                                     f"{found[image.key][0].path}; a split's parts must not share images")
                 found[image.key] = (index, image)
         return dict(sorted(found.items()))
-
-    @property
-    def shipped_split(self) -> Split | None:
-        if WHOLE in self.parts:
-            return None
-        return Split(**{name: tuple(sorted(image.key for image in self.parts[name].images.values()))
-                        for name in PARTS})
-
-    def summary(self) -> DatasetSummary:
-        entries = self.entries()
-        return DatasetSummary(num_images=len(entries), num_instances=sum(i.num_instances for i in self.parts.values()),
-                              stems=tuple(entries))
 
 
 def open_dataset(images_dir: Path, annotation_files: dict[str, Path]) -> CocoDataset:
@@ -123,8 +110,9 @@ def _located(cfg: DataConfig, scratch: Path, work_dir: Path | None) -> tuple[Pat
     return images_dir, _sources(cfg, extracted)
 
 
-def fetch_coco(cfg: DataConfig, tmp: Path, scratch: Path, work_dir: Path | None) -> DatasetSummary:
-    """Locate, validate and copy a COCO dataset into ``tmp`` (renamed onto the stage's folder after)."""
+def fetch_coco(cfg: DataConfig, tmp: Path, scratch: Path, work_dir: Path | None) -> CocoDataset:
+    """Locate, validate and copy a COCO dataset into ``tmp`` (renamed onto the stage's folder after);
+    the dataset as validated (its annotation files where they were read)."""
     images_dir, files = _located(cfg, scratch, work_dir)
     log.info(f"validating {', '.join(str(path) for path in files.values())}")
     dataset = open_dataset(images_dir, files)
@@ -142,4 +130,4 @@ def fetch_coco(cfg: DataConfig, tmp: Path, scratch: Path, work_dir: Path | None)
         target = tmp / IMAGES / image.file_name
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(images_dir / image.file_name, target)
-    return dataset.summary()
+    return dataset

@@ -23,8 +23,8 @@ from torchvision.ops import masks_to_boxes
 from torchvision.transforms import v2
 
 from pedtune import console
-from pedtune.data.coco_fetch import is_coco_layout
 from pedtune.data.coco_samples import CocoReader
+from pedtune.data.index import DatasetIndex, index_folder
 from pedtune.data.sample import Decoded, Sample, resized
 from pedtune.errors import DataError
 
@@ -102,32 +102,22 @@ class Reader(Protocol):
 
     def sample(self, stem: str, min_size: int, max_size: int) -> Sample: ...
 
-    def shape(self, stem: str) -> tuple[int, int, int]:
-        """(height, width) of the image file and how many instances its training sample holds, read
-        without decoding the image (what :mod:`pedtune.data.cache_memory` estimates from)."""
-        ...
-
     def truth(self, stem: str) -> tuple[tuple[int, int], list[dict[str, Any]]]:
         """(height, width) of the image file and its ground truth there, as COCO annotations."""
         ...
 
 
 class PennFudanReader:
-    categories = {1: "person"}
-
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, index: DatasetIndex) -> None:
         self.root = Path(root)
+        self.keys = frozenset(index.images)
+        self.categories = index.labels
 
     def missing(self, stems: Sequence[str]) -> list[str]:
-        return [stem for stem in stems if not image_path(self.root, stem).is_file()]
+        return [stem for stem in stems if stem not in self.keys]
 
     def sample(self, stem: str, min_size: int, max_size: int) -> Sample:
         return load_sample(self.root, stem, min_size, max_size)
-
-    def shape(self, stem: str) -> tuple[int, int, int]:
-        # The instance ids are only in the mask's pixels; the mask is small and has the image's size.
-        instance_map = _decode(mask_path(self.root, stem), ImageReadMode.UNCHANGED)[0]
-        return int(instance_map.shape[0]), int(instance_map.shape[1]), int((instance_map.unique() != 0).sum())
 
     def truth(self, stem: str) -> tuple[tuple[int, int], list[dict[str, Any]]]:
         decoded = decode_pennfudan(self.root, stem)
@@ -135,11 +125,13 @@ class PennFudanReader:
                                                                                            decoded.labels)
 
 
-def reader_for(root: Path) -> Reader:
-    """The reader of what the fetch stage laid out at ``root``."""
-    if is_coco_layout(root):
-        return CocoReader(root)
-    return PennFudanReader(root)
+def reader_for(root: Path, index: DatasetIndex | None = None) -> Reader:
+    """The reader of the dataset the fetch stage laid out at ``root``, whose index it wrote (the stages
+    pass :func:`pedtune.data.index.read_index`'s); without ``index`` the folder is checked and indexed."""
+    index = index if index is not None else index_folder(root)
+    if index.format == "coco":
+        return CocoReader(root, index)
+    return PennFudanReader(root, index)
 
 
 class SampleSet:

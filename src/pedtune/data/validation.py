@@ -20,6 +20,7 @@ class DatasetSummary:
     num_images: int
     num_instances: int
     stems: tuple[str, ...]
+    shapes: tuple[tuple[int, int, int], ...] = ()  # per stem: (height, width, instances), as validated
 
 
 def validate_dataset(root: Path, expected_count: int | None = None) -> DatasetSummary:
@@ -38,11 +39,10 @@ def validate_dataset(root: Path, expected_count: int | None = None) -> DatasetSu
         raise DataError(f"{root}: found {len(stems)} images, expected {expected_count} "
                         "(an incomplete copy? data.expected_images sets the count, null accepts any)")
 
-    num_instances = 0
-    for stem in stems:
-        image_path = root / "PNGImages" / f"{stem}.png"
-        num_instances += _check_pair(image_path, root / "PedMasks" / f"{stem}{MASK_SUFFIX}")
-    return DatasetSummary(num_images=len(stems), num_instances=num_instances, stems=tuple(stems))
+    shapes = tuple(_check_pair(root / "PNGImages" / f"{stem}.png", root / "PedMasks" / f"{stem}{MASK_SUFFIX}")
+                   for stem in stems)
+    return DatasetSummary(num_images=len(stems), num_instances=sum(count for _, _, count in shapes),
+                          stems=tuple(stems), shapes=shapes)
 
 
 def _paired_stems(root: Path) -> list[str]:
@@ -80,8 +80,8 @@ def _decode(path: Path, want_pixels: bool) -> tuple[tuple[int, int], str, np.nda
         raise DataError(f"{path}: cannot decode image: {exc}") from exc
 
 
-def _check_pair(image_path: Path, mask_path: Path) -> int:
-    """Validate one image/mask pair; return its number of instances."""
+def _check_pair(image_path: Path, mask_path: Path) -> tuple[int, int, int]:
+    """Validate one image/mask pair; return its height, width and number of instances."""
     image_size, _, _ = _decode(image_path, want_pixels=False)
     mask_size, mask_mode, ids = _decode(mask_path, want_pixels=True)
     if mask_size != image_size:
@@ -94,7 +94,7 @@ def _check_pair(image_path: Path, mask_path: Path) -> int:
     count = _count_instances(ids)
     if count == 0:
         raise DataError(f"{mask_path}: mask has no instances (all pixels are background 0)")
-    return count
+    return image_size[1], image_size[0], count
 
 
 def _count_instances(ids: np.ndarray) -> int:

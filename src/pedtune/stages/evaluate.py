@@ -14,7 +14,6 @@ from typing import Any
 
 from pedtune import console, paths
 from pedtune.config import StudyConfig, flatten, run_params
-from pedtune.data.categories import category_ids
 from pedtune.data.checksum import md5sum
 from pedtune.data.dataset import SampleSet
 from pedtune.device import resolve_device
@@ -222,7 +221,7 @@ def run_evaluate(config: StudyConfig) -> dict[str, Any]:
             categories=tuple(inputs.test.categories.values()),
         )
         kept = kept_model(results, config.evaluate.seeds, study.tuned_is_initial)
-        ids = category_ids(stage_inputs.data_root)
+        ids = stage_inputs.index.category_ids
         metrics = write_outputs(study, inputs.test, kept, ids)
         write_run_record(paths.STAGE_RUNS["evaluate"], "evaluate", parent_id, store.experiment_name)
         log_outputs(store, parent_id)

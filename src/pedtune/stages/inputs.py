@@ -1,4 +1,5 @@
-"""The one loader of what the training stages read: the split file, the dataset's samples, the pretrained weights.
+"""The one loader of what the training stages read: the split file, the dataset's index and samples, the
+pretrained weights.
 
 Every stage that trains (train, tune, evaluate, record) opens its inputs here, from the paths
 dvc.yaml declares (:mod:`pedtune.paths`), so that how a split part becomes decoded samples and
@@ -15,7 +16,8 @@ import torch
 from pedtune import console, paths
 from pedtune.config import StudyConfig
 from pedtune.data.cache_memory import cache_footprint
-from pedtune.data.dataset import SampleSet, reader_for
+from pedtune.data.dataset import Reader, SampleSet, reader_for
+from pedtune.data.index import DatasetIndex, read_index
 from pedtune.data.split import Split, read_split
 from pedtune.model.weights import load_weights
 
@@ -24,12 +26,14 @@ log = console.get(__name__)
 
 @dataclass(frozen=True)
 class StageInputs:
-    """The split a stage trains on and the dataset's content hash; samples and weights opened on demand."""
+    """The split a stage trains on, the dataset's index and content hash; samples and weights opened on demand."""
 
     config: StudyConfig
     split: Split
     dataset_hash: str
     data_root: Path
+    index: DatasetIndex
+    reader: Reader
     _cache_checked: list[str] = field(default_factory=list, compare=False, repr=False)
 
     def samples(self, part: str) -> SampleSet:
@@ -37,10 +41,11 @@ class StageInputs:
         that are scored (val, test) with their ground truth. With ``data.cache`` on, the memory the
         whole split takes is stated (and held to ``data.cache_budget_gib``) before the first is decoded."""
         model, data = self.config.model, self.config.data
-        samples = SampleSet(self.data_root, self.split.part(part), model.min_size, model.max_size, data.cache)
+        samples = SampleSet(self.data_root, self.split.part(part), model.min_size, model.max_size, data.cache,
+                            self.reader)
         if data.cache and not self._cache_checked:
             everything = self.split.train + self.split.val + self.split.test
-            footprint = cache_footprint(samples.reader, everything, model.min_size, model.max_size)
+            footprint = cache_footprint(self.index, everything, model.min_size, model.max_size)
             self._cache_checked.append(footprint.check(data.cache_budget_gib))
             log.info(self._cache_checked[0])
         return samples.preload(f"{part} split", scored=part in ("val", "test"))
@@ -48,11 +53,13 @@ class StageInputs:
     def pretrained(self) -> dict[str, torch.Tensor]:
         """The weights every run starts from (checked against model.arch and model.weights), with the
         pretrained predictors' rows of the dataset's categories that the pretrained model knows by name."""
-        return load_weights(paths.PRETRAINED, self.config.model, reader_for(self.data_root).categories)
+        return load_weights(paths.PRETRAINED, self.config.model, self.index.labels)
 
 
 def read_inputs(config: StudyConfig, absolute: bool = False) -> StageInputs:
-    """Read the split (cheap); ``absolute`` for runs in their own working folder, such as Tune's trials."""
+    """Read the split and the dataset's index (cheap: no image is opened); ``absolute`` for runs in their own
+    working folder, such as Tune's trials."""
     split, dataset_hash = read_split(paths.SPLIT_FILE)
+    index = read_index(paths.DATA_INDEX)
     root = paths.DATA_ROOT.resolve() if absolute else paths.DATA_ROOT
-    return StageInputs(config, split, dataset_hash, root)
+    return StageInputs(config, split, dataset_hash, root, index, reader_for(root, index))

@@ -8,7 +8,6 @@ from collections.abc import Callable
 
 from pedtune import console, paths
 from pedtune.config import StudyConfig, run_params
-from pedtune.data.categories import category_ids
 from pedtune.device import resolve_device
 from pedtune.engine.train import EpochResult, fit
 from pedtune.io import write_json, write_text
@@ -57,7 +56,7 @@ def run_train(config: StudyConfig) -> dict[str, float]:
             "wall_time_s": round(result.wall_time_s, 1),
         }
         save_model(result.model.state_dict(), config.model, config.train, train_samples.categories,
-                   category_ids(inputs.data_root), paths.TRAINED_MODEL)
+                   inputs.index.category_ids, paths.TRAINED_MODEL)
         write_json(paths.TRAIN_METRICS, metrics)
         write_text(paths.TRAIN_HISTORY, history_csv(result.history))
         for artifact in (paths.TRAIN_METRICS, paths.TRAIN_HISTORY, paths.TRAINED_MODEL):
