@@ -40,7 +40,7 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from bench import common
 from pedtune.engine import train as engine
 from pedtune.engine.coco_eval import to_coco_results
-from pedtune.model.factory import HostBoxPasteTransform, build_model
+from pedtune.model.factory import build_model
 
 
 def torchvision_transform(transform: GeneralizedRCNNTransform) -> GeneralizedRCNNTransform:

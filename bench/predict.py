@@ -2,7 +2,7 @@
 
 The project: ``predict.run.predict_images``, what ``pedtune predict`` runs once it has the model
 (images decoded in its DataLoader, the model, masks thresholded, COCO results with RLE masks,
-an overlay PNG per image, the output folder written whole). The reference: each batch decoded
+an overlay JPEG per image, the output folder written whole). The reference: each batch decoded
 with ``torchvision.io.decode_image`` and passed to the same model object under
 ``torch.inference_mode()``, nothing kept. Same image files (the test split's first ``--images``),
 same batch size, same threads; one untimed pass of each, then ``--reps`` repetitions in a

@@ -4,7 +4,6 @@ real ``mlflow server`` process with a user's credentials. The local store's case
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 import torch
