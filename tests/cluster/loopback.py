@@ -235,12 +235,14 @@ class TrackingServer(Service):
 
 def start_tracking_server(root: Path, env: dict[str, str], admin_password: str, artifacts: str) -> TrackingServer:
     """docs/cluster.md's tracking server, its commands run as written but in ``root`` (for /srv/mlflow), with its
-    artifacts at ``artifacts`` (for s3://bucket/mlflow-artifacts), one worker, and the password typed in."""
+    artifacts at ``artifacts`` (for s3://bucket/mlflow-artifacts), one worker, no job runner, and the password typed in."""
     script = doc_block("--app-name basic-auth").replace("/srv/mlflow", str(root / "srv"))
     script = script.replace("s3://bucket/mlflow-artifacts", artifacts)
     assert script.count("\nmlflow server ") == 1, script
     script = script.replace("\nmlflow server ", "\nexec mlflow server --workers 1 ")
     log = root / "mlflow-server.log"
+    # MLflow 3's job runner (7 more Python processes, ~3 CPU-s each to start) serves none of what the tests use.
+    env = {**env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     process = subprocess.Popen(["bash", "-euc", script], env=env, stdin=subprocess.PIPE, stdout=log.open("wb"),
                                stderr=subprocess.STDOUT, start_new_session=True)
     process.stdin.write(f"{admin_password}\n".encode())
