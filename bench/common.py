@@ -331,5 +331,12 @@ def driver_sweep(config: StudyConfig, experiment_dir: Path, stores: tuple[Sample
     from pedtune.tune.storage import open_storage
 
     started = time.perf_counter()
-    return driver._run_sweep(config, open_storage(str(experiment_dir.parent)), experiment_dir.name, inputs, callback,
-                             lambda: time.perf_counter() - started)
+    storage, experiment = open_storage(str(experiment_dir.parent)), experiment_dir.name
+    if "trainable" not in inspect.signature(driver._run_sweep).parameters:  # before the stage opened Ray itself
+        return driver._run_sweep(config, storage, experiment, inputs, callback, lambda: time.perf_counter() - started)
+    from pedtune.ray_cluster import ray_session
+
+    with ray_session(config.tune.ray_address, log_to_driver=False):
+        trainable = driver._trainable(config, inputs, storage, experiment)
+        return driver._run_sweep(config, storage, experiment, trainable, callback,
+                                 lambda: time.perf_counter() - started)
