@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +17,8 @@ from mlflow.tracking import MlflowClient
 from dvc_metrics import columns, numbers_only
 from study_copy import REPO, run
 
+from pedtune import console
+from pedtune.cli import main
 from pedtune.config import load_config, validate
 from pedtune.published import read_published
 from pedtune.result_code import code_hashes
@@ -67,16 +69,28 @@ def test_the_smoke_run_as_readme_gives_it_reproduces_the_whole_study_as_a_dvc_ex
     published = check_publishing(study)
     check_the_whole_study(study)  # ends with a tune param changed since the study ran
     before = {path: path.read_bytes() for path in published.rglob("*") if path.is_file()}
-    refused = subprocess.run([sys.executable, "-m", "pedtune", "publish", "smoke"], cwd=study, capture_output=True,
-                             text=True, timeout=300)
-    assert refused.returncode == 1 and "stages changed since they ran: tune" in refused.stderr, refused.stderr
+    code, err = pedtune_here(["publish", "smoke"], study)
+    assert code == 1 and "stages changed since they ran: tune" in err, err
     assert {path: path.read_bytes() for path in published.rglob("*") if path.is_file()} == before
     assert [path.name for path in (study / "studies").iterdir()] == ["smoke"]  # no half-written folder beside it
 
 
+def pedtune_here(args: list[str], study: Path) -> tuple[int, str]:
+    """``pedtune ARGS`` run from ``study`` in this process, where line coverage sees it (the stages run
+    as README's commands start them); its exit status and what it logged."""
+    err = io.StringIO()
+    try:
+        with contextlib.chdir(study), contextlib.redirect_stderr(err):
+            code = main(args)
+    finally:
+        console.configure(None)
+    return code, err.getvalue()
+
+
 def check_publishing(study: Path) -> Path:
     """`pedtune publish` of the study as it ran, and the import of its MLflow runs into another store."""
-    run([sys.executable, "-m", "pedtune", "publish", "smoke"], study)
+    code, err = pedtune_here(["publish", "smoke"], study)
+    assert code == 0, err
     folder = study / "studies" / "smoke"
     size = sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
     assert size < 1_000_000, size
@@ -103,7 +117,8 @@ def check_publishing(study: Path) -> Path:
 
     # README's one import command, into a store of its own: what `mlflow ui` then lists.
     imported = f"sqlite:///{study}/imported/mlflow.db"
-    run([sys.executable, "-m", "pedtune", "import-runs", "studies/smoke", "--tracking-uri", imported], study)
+    code, err = pedtune_here(["import-runs", "studies/smoke", "--tracking-uri", imported], study)
+    assert code == 0, err
     client = MlflowClient(tracking_uri=imported)
     runs = client.search_runs([client.get_experiment_by_name("published-smoke").experiment_id], max_results=100)
     assert len(runs) == 3 + 3 + 4  # train, the sweep and its 3 trials, the evaluation and its 4 runs
