@@ -35,6 +35,7 @@ from pedtune.data.split import Split, make_split
 from pedtune.data.synthetic import write_synthetic_dataset
 from pedtune.device import resolve_device
 from pedtune.model.factory import build_model
+from pedtune.tracking.record import cpu_model
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
@@ -251,16 +252,6 @@ def stats(values: Sequence[float]) -> dict[str, float]:
         "max": round(ordered[-1], 4),
         "n": len(ordered),
     }
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def machine(device: str = "cpu") -> dict[str, Any]:

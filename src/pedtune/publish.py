@@ -16,7 +16,6 @@ as dvc.lock recorded it, is the file at the commit the stage ran from (not modif
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import shutil
@@ -32,6 +31,7 @@ import yaml
 
 from pedtune import console, paths
 from pedtune.config import StudyConfig
+from pedtune.data.checksum import md5sum, sha256sum
 from pedtune.errors import PedtuneError
 from pedtune.evaluate import files as evaluate_files
 from pedtune.io import atomic_path
@@ -111,7 +111,7 @@ def check_code_as_committed(lock: Mapping[str, Any], commit_root: Path) -> list[
                                 "(dvc.yaml's code deps were stale: `pedtune dvc-deps`)")
             elif not file.is_file():
                 problems.append(f"{stage}: ran with {path}, which the commit does not hold (untracked or uncommitted)")
-            elif hashlib.md5(file.read_bytes()).hexdigest() != ran[path]:
+            elif md5sum(file) != ran[path]:
                 problems.append(f"{stage}: ran with {path} modified from the commit's")
     return problems
 
@@ -136,12 +136,9 @@ def _environment(records: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     differing = [stage for stage, environment in environments.items() if environment != first]
     if differing:
         raise PublishError(f"the stages ran in different environments (packages or hardware): "
-                           f"{', '.join(environments)}; run the study again in one (`dvc repro --force`)")
+                           f"{', '.join(differing)} not as {next(iter(environments))}; run the study again in one "
+                           "(`dvc repro --force`)")
     return first
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _downscaled(source: Path, target: Path, side: int, jpeg: bool) -> None:
@@ -192,7 +189,7 @@ def provenance(repo: Path, commit: str, code: Mapping[str, str], records: Mappin
     return {
         "commit": commit,
         "code": dict(code),
-        "data": {"split_sha256": _sha256(repo / paths.SPLIT_FILE), "dataset_hash": split.get("dataset_hash", ""),
+        "data": {"split_sha256": sha256sum(repo / paths.SPLIT_FILE), "dataset_hash": split.get("dataset_hash", ""),
                  "dataset_dvc_md5": dataset[0] if dataset else ""},
         "wall_time_s": {stage: metrics[stage].get("wall_time_s") for stage in TRACKED_STAGES},
         "environment": _environment(records),

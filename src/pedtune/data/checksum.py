@@ -6,7 +6,6 @@ import hashlib
 from pathlib import Path
 
 
-
 def _file_digest(path: Path, algorithm: str) -> str:
     with open(path, "rb") as f:
         return hashlib.file_digest(f, algorithm).hexdigest()
@@ -14,6 +13,10 @@ def _file_digest(path: Path, algorithm: str) -> str:
 
 def md5sum(path: Path) -> str:
     return _file_digest(path, "md5")
+
+
+def sha256sum(path: Path) -> str:
+    return _file_digest(path, "sha256")
 
 
 def dataset_hash(root: Path) -> str:

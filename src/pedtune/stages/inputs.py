@@ -8,7 +8,8 @@ which weights a run starts from is written once.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import torch
@@ -34,7 +35,6 @@ class StageInputs:
     data_root: Path
     index: DatasetIndex
     reader: Reader
-    _cache_checked: list[str] = field(default_factory=list, compare=False, repr=False)
 
     def samples(self, part: str) -> SampleSet:
         """The decoded samples of a split part (``train``, ``val``, ``test``, ``train+val``); the parts
@@ -43,12 +43,20 @@ class StageInputs:
         model, data = self.config.model, self.config.data
         samples = SampleSet(self.data_root, self.split.part(part), model.min_size, model.max_size, data.cache,
                             self.reader)
-        if data.cache and not self._cache_checked:
-            everything = self.split.train + self.split.val + self.split.test
-            footprint = cache_footprint(self.index, everything, model.min_size, model.max_size)
-            self._cache_checked.append(footprint.check(data.cache_budget_gib))
-            log.info(self._cache_checked[0])
+        if data.cache:
+            self.cache_statement  # noqa: B018 - checked (and stated) once, before the first sample is decoded
         return samples.preload(f"{part} split", scored=part in ("val", "test"))
+
+    @cached_property
+    def cache_statement(self) -> str:
+        """The memory the whole split's cached samples take, held to ``data.cache_budget_gib`` (raises
+        when over it) and logged; once per stage, whichever part is opened first."""
+        model = self.config.model
+        everything = self.split.train + self.split.val + self.split.test
+        statement = cache_footprint(self.index, everything, model.min_size, model.max_size).check(
+            self.config.data.cache_budget_gib)
+        log.info(statement)
+        return statement
 
     def pretrained(self) -> dict[str, torch.Tensor]:
         """The weights every run starts from (checked against model.arch and model.weights), with the

@@ -23,9 +23,8 @@ KEY_PACKAGES = ("torch", "torchvision", "ray", "optuna", "hyperopt", "mlflow", "
 
 
 def cpu_model() -> str:
-    """platform.processor(), which is empty on most Linux systems: then /proc/cpuinfo's model name."""
-    if platform.processor():
-        return platform.processor()
+    """/proc/cpuinfo's model name; elsewhere platform.processor() (empty on most Linux systems, and only
+    the architecture on some)."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
             for line in cpuinfo:
@@ -33,7 +32,7 @@ def cpu_model() -> str:
                     return line.partition(":")[2].strip()
     except OSError:
         pass
-    return "unknown"
+    return platform.processor() or "unknown"
 
 
 def gpu_name() -> str:
