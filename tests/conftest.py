@@ -12,6 +12,7 @@ import os
 # imported, so its thread pool starts that size.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+from collections.abc import Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
@@ -60,6 +61,17 @@ def tiny_config(raw_params: dict) -> StudyConfig:
     raw_params["tune"]["asha"].update(grace_period=1)
     raw_params["train"]["threads"] = 1  # the CPUs are shared: more threads only contend
     return validate(raw_params)
+
+
+@pytest.fixture(scope="module")
+def module_ray() -> Iterator[None]:
+    """One private Ray for a test module's sweeps and runs, which pedtune's stages use as a caller's Ray
+    (:func:`pedtune.ray_cluster.ray_session`): each ``ray.init`` and shutdown costs ~6 s and ~3.5 CPU-s.
+    A module that uses it carries an ``xdist_group`` of its own, so that one worker runs it whole."""
+    from pedtune.ray_cluster import ray_session
+
+    with ray_session(""):
+        yield
 
 
 @pytest.fixture

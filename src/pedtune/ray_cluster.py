@@ -145,8 +145,14 @@ def ray_session(address: str, log_to_driver: bool = True) -> Iterator[None]:
 
     ``address`` "" starts a private Ray on this machine ("local"), with a token of its own
     (:func:`_private_token`): ``ray.init()`` without an address would join a cluster that
-    ``ray start`` left running here, or the one RAY_ADDRESS names.
+    ``ray start`` left running here, or the one RAY_ADDRESS names. With ``address`` "", a Ray
+    this process has already joined (a caller's ``ray.init``: a notebook, a test module) is
+    used as it is and left running, as :func:`pedtune.replay.sweep.run_sweeps` does.
     """
+    if not address and ray.is_initialized():
+        with console.plain_ray_prefixes():
+            yield
+        return
     with contextlib.ExitStack() as stack:
         if not address:
             stack.enter_context(_private_token())

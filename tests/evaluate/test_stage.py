@@ -32,6 +32,10 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 TUNED = {"lr": 0.01, "batch_size": 4, "weight_decay": 0.0001}
 
 
+# One Ray for the module's runs, on the one worker that runs them all (--dist loadgroup).
+pytestmark = [pytest.mark.xdist_group("evaluate-stage"), pytest.mark.usefixtures("module_ray")]
+
+
 @pytest.fixture
 def study(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> StudyConfig:
     """A study folder as the earlier stages leave it, with the cwd inside it."""

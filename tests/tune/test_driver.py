@@ -22,6 +22,8 @@ from pedtune.stages.tune import _trial_inputs, restorable, run_tune
 from pedtune.tune.storage import open_storage
 
 HERE = Path(__file__).resolve().parent
+# One Ray for the module's sweeps, on the one worker that runs them all (--dist loadgroup).
+pytestmark = [pytest.mark.xdist_group("tune-driver"), pytest.mark.usefixtures("module_ray")]
 LR_CHOICES = {"param": "train.lr", "type": "choice", "values": [0.01, 0.001, 0.1, 2.0]}
 
 
@@ -163,9 +165,10 @@ def test_trials_train_on_the_train_split_and_score_on_val(study: Path):
 
 def test_resources_this_machine_lacks_fail_at_once(study: Path):
     config = build_study(study, {"tune": {"resources_per_trial": {"cpu": 4096, "gpu": 0}}})
+    joined = ray.is_initialized()
     with pytest.raises(ClusterError, match="asks for 4096 CPU"):
         run_tune(config, fit_fn=fake_fit)
-    assert not ray.is_initialized()
+    assert ray.is_initialized() == joined  # a Ray of its own shut down, the caller's left running
     assert not sweep_runs(study).parents  # refused before any MLflow run was opened
 
 

@@ -17,7 +17,8 @@ from pedtune.config import StudyConfig, validate
 from pedtune.stages.tune import run_tune
 from pedtune.tune.outputs import CURVES_CSV
 
-pytestmark = pytest.mark.slow
+# One Ray for the three sweeps, on the one worker that builds them all (--dist loadgroup).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("sweeps")]
 
 SEARCHED = ["train.lr", "train.batch_size", "train.weight_decay"]
 RAY_BOOKKEEPING = {"pid", "timestamp", "done", "training_iteration", "time_total_s", "time_this_iter_s",
@@ -35,11 +36,9 @@ class Sweep:
         return read_csv(self.root / paths.TUNE_DIR / "trials.csv")
 
 
-# Each searcher's sweep is built once, on the worker that runs every test of it (--dist loadgroup);
-# the three sweeps may run on different workers.
-@pytest.fixture(scope="module", params=[pytest.param(name, marks=pytest.mark.xdist_group(f"sweep-{name}"))
-                                        for name in ("hyperopt", "optuna", "random")])
-def sweep(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Sweep:
+# Each searcher's sweep is built once.
+@pytest.fixture(scope="module", params=["hyperopt", "optuna", "random"])
+def sweep(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, module_ray: None) -> Sweep:
     root = tmp_path_factory.mktemp(request.param)
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(root)

@@ -12,6 +12,8 @@ share); if that fails too, it is reported without a test score, like a run whose
 
 from __future__ import annotations
 
+import contextlib
+
 import math
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -125,17 +127,21 @@ def _execute_on_ray(
 
         def as_they_finish() -> Iterator[RunResult]:
             pending = {submitted(spec): spec for spec in specs}
-            while pending:
-                (done,), _ = ray.wait(list(pending), num_returns=1)
-                yield outcome(done, pending.pop(done))
+            try:
+                while pending:
+                    (done,), _ = ray.wait(list(pending), num_returns=1)
+                    yield outcome(done, pending.pop(done))
+            finally:  # after a failure: in a Ray the caller keeps running, nothing else would stop them
+                for ref in pending:
+                    ray.cancel(ref, force=True)
 
         def run_alone(spec: RunSpec) -> RunResult:
             # A whole GPU where the run had a share: its memory cap goes with it.
             ref = task.options(num_cpus=resources.cpu, num_gpus=math.ceil(resources.gpu)).remote(spec, shared)
             return outcome(ref, spec)
 
-        # Leaving the session also cancels runs still pending after a failure.
-        return _retried_alone(specs, as_they_finish(), run_alone, on_result)
+        with contextlib.closing(as_they_finish()) as first:
+            return _retried_alone(specs, first, run_alone, on_result)
 
 
 def _ray_run(spec: RunSpec, inputs: RunInputs) -> RunResult:
