@@ -84,7 +84,8 @@ def predict_images(
                     for item, prediction in zip(decoded, model(inputs)):
                         image_id = ids[item.index]
                         prediction = {key: value.cpu() for key, value in prediction.items()}
-                        prediction["masks"] = prediction["masks"] > MASK_THRESHOLD
+                        # numpy's comparison: a sixth of the time of torch's on the CPU
+                        prediction["masks"] = torch.from_numpy(prediction["masks"].numpy() > MASK_THRESHOLD)
                         results.extend(to_dataset_ids(to_coco_results(image_id, prediction), predictor.category_ids))
                         height, width = item.image.shape[-2:]
                         entries.append({"id": image_id, "file_name": str(item.path), "height": int(height),
@@ -110,8 +111,9 @@ def predict_images(
 def overlay(image: torch.Tensor, prediction: dict[str, torch.Tensor], predictor: Predictor,
             score_threshold: float) -> torch.Tensor:
     """``image`` (uint8) with the detections scoring at least ``score_threshold``: mask, box, name and score."""
-    keep = prediction["scores"] >= score_threshold
+    # Indices, not a boolean index: torch's boolean indexing of the masks copies them element by element.
+    kept = (prediction["scores"] >= score_threshold).nonzero()[:, 0]
     named = len(predictor.categories) > 1
     texts = [f"{predictor.categories.get(int(label), label)} {score:.2f}" if named else f"{score:.2f}"
-             for label, score in zip(prediction["labels"][keep].tolist(), prediction["scores"][keep].tolist())]
-    return draw_instances(image, prediction["masks"][keep, 0], prediction["boxes"][keep], texts)
+             for label, score in zip(prediction["labels"][kept].tolist(), prediction["scores"][kept].tolist())]
+    return draw_instances(image, prediction["masks"][:, 0].index_select(0, kept), prediction["boxes"][kept], texts)
