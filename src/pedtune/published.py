@@ -26,6 +26,7 @@ from pedtune.result_code import changed_code
 
 REPORT = "report.md"
 PROVENANCE = "provenance.json"
+IMPORTED_RUN_TAG = "pedtune.published_run_id"  # on an imported run: the id of the run it copies
 _SHA1 = re.compile(r"^[0-9a-f]{40}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 CommitStatus = Literal["ancestor", "elsewhere", "unknown", "no history"]
@@ -41,6 +42,17 @@ class PublishedStudy:
     report: str  # report.md as the study wrote it
     commit: str  # the commit the study ran from
     code: dict[str, str]  # repository path -> sha256 of each result-affecting file as it ran
+    runs: dict[str, str]  # stage -> the id of its MLflow run in the study's store
+
+
+def imported_run_filter(run_id: str) -> str:
+    """The MLflow search filter (``mlflow ui``'s search box, ``search_runs``) that finds the import of run ``run_id``."""
+    return f"tags.`{IMPORTED_RUN_TAG}` = '{run_id}'"
+
+
+def imported_experiment(folder: Path) -> str:
+    """The experiment ``pedtune import-runs`` puts a published study's runs in, by default."""
+    return f"published-{folder.resolve().name}"
 
 
 def read_published(folder: str | Path) -> PublishedStudy | None:
@@ -63,7 +75,10 @@ def read_published(folder: str | Path) -> PublishedStudy | None:
         isinstance(path, str) and isinstance(digest, str) and _SHA256.match(digest) for path, digest in code.items()
     ):
         raise PublishedStudyError(f"{folder / PROVENANCE}: 'code' must map each result-affecting file to its sha256")
-    return PublishedStudy(folder=folder, report=report, commit=commit, code=code)
+    runs = (provenance.get("mlflow") or {}).get("runs") or {}
+    if not isinstance(runs, dict) or not all(isinstance(run, str) for run in runs.values()):
+        raise PublishedStudyError(f"{folder / PROVENANCE}: 'mlflow.runs' must map each stage to its run id")
+    return PublishedStudy(folder=folder, report=report, commit=commit, code=code, runs=runs)
 
 
 def commit_status(commit: str, repo: Path) -> CommitStatus:

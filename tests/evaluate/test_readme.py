@@ -83,6 +83,24 @@ def test_the_block_is_the_published_report_under_where_it_came_from(checkout: Pa
     assert (checkout / "README.md").read_text(encoding="utf-8") == readme  # idempotent
 
 
+def test_the_block_says_how_to_find_each_stage_s_imported_run(checkout: Path):
+    assert "import-runs" not in block(checkout)  # a provenance that names no runs: no line
+    provenance_path = checkout / STUDY / PROVENANCE
+    provenance = json.loads(provenance_path.read_text(encoding="utf-8"))
+    provenance["mlflow"] = {"runs": {"train": "a1", "tune": "b2", "evaluate": "c3"}}
+    provenance_path.write_text(json.dumps(provenance), encoding="utf-8")
+    line = next(line for line in block(checkout).split("\n\n") if line.startswith("Its MLflow runs"))
+    assert line == (
+        f"Its MLflow runs: `pedtune import-runs {STUDY}` adds them to the experiment `published-fixture` of "
+        "`params.yaml`'s store, where `mlflow ui`'s search box finds each stage's run (its trials or seeds listed "
+        "under it) by: train: `` tags.`pedtune.published_run_id` = 'a1' ``; tune: "
+        "`` tags.`pedtune.published_run_id` = 'b2' ``; evaluate: `` tags.`pedtune.published_run_id` = 'c3' ``.")
+    provenance["mlflow"] = {"runs": ["a1"]}
+    provenance_path.write_text(json.dumps(provenance), encoding="utf-8")
+    with pytest.raises(PublishedStudyError, match="'mlflow.runs' must map each stage to its run id"):
+        read_published(checkout / STUDY)
+
+
 def test_a_change_to_result_affecting_code_is_named_and_one_to_presentation_is_not(checkout: Path):
     for presentation in ("console.py", "evaluate/readme.py"):  # output only a person reads
         with (checkout / "src" / "pedtune" / presentation).open("a", encoding="utf-8") as file:

@@ -14,7 +14,8 @@ from mlflow.tracking import MlflowClient
 from pedtune.config.schema import MlflowConfig
 from pedtune.publish import PublishError, check_code_as_committed, study_commit
 from pedtune.result_code import STUDY_STAGES, output_code, package_root, source_paths
-from pedtune.tracking.export import TAG_SOURCE, RunsExportError, export_runs, import_runs, read_export
+from pedtune.published import imported_run_filter
+from pedtune.tracking.export import IMPORTED_RUN_TAG, RunsExportError, export_runs, import_runs, read_export
 from pedtune.tracking.store import TAG_PARENT, log_metrics, log_params, open_store, tracked_run
 
 
@@ -87,16 +88,19 @@ def test_exported_runs_import_with_their_histories_and_parent_links_once(tmp_pat
     runs = {run.info.run_name: run for run in client.search_runs([target.experiment_id])}
     assert sorted(runs) == ["trial_0", "trial_1", "tune sweep-x"]
     new_parent = runs["tune sweep-x"]
-    assert new_parent.data.tags[TAG_SOURCE] == parent and new_parent.info.status == "FINISHED"
+    assert new_parent.data.tags[IMPORTED_RUN_TAG] == parent and new_parent.info.status == "FINISHED"
+    # README's Results name this filter for each stage's run (pedtune.evaluate.readme.runs_line).
+    (found,) = client.search_runs([target.experiment_id], imported_run_filter(parent))
+    assert found.info.run_id == new_parent.info.run_id
     for trial in range(2):
         child = runs[f"trial_{trial}"]
         assert child.data.tags[TAG_PARENT] == new_parent.info.run_id
         assert child.data.params["train.lr"] == str(0.01 * (trial + 1))
         history = [(m.step, m.value) for m in client.get_metric_history(child.info.run_id, "bbox_mAP")]
-        original = [(m.step, m.value) for m in source.client.get_metric_history(child.data.tags[TAG_SOURCE],
+        original = [(m.step, m.value) for m in source.client.get_metric_history(child.data.tags[IMPORTED_RUN_TAG],
                                                                                  "bbox_mAP")]
         assert sorted(history) == sorted(original) == [(1, 0.1 + trial), (2, 0.2 + trial)]
-        assert child.info.start_time == source.client.get_run(child.data.tags[TAG_SOURCE]).info.start_time
+        assert child.info.start_time == source.client.get_run(child.data.tags[IMPORTED_RUN_TAG]).info.start_time
 
 
 def test_an_export_that_is_not_one_is_refused(tmp_path: Path):

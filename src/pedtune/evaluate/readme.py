@@ -17,7 +17,14 @@ from pathlib import Path
 from pedtune import paths
 from pedtune.errors import PedtuneError
 from pedtune.io import write_text
-from pedtune.published import REPORT as REPORT_NAME, PublishedStudy, read_published, staleness
+from pedtune.published import (
+    REPORT as REPORT_NAME,
+    PublishedStudy,
+    imported_experiment,
+    imported_run_filter,
+    read_published,
+    staleness,
+)
 
 START_MARKER = "<!-- results:start -->"
 END_MARKER = "<!-- results:end -->"
@@ -97,7 +104,18 @@ def results_block(study: PublishedStudy | None, repo: Path, folder: str) -> str:
         raise ReadmeError(f"{folder}: the report names commit {recorded or 'none'}, the provenance "
                           f"{study.commit}: they are not one study")
     head = preamble(study.report, f"{folder}/{REPORT_NAME}")
-    return f"{head}\n\n{staleness(study, repo, code_root)}\n\n{study.report.strip()}"
+    parts = [head, staleness(study, repo, code_root), runs_line(study, folder), study.report.strip()]
+    return "\n\n".join(part for part in parts if part)
+
+
+def runs_line(study: PublishedStudy, folder: str) -> str:
+    """How to see the study's MLflow runs: the import command, and the filter that finds each stage's run."""
+    if not study.runs:
+        return ""
+    found = "; ".join(f"{stage}: `` {imported_run_filter(run_id)} ``" for stage, run_id in study.runs.items())
+    return (f"Its MLflow runs: `pedtune import-runs {folder}` adds them to the experiment "
+            f"`{imported_experiment(study.folder)}` of `params.yaml`'s store, where `mlflow ui`'s search box finds "
+            f"each stage's run (its trials or seeds listed under it) by: {found}.")
 
 
 def update_readme(readme_path: str | Path, study_folder: str | Path = paths.README_STUDY) -> None:

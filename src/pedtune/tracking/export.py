@@ -17,10 +17,10 @@ from typing import Any
 from mlflow.entities import Metric, Param, Run, ViewType
 
 from pedtune.errors import PedtuneError
+from pedtune.published import IMPORTED_RUN_TAG
 from pedtune.tracking.store import TAG_PARENT, Store
 
 FORMAT = 1
-TAG_SOURCE = "pedtune.published_run_id"  # on an imported run: the id of the run it copies
 # MLflow's own bookkeeping tags that name things of the exporting store (its user, its artifacts).
 _LEFT_OUT_TAGS = ("mlflow.user", "mlflow.log-model.history", "mlflow.runName")  # the name is run_name
 # MLflow's limits per log_batch call.
@@ -81,9 +81,9 @@ def _imported_ids(store: Store, experiment_id: str) -> dict[str, str]:
     found: dict[str, str] = {}
     token = None
     while True:
-        page = store.client.search_runs([experiment_id], f"tags.`{TAG_SOURCE}` != ''", ViewType.ACTIVE_ONLY,
+        page = store.client.search_runs([experiment_id], f"tags.`{IMPORTED_RUN_TAG}` != ''", ViewType.ACTIVE_ONLY,
                                         max_results=1000, page_token=token)
-        found.update({run.data.tags[TAG_SOURCE]: run.info.run_id for run in page})
+        found.update({run.data.tags[IMPORTED_RUN_TAG]: run.info.run_id for run in page})
         token = page.token
         if not token:
             return found
@@ -96,7 +96,7 @@ def import_runs(store: Store, exported: dict[str, Any]) -> int:
     for run in exported["runs"]:  # parents first: a child's parent is imported before it
         if run["run_id"] in new_ids:
             continue
-        tags = {**run["tags"], TAG_SOURCE: run["run_id"]}
+        tags = {**run["tags"], IMPORTED_RUN_TAG: run["run_id"]}
         if TAG_PARENT in tags:
             tags[TAG_PARENT] = new_ids.get(tags[TAG_PARENT], tags[TAG_PARENT])
         run_id = store.client.create_run(store.experiment_id, start_time=run["start_time"], tags=tags,

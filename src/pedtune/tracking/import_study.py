@@ -6,6 +6,7 @@ from pathlib import Path
 
 from pedtune import console
 from pedtune.config.schema import MlflowConfig
+from pedtune.published import imported_experiment
 from pedtune.tracking.export import import_runs, read_export
 from pedtune.tracking.store import open_store
 
@@ -18,7 +19,7 @@ def import_study(study: Path, mlflow: MlflowConfig, tracking_uri: str | None = N
     """Import ``study``'s runs into the experiment ``published-<folder name>`` (or ``experiment``) of the store
     ``tracking_uri`` (default: ``mlflow``'s); how many runs were new."""
     exported = read_export(study / RUNS_EXPORT)
-    name = experiment or f"published-{study.resolve().name}"
+    name = experiment or imported_experiment(study)
     changes = {"experiment": name, **({"tracking_uri": tracking_uri} if tracking_uri else {})}
     store = open_store(mlflow.model_copy(update=changes))
     added = import_runs(store, exported)
