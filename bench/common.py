@@ -35,7 +35,6 @@ from pedtune.data.split import Split, make_split
 from pedtune.data.synthetic import write_synthetic_dataset
 from pedtune.device import resolve_device
 from pedtune.model.factory import build_model
-from pedtune.tracking.record import cpu_model
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
@@ -255,6 +254,10 @@ def stats(values: Sequence[float]) -> dict[str, float]:
 
 
 def machine(device: str = "cpu") -> dict[str, Any]:
+    # Imported here, where a result is written: pedtune.tracking loads MLflow (~3 s of CPU), which the
+    # worker processes a benchmark spawns (they import this module again) never need.
+    from pedtune.tracking.record import cpu_model  # noqa: PLC0415
+
     info: dict[str, Any] = {
         "cpu": cpu_model(),
         "cores": os.cpu_count(),

@@ -49,6 +49,11 @@ def test_the_study_runs_on_a_coco_dataset_and_reports_each_category(tmp_path: Pa
     logged = {key for r in runs for key in r.data.metrics}
     assert any(key.startswith("test_bbox_AP/") for key in logged) and any(
         key.startswith("test_segm_AP/") for key in logged)
+    # A run names the DVC experiment it belongs to: none under `dvc repro` (tests/e2e/test_train_pipeline.py
+    # checks the names `dvc exp run` gives).
+    every = client.search_runs([experiment.experiment_id])
+    assert {r.data.tags.get("stage") for r in every} >= {"train", "tune", "evaluate"}
+    assert not [r.data.tags["dvc_experiment"] for r in every if "dvc_experiment" in r.data.tags]
 
     # An edit to the JSON, fetched again, is an edit to the fetch stage's outputs: the split, which reads the
     # dataset's index, is out of date.

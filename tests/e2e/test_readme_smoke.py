@@ -7,8 +7,6 @@ import contextlib
 import hashlib
 import io
 import json
-import re
-import shutil
 from pathlib import Path
 
 import pytest
@@ -23,27 +21,13 @@ from pedtune.config import load_config, validate
 from pedtune.published import read_published
 from pedtune.result_code import code_hashes
 
-pytestmark = pytest.mark.slow
+# On one xdist worker with the other tests of the smoke study (tests/e2e/conftest.py), which it builds once.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("smoke-study")]
 
 
-def readme_block(containing: str) -> str:
-    """The fenced shell block of README.md that contains ``containing`` (there must be one)."""
-    blocks = re.findall(r"^```(?:bash|sh|console)?\n(.*?)^```", (REPO / "README.md").read_text(), re.M | re.S)
-    found = [block for block in blocks if containing in block]
-    assert len(found) == 1, f"README.md has {len(found)} code blocks with {containing!r}"
-    return found[0]
-
-
-def test_the_smoke_run_as_readme_gives_it_reproduces_the_whole_study_as_a_dvc_experiment(study: Path):
-    # The study copy, but with the shipped params.yaml and profiles: what a fresh clone holds.
-    shutil.copy(REPO / "params.yaml", study / "params.yaml")
-    shutil.copytree(REPO / "profiles", study / "profiles")
-    run(["git", "add", "-A"], study)
-    run(["git", "-c", "user.email=ci@pedtune", "-c", "user.name=ci", "commit", "-qm", "shipped params"], study)
-    committed = (study / "params.yaml").read_text()
-
-    block = readme_block("pedtune profile smoke")
-    run(["bash", "-euo", "pipefail", "-c", block], study, timeout=1500)
+def test_the_smoke_run_as_readme_gives_it_reproduces_the_whole_study_as_a_dvc_experiment(smoke_study: Path):
+    study = smoke_study  # README's smoke block ran in it, on the shipped params.yaml (tests/e2e/conftest.py)
+    committed = (REPO / "params.yaml").read_text()
 
     report = (study / "results/evaluate/report.md").read_text()
     # Which one depends on whether the smoke sweep's best is the initial configuration.
