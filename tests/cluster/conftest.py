@@ -131,7 +131,7 @@ def tracking_server(tmp_path_factory: pytest.TempPathFactory, cluster_env: dict[
         server.stop()
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def driver_env(cluster_env: dict[str, str]) -> dict[str, str]:
     """A driver's environment: the doc's study shell, plus this checkout's source (the driver runs from it)."""
     env = shell_environment(cluster_recipe()["driver"], cluster_env)
