@@ -106,8 +106,11 @@ def cluster_env(s3: S3, hold_file: Path, home: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def cluster(studies: Path, cluster_env: dict[str, str], netns: NetNamespace) -> Iterator[LoopbackCluster]:
+    # The head's GCS checks each node every second, not every 3 s (Ray's default): a killed worker node is marked dead
+    # after its 5 failed checks in ~5 s, not ~15 s (the lost-worker test waits for that), a live one never sooner.
+    env = {**cluster_env, "RAY_health_check_period_ms": "1000"}
     with netns.entered():
-        loopback = start_cluster([studies], cluster_env, cluster_recipe(), workers=1)
+        loopback = start_cluster([studies], env, cluster_recipe(), workers=1)
     try:
         yield loopback
     finally:
@@ -131,7 +134,7 @@ def tracking_server(tmp_path_factory: pytest.TempPathFactory, cluster_env: dict[
         server.stop()
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def driver_env(cluster_env: dict[str, str]) -> dict[str, str]:
     """A driver's environment: the doc's study shell, plus this checkout's source (the driver runs from it)."""
     env = shell_environment(cluster_recipe()["driver"], cluster_env)

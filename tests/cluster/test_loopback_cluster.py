@@ -8,7 +8,6 @@ Drivers run as separate processes, as ``dvc repro`` would start them, so that on
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import os
 import re
@@ -18,6 +17,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from tune_fakes import hold, release
 from tune_study import build_study, read_csv, run_states
 
 from pedtune import paths
+from pedtune.cli import main
 from pedtune.stages.tune import WALL_TIME_EVERY_S, WALL_TIME_FILE
 from pedtune.tune.trainable import CHECKPOINT_FILE
 
@@ -169,7 +170,7 @@ def test_the_doc_s_tracking_server_answers_401_without_credentials(tracking_serv
 
 
 def test_an_unauthenticated_cluster_is_refused_in_seconds_unless_params_say_the_network_is_trusted(
-    study: Path, studies: Path, cluster_env: dict[str, str], hold_file: Path
+    study: Path, studies: Path, cluster_env: dict[str, str], hold_file: Path, capsys: pytest.CaptureFixture[str]
 ):
     # The recipe as it was: a head with neither token nor RAY_AUTH_MODE; it also runs the trial (1 CPU).
     open_env = {**cluster_env, "RAY_AUTH_MODE": "disabled"}
@@ -179,11 +180,15 @@ def test_an_unauthenticated_cluster_is_refused_in_seconds_unless_params_say_the_
         cluster_study(study, unauthenticated, {"storage_path": f"s3://{BUCKET}/open", "num_samples": 1,
                                                "scheduler": "fifo"}, train={"epochs": 1})
         driver = {**open_env, "PYTHONPATH": os.environ.get("PYTHONPATH", ""), "PYTHONUNBUFFERED": "1"}
+        # The refusal comes before Ray, MLflow and the data: in this process (whose pedtune is imported already),
+        # where line coverage sees it; its probe of the cluster is a child process with no token either way.
+        capsys.readouterr()
         started = time.monotonic()
-        result = pedtune("tune", study, driver)
-        assert result.returncode == 2, result.stderr[-3000:]
-        assert f"the Ray cluster at {unauthenticated.address} accepts clients without a token" in result.stderr
-        assert "ray get-auth-token --generate" in result.stderr and "allow_unauthenticated_cluster" in result.stderr
+        code = main(["tune"])
+        stderr = capsys.readouterr().err
+        assert code == 2, stderr[-3000:]
+        assert f"the Ray cluster at {unauthenticated.address} accepts clients without a token" in stderr
+        assert "ray get-auth-token --generate" in stderr and "allow_unauthenticated_cluster" in stderr
         assert time.monotonic() - started < 60
         assert not (study / "mlruns" / "mlflow.db").exists()  # refused before any MLflow run
 
@@ -198,15 +203,107 @@ def test_an_unauthenticated_cluster_is_refused_in_seconds_unless_params_say_the_
         unauthenticated.stop()
 
 
-def test_a_trial_no_node_can_hold_stops_the_stage_in_seconds(study: Path, cluster: LoopbackCluster, driver_env):
-    cluster_study(study, cluster, {"storage_path": f"s3://{BUCKET}/refused", "resources_per_trial": {"cpu": 2}})
-    started = time.monotonic()
-    result = pedtune("tune", study, driver_env)
+@dataclass(frozen=True)
+class FinishedSweep:
+    """A sweep on the cluster, stored in S3 and tracked on the server, whose first driver was killed mid-trial and
+    whose second resumed it to its end; what the test of the kill and resume checks, as it stood right after."""
+
+    study: Path
+    env: dict[str, str]  # its drivers' environment: the doc's study shell with the MLflow credentials
+    killed_at: float  # time.time() when the first driver was killed
+    ledger_written_at: float  # when the killed driver last recorded its wall time in the bucket
+    recorded_s: float  # the wall time it recorded
+    output: str  # the resuming driver's
+    rows: list[dict[str, str]]  # trials.csv
+    metrics: dict[str, Any]  # metrics/tune.json
+    keys: list[str]  # the bucket's keys under the sweep's prefix
+    local_results: bool  # whether a ray_results folder appeared in the study
+    runs: dict[str, tuple]  # run_states of the runs the sweep made on the server
+
+
+@pytest.fixture(scope="module")
+def credentials(admin_password: str) -> dict[str, str]:
+    return {"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": admin_password}
+
+
+@pytest.fixture(scope="module")
+def finished_sweep(studies: Path, cluster: LoopbackCluster, s3: S3, tracking_server: TrackingServer,
+                   driver_env: dict[str, str], credentials: dict[str, str], hold_file: Path,
+                   netns: NetNamespace) -> FinishedSweep:
+    """One finished tracked sweep for this file's tests (three drivers' worth of CPU on a loaded CI machine):
+    the kill-and-resume test checks how it got there, the refused-attempt-and-rerun test reruns it."""
+    study = studies / "finished-sweep"
+    study.mkdir()
+    env = {**driver_env, **credentials}
+    with netns.entered(), pytest.MonkeyPatch.context() as patch:
+        patch.chdir(study)
+        for key, value in credentials.items():  # the fixture's own MLflow client, too
+            patch.setenv(key, value)
+        cluster_study(study, cluster, {"storage_path": f"s3://{BUCKET}/sweeps", "num_samples": 3,
+                                       "max_concurrent": 1, "scheduler": "fifo", "max_failures": 1},
+                      tracking_uri=tracking_server.url, train={"epochs": 4})
+        client = MlflowClient(tracking_uri=tracking_server.url)
+        earlier = set(run_states(client))  # the runs other tests left on the server
+        hold(hold_file, after_epoch=2)
+        driver = start_driver(study, env)
+        try:  # killed mid-trial, once Tune's snapshot in the bucket names its checkpoint and the wall-time ledger is there
+            wait_until(lambda: checkpointed_mid_run(s3, "sweeps/", epochs=4)
+                       and any(key.endswith(WALL_TIME_FILE) for key in s3.keys("sweeps/")), 240, "a checkpoint", driver)
+        finally:
+            kill(driver)
+            release(hold_file)
+        killed_at = time.time()
+        (ledger,) = [key for key in s3.keys("sweeps/") if key.endswith(WALL_TIME_FILE)]
+        written = s3.client().get_object(Bucket=BUCKET, Key=ledger)
+        recorded_s = json.loads(written["Body"].read())["seconds"]
+
+        output = finish(start_driver(study, env))
+        runs = {run_id: state for run_id, state in run_states(client).items() if run_id not in earlier}
+        return FinishedSweep(
+            study, env, killed_at, written["LastModified"].timestamp(), recorded_s, output,
+            read_csv(study / paths.TUNE_DIR / "trials.csv"), json.loads((study / paths.TUNE_METRICS).read_text()),
+            s3.keys("sweeps/"), (study / "ray_results").exists(), runs)
+
+
+@dataclass(frozen=True)
+class RefusedAttempt:
+    result: subprocess.CompletedProcess
+    seconds: float  # from the driver's start to its end
+    runs_before: dict[str, tuple]  # run_states of the server, before and after the attempt
+    runs_after: dict[str, tuple]
+
+
+@pytest.fixture(scope="module")
+def refused_attempt(finished_sweep: FinishedSweep, tracking_server: TrackingServer, credentials: dict[str, str],
+                    netns: NetNamespace) -> RefusedAttempt:
+    """``pedtune tune`` on the finished sweep with 2 CPUs a trial, which no node has. Resources are not part of the
+    sweep's identity: this is the same sweep, refused by the capacity check (which runs before anything is read)."""
+    study = finished_sweep.study
+    params = (study / "params.yaml").read_text()
+    refused = yaml.safe_load(params)
+    refused["tune"]["resources_per_trial"]["cpu"] = 2
+    with netns.entered(), pytest.MonkeyPatch.context() as patch:
+        for key, value in credentials.items():
+            patch.setenv(key, value)
+        client = MlflowClient(tracking_uri=tracking_server.url)
+        before = run_states(client)
+        (study / "params.yaml").write_text(yaml.safe_dump(refused, sort_keys=False))
+        try:
+            started = time.monotonic()
+            result = pedtune("tune", study, finished_sweep.env, timeout_s=300)
+            seconds = time.monotonic() - started
+        finally:
+            (study / "params.yaml").write_text(params)
+        return RefusedAttempt(result, seconds, before, run_states(client))
+
+
+def test_a_trial_no_node_can_hold_stops_the_stage_in_seconds(refused_attempt: RefusedAttempt):
+    result = refused_attempt.result
     assert result.returncode != 0
-    assert "asks for 2 CPU and 0 GPU per trial, but no node of the Ray cluster" in result.stderr
+    assert "asks for 2 CPU and 0 GPU per trial, but no node of the Ray cluster" in result.stderr, result.stderr[-5000:]
     # What each node offers, each registered under 127.0.0.1 (the namespace has no other address).
     assert "nodes: 127.0.0.1 (head) 0 CPU, 0 GPU; 127.0.0.1 1 CPU, 0 GPU)" in result.stderr
-    assert time.monotonic() - started < 90  # Python, Ray and the data load; nothing waits for a trial
+    assert refused_attempt.seconds < 90  # Python, Ray and the data load; nothing waits for a trial
 
 
 def test_a_storage_folder_the_workers_cannot_see_stops_the_stage_in_seconds(study: Path, cluster, driver_env):
@@ -219,45 +316,28 @@ def test_a_storage_folder_the_workers_cannot_see_stops_the_stage_in_seconds(stud
 
 
 def test_a_sweep_on_the_cluster_stores_in_s3_tracks_on_a_server_and_resumes_after_a_kill(
-    study: Path, cluster: LoopbackCluster, s3: S3, tracking_server: TrackingServer, driver_env, hold_file: Path,
-    admin_password: str, home: Path, monkeypatch: pytest.MonkeyPatch
+    finished_sweep: FinishedSweep, cluster: LoopbackCluster, s3: S3, tracking_server: TrackingServer,
+    credentials: dict[str, str], home: Path, admin_password: str, monkeypatch: pytest.MonkeyPatch
 ):
-    credentials = {"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": admin_password}
-    driver_env = {**driver_env, **credentials}
+    sweep = finished_sweep
     for key, value in credentials.items():  # this test's own MLflow client, too
         monkeypatch.setenv(key, value)
-    cluster_study(study, cluster, {"storage_path": f"s3://{BUCKET}/sweeps", "num_samples": 3, "max_concurrent": 1,
-                                   "scheduler": "fifo", "max_failures": 1},
-                  tracking_uri=tracking_server.url, train={"epochs": 4})
-    hold(hold_file, after_epoch=2)
-    driver = start_driver(study, driver_env)
-    try:  # killed mid-trial, once Tune's snapshot in the bucket names its checkpoint and the wall-time ledger is there
-        wait_until(lambda: checkpointed_mid_run(s3, "sweeps/", epochs=4)
-                   and any(key.endswith(WALL_TIME_FILE) for key in s3.keys("sweeps/")), 240, "a checkpoint", driver)
-    finally:
-        kill(driver)
-        release(hold_file)
-    killed_at = time.time()
-    (ledger,) = [key for key in s3.keys("sweeps/") if key.endswith(WALL_TIME_FILE)]
-    written = s3.client().get_object(Bucket=BUCKET, Key=ledger)
-    recorded_s = json.loads(written["Body"].read())["seconds"]
+    assert f"resuming the sweep in s3://{BUCKET}/sweeps/sweep-" in sweep.output
 
-    output = finish(start_driver(study, driver_env))
-    assert f"resuming the sweep in s3://{BUCKET}/sweeps/sweep-" in output
-
-    rows = read_csv(study / paths.TUNE_DIR / "trials.csv")
+    rows = sweep.rows
     assert len(rows) == 3 and all(row["status"] == "COMPLETED" for row in rows), "\n".join(
         f"{row['trial_id']} {row['status']}: {row['error']}" for row in rows)
-    keys = s3.keys("sweeps/")
+    keys = sweep.keys
     assert any("experiment_state-" in key for key in keys) and any(key.endswith("tuner.pkl") for key in keys)
     assert not [key for key in keys if "/checkpoint_" in key], "checkpoints left after pruning"
-    assert not (study / "ray_results").exists()  # nothing of the sweep in a local folder
-    metrics = json.loads((study / paths.TUNE_METRICS).read_text())
+    assert not sweep.local_results  # nothing of the sweep in a local folder
+    metrics = sweep.metrics
     assert metrics["num_trials"] == 3 and metrics["wall_time_s"] > 0
     # The killed driver's time counts: recorded while it ran (every WALL_TIME_EVERY_S), added to by the resumed run.
-    assert killed_at - written["LastModified"].timestamp() <= WALL_TIME_EVERY_S + 5
-    assert metrics["wall_time_s"] > recorded_s > 0
+    assert sweep.killed_at - sweep.ledger_written_at <= WALL_TIME_EVERY_S + 5
+    assert metrics["wall_time_s"] > sweep.recorded_s > 0
 
+    # The sweep's runs on the server (a refused attempt and a rerun leave them as they were: the next test).
     parents, children, client = trial_runs(tracking_server.url)
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert sorted(run.data.tags["trial_id"] for run in children) == sorted(row["trial_id"] for row in rows)
@@ -276,43 +356,32 @@ def test_a_sweep_on_the_cluster_stores_in_s3_tracks_on_a_server_and_resumes_afte
     token = (home / ".ray" / "auth_token").read_text().strip()
     assert len(token) >= 32
     assert_no_secret({"the Ray token": token, "the MLflow password": admin_password},
-                     [study, cluster.root, tracking_server.folder.parent], {"the driver's output": output})
+                     [sweep.study, cluster.root, tracking_server.folder.parent], {"the driver's output": sweep.output})
 
 
 def test_a_refused_attempt_and_a_rerun_leave_a_finished_sweep_s_runs_as_they_were(
-    study: Path, cluster: LoopbackCluster, tracking_server: TrackingServer, driver_env, admin_password: str,
-    monkeypatch: pytest.MonkeyPatch
+    finished_sweep: FinishedSweep, refused_attempt: RefusedAttempt, tracking_server: TrackingServer,
+    credentials: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ):
-    credentials = {"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": admin_password}
-    driver_env = {**driver_env, **credentials}
+    sweep = finished_sweep
     for key, value in credentials.items():  # this test's own MLflow client, too
         monkeypatch.setenv(key, value)
-    tune = {"storage_path": f"s3://{BUCKET}/rerun", "num_samples": 2, "max_concurrent": 1, "scheduler": "fifo"}
-    cluster_study(study, cluster, tune, tracking_uri=tracking_server.url, train={"epochs": 1})
     client = MlflowClient(tracking_uri=tracking_server.url)
-    earlier = set(run_states(client))  # the runs other tests left on the server
-    finish(start_driver(study, driver_env))
     before = run_states(client)
-    mine = [state for run_id, state in before.items() if run_id not in earlier]
-    assert sorted((state[3].get("stage", "trial"), state[0]) for state in mine) == [
-        ("trial", "FINISHED"), ("trial", "FINISHED"), ("tune", "FINISHED")]
-    params = yaml.safe_load((study / "params.yaml").read_text())
+    assert {run_id: before[run_id] for run_id in sweep.runs} == sweep.runs  # as the sweep left them
+    assert sorted((state[3].get("stage", "trial"), state[0]) for state in sweep.runs.values()) == [
+        ("trial", "FINISHED"), ("trial", "FINISHED"), ("trial", "FINISHED"), ("tune", "FINISHED")]
 
-    # Resources are not part of the sweep's identity: this is the same sweep, refused by the capacity check.
-    refused = copy.deepcopy(params)
-    refused["tune"]["resources_per_trial"]["cpu"] = 2
-    (study / "params.yaml").write_text(yaml.safe_dump(refused, sort_keys=False))
-    attempt = start_driver(study, driver_env)
-    output, _ = attempt.communicate(timeout=300)
-    assert attempt.returncode != 0 and "asks for 2 CPU and 0 GPU per trial" in output, output[-5000:]
-    assert run_states(client) == before
+    # The refused attempt (2 CPUs a trial) on this same sweep.
+    attempt = refused_attempt.result
+    assert attempt.returncode != 0 and "asks for 2 CPU and 0 GPU per trial" in attempt.stderr, attempt.stderr[-5000:]
+    assert refused_attempt.runs_after == refused_attempt.runs_before
 
     # Run again as it was: the finished sweep is re-read, its runs stay as they were.
-    (study / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    output = finish(start_driver(study, driver_env))
+    output = finish(start_driver(sweep.study, sweep.env))
     assert "finished: writing its outputs again from its saved state" in output
     assert run_states(client) == before
-    assert len(read_csv(study / paths.TUNE_DIR / "trials.csv")) == 2
+    assert len(read_csv(sweep.study / paths.TUNE_DIR / "trials.csv")) == 3
 
 
 def test_the_evaluate_stage_runs_its_seeds_on_the_cluster(study: Path, cluster: LoopbackCluster, driver_env):
