@@ -106,11 +106,8 @@ def cluster_env(s3: S3, hold_file: Path, home: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def cluster(studies: Path, cluster_env: dict[str, str], netns: NetNamespace) -> Iterator[LoopbackCluster]:
-    # The head's GCS checks each node every second, not every 3 s (Ray's default): a killed worker node is marked dead
-    # after its 5 failed checks in ~5 s, not ~15 s (the lost-worker test waits for that), a live one never sooner.
-    env = {**cluster_env, "RAY_health_check_period_ms": "1000"}
     with netns.entered():
-        loopback = start_cluster([studies], env, cluster_recipe(), workers=1)
+        loopback = start_cluster([studies], cluster_env, cluster_recipe(), workers=1)
     try:
         yield loopback
     finally:
