@@ -182,6 +182,15 @@ def test_malformed_markers_fail_and_leave_the_readme_unchanged(checkout: Path, c
     assert [p.name for p in checkout.iterdir() if p.name.startswith(".") and p.name != ".git"] == []  # no temp file
 
 
+def test_a_report_from_a_working_copy_with_uncommitted_params_is_the_provenance_s_study(checkout: Path):
+    # `dvc exp run -S` (a profile) leaves params.yaml changed: the report names the commit "-dirty".
+    report = checkout / STUDY / "report.md"
+    commit = git(checkout, "rev-parse", "HEAD")
+    report.write_text(report.read_text(encoding="utf-8").replace(f"| {commit} |", f"| {commit}-dirty |"),
+                      encoding="utf-8")
+    assert f"{commit}-dirty" in block(checkout)
+
+
 def test_a_study_that_does_not_hang_together_is_refused(checkout: Path):
     folder = checkout / STUDY
     provenance = json.loads((folder / PROVENANCE).read_text(encoding="utf-8"))

@@ -99,7 +99,9 @@ def results_block(study: PublishedStudy | None, repo: Path, folder: str) -> str:
     code_root = repo / "src" / "pedtune"
     if not code_root.is_dir():
         raise ReadmeError(f"{repo} is not a pedtune checkout (no src/pedtune): the study's code cannot be compared")
-    recorded = report_facts(study.report).get("git commit", "").split(" ")[0]
+    # "-dirty": the working copy had uncommitted changes, as a profile's `dvc exp run -S` leaves params.yaml;
+    # `pedtune publish` has checked that the result-affecting code was the commit's.
+    recorded = report_facts(study.report).get("git commit", "").split(" ")[0].removesuffix("-dirty")
     if recorded != study.commit:
         raise ReadmeError(f"{folder}: the report names commit {recorded or 'none'}, the provenance "
                           f"{study.commit}: they are not one study")
