@@ -214,3 +214,15 @@ def test_cli_command_rewrites_the_readme_from_the_study_folder(checkout: Path, m
     assert "| bbox mAP | 0.500 ± 0.010 |" in Path("README.md").read_text(encoding="utf-8")
     Path("README.md").write_text("no markers\n", encoding="utf-8")
     assert main(["readme-results", "--study", STUDY]) == 1
+
+
+def test_each_committed_study_is_small_and_names_no_machine_path():
+    studies = sorted(path for path in (REPO / paths.STUDIES).iterdir() if path.is_dir())
+    assert studies, "no published study under studies/"
+    for folder in studies:
+        files = [path for path in folder.rglob("*") if path.is_file()]
+        assert sum(path.stat().st_size for path in files) < 1_000_000, folder
+        for path in files:
+            if path.suffix in (".json", ".md", ".yaml", ".csv"):
+                text = path.read_text(encoding="utf-8")
+                assert not any(root in text for root in ("/work/", "/tmp/", "/root/", "/home/")), path
