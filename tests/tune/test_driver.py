@@ -163,12 +163,13 @@ def test_trials_train_on_the_train_split_and_score_on_val(study: Path):
     assert not set(split.test) & (set(inputs.train_samples.stems) | set(inputs.val_samples.stems))
 
 
-def test_resources_this_machine_lacks_fail_at_once(study: Path):
+def test_a_refusal_in_a_caller_s_ray_leaves_that_ray_running(study: Path):
+    # tests/tune/test_refusal.py: the same refusal in a Ray of the stage's own, which it shuts down.
     config = build_study(study, {"tune": {"resources_per_trial": {"cpu": 4096, "gpu": 0}}})
-    joined = ray.is_initialized()
+    assert ray.is_initialized()  # the module's Ray
     with pytest.raises(ClusterError, match="asks for 4096 CPU"):
         run_tune(config, fit_fn=fake_fit)
-    assert ray.is_initialized() == joined  # a Ray of its own shut down, the caller's left running
+    assert ray.is_initialized()
     assert not sweep_runs(study).parents  # refused before any MLflow run was opened
 
 
