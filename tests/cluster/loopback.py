@@ -173,17 +173,21 @@ def kill_session(session: int, sig: signal.Signals) -> None:
                 pass
 
 
-def stop(process: subprocess.Popen, timeout_s: float = 5) -> None:
-    """SIGTERM the process's group (it was started in a session of its own), then SIGKILL what is left of
-    its session (also children that outlived their parent, and Ray's workers in their own groups)."""
-    if process.poll() is None:
-        try:
+def stop(*processes: subprocess.Popen, timeout_s: float = 5) -> None:
+    """SIGTERM each process's group (each was started in a session of its own), wait for them together, then
+    SIGKILL what is left of their sessions (also children that outlived their parent, and Ray's workers in their
+    own groups)."""
+    running = [process for process in processes if process.poll() is None]
+    for process in running:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGTERM)
-            process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            pass
-    kill_session(process.pid, signal.SIGKILL)
-    process.wait()
+    deadline = time.monotonic() + timeout_s
+    for process in running:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=max(0.0, deadline - time.monotonic()))
+    for process in processes:
+        kill_session(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 def _http_ok(url: str) -> bool:
@@ -314,8 +318,7 @@ class LoopbackCluster:
         worker.wait()
 
     def stop(self, keep: bool = False) -> None:
-        for process in [*self.workers, *([self.head] if self.head else [])]:
-            stop(process)
+        stop(*self.workers, *([self.head] if self.head else []))
         if not keep:
             shutil.rmtree(self.root, ignore_errors=True)
 
