@@ -21,7 +21,8 @@ NAMES = ("square", "triangle", "disc")
 
 def test_the_study_runs_on_a_coco_dataset_and_reports_each_category(tmp_path: Path):
     # As small as the study runs: 12 images at 48x64 px (every category in each split part, a crowd region,
-    # negatives), 1-epoch trials, 2 of them, 1-epoch evaluation runs, one picture.
+    # negatives), 1-epoch trials, 2 of them, 1-epoch evaluation runs on 2 seeds (the fewest an interval
+    # needs), one picture.
     annotation = write_synthetic_coco(SyntheticConfig(num_images=12, height=48, width=64, max_instances=3,
                                                       categories=3), tmp_path / "mine")
     study = make_study(tmp_path / "study", {
@@ -30,7 +31,7 @@ def test_the_study_runs_on_a_coco_dataset_and_reports_each_category(tmp_path: Pa
         "model": {"min_size": 48, "max_size": 64},
         "train": {"epochs": 1},
         "tune": {"num_samples": 2},
-        "evaluate": {"num_pictures": 1}})
+        "evaluate": {"num_pictures": 1, "seeds": [1, 2]}})
     run(["dvc", "repro"], study, timeout=1500)
 
     assert (study / "data/dataset/annotations/all.json").read_bytes() == annotation.read_bytes()
