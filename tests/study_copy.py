@@ -22,6 +22,14 @@ TINY = {
     "evaluate": {"seeds": [1, 2], "epochs": 1, "num_pictures": 2},
 }
 
+# Issue 31: a published study folder (``pedtune publish``'s studies/NAME/) stays under 1 MB.
+PUBLISHED_STUDY_MAX_BYTES = 1_000_000
+
+
+def folder_bytes(folder: Path) -> int:
+    """The size of every file under ``folder``."""
+    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
+
 
 def merge(base: dict, changes: dict) -> dict:
     for key, value in changes.items():

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 from dvc_metrics import columns, numbers_only
-from study_copy import REPO, run
+from study_copy import PUBLISHED_STUDY_MAX_BYTES, REPO, folder_bytes, run
 
 from pedtune import console
 from pedtune.cli import main
@@ -76,8 +76,8 @@ def check_publishing(study: Path) -> Path:
     code, err = pedtune_here(["publish", "smoke"], study)
     assert code == 0, err
     folder = study / "studies" / "smoke"
-    size = sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
-    assert size < 1_000_000, size
+    size = folder_bytes(folder)
+    assert size < PUBLISHED_STUDY_MAX_BYTES, size
     assert {"params.yaml", "report.md", "provenance.json", "metrics/train.json", "metrics/tune.json",
             "metrics/evaluate.json", "tune/trials.csv", "tune/importance.csv", "evaluate/summary.json",
             "mlflow/runs.json"} <= {path.relative_to(folder).as_posix() for path in folder.rglob("*")}
