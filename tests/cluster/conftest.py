@@ -120,6 +120,19 @@ def admin_password() -> str:
 
 
 @pytest.fixture(scope="session")
+def credentials(admin_password: str) -> dict[str, str]:
+    """The doc's admin on the tracking server, as MLflow's clients read it from the environment."""
+    return {"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": admin_password}
+
+
+@pytest.fixture
+def signed_in(credentials: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The test's own MLflow clients sign in to the tracking server as the admin."""
+    for key, value in credentials.items():
+        monkeypatch.setenv(key, value)
+
+
+@pytest.fixture(scope="session")
 def tracking_server(tmp_path_factory: pytest.TempPathFactory, cluster_env: dict[str, str], admin_password: str,
                     netns: NetNamespace) -> Iterator[TrackingServer]:
     with netns.entered():

@@ -222,11 +222,6 @@ class FinishedSweep:
 
 
 @pytest.fixture(scope="module")
-def credentials(admin_password: str) -> dict[str, str]:
-    return {"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": admin_password}
-
-
-@pytest.fixture(scope="module")
 def finished_sweep(studies: Path, cluster: LoopbackCluster, s3: S3, tracking_server: TrackingServer,
                    driver_env: dict[str, str], credentials: dict[str, str], hold_file: Path,
                    netns: NetNamespace) -> FinishedSweep:
@@ -317,11 +312,9 @@ def test_a_storage_folder_the_workers_cannot_see_stops_the_stage_in_seconds(stud
 
 def test_a_sweep_on_the_cluster_stores_in_s3_tracks_on_a_server_and_resumes_after_a_kill(
     finished_sweep: FinishedSweep, cluster: LoopbackCluster, s3: S3, tracking_server: TrackingServer,
-    credentials: dict[str, str], home: Path, admin_password: str, monkeypatch: pytest.MonkeyPatch
+    signed_in: None, home: Path, admin_password: str
 ):
     sweep = finished_sweep
-    for key, value in credentials.items():  # this test's own MLflow client, too
-        monkeypatch.setenv(key, value)
     assert f"resuming the sweep in s3://{BUCKET}/sweeps/sweep-" in sweep.output
 
     rows = sweep.rows
@@ -361,11 +354,9 @@ def test_a_sweep_on_the_cluster_stores_in_s3_tracks_on_a_server_and_resumes_afte
 
 def test_a_refused_attempt_and_a_rerun_leave_a_finished_sweep_s_runs_as_they_were(
     finished_sweep: FinishedSweep, refused_attempt: RefusedAttempt, tracking_server: TrackingServer,
-    credentials: dict[str, str], monkeypatch: pytest.MonkeyPatch
+    signed_in: None
 ):
     sweep = finished_sweep
-    for key, value in credentials.items():  # this test's own MLflow client, too
-        monkeypatch.setenv(key, value)
     client = MlflowClient(tracking_uri=tracking_server.url)
     before = run_states(client)
     assert {run_id: before[run_id] for run_id in sweep.runs} == sweep.runs  # as the sweep left them

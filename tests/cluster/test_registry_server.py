@@ -43,7 +43,8 @@ def small_maskrcnn() -> MaskRCNN:
 
 
 def test_the_champion_rule_and_predict_s_loading_on_the_authenticated_server(
-    tracking_server: TrackingServer, admin_password: str, tiny_config: StudyConfig, monkeypatch: pytest.MonkeyPatch,
+    tracking_server: TrackingServer, credentials: dict[str, str], tiny_config: StudyConfig,
+    monkeypatch: pytest.MonkeyPatch,
 ):
     mlflow = tiny_config.mlflow.model_copy(update={"tracking_uri": tracking_server.url, "artifact_location": "",
                                                    "experiment": NAME, "registered_model": NAME})
@@ -51,8 +52,8 @@ def test_the_champion_rule_and_predict_s_loading_on_the_authenticated_server(
         monkeypatch.delenv(key, raising=False)
     with pytest.raises(TrackingError):  # no credentials: refused (401), before anything is logged
         open_store(mlflow)
-    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
-    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", admin_password)
+    for key, value in credentials.items():
+        monkeypatch.setenv(key, value)
     store = open_store(mlflow)
     model = small_maskrcnn()
     metadata = model_metadata({1: "person"}, {1: 7}, 48, 64, 0.5)
@@ -81,9 +82,6 @@ def test_the_champion_rule_and_predict_s_loading_on_the_authenticated_server(
     assert all(torch.equal(state[key], value) for key, value in model.state_dict().items())
 
 
-def test_an_unknown_alias_on_the_server_is_a_clear_error(tracking_server: TrackingServer, admin_password: str,
-                                                         monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
-    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", admin_password)
+def test_an_unknown_alias_on_the_server_is_a_clear_error(tracking_server: TrackingServer, signed_in: None):
     with pytest.raises(WeightsError, match=f"models:/{NAME}-absent@{CHAMPION}: cannot load"):
         load_predictor(f"models:/{NAME}-absent@{CHAMPION}", tracking_server.url)
